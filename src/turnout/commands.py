@@ -1,0 +1,18 @@
+"""The list of modules that contribute subcommands to `turnout`.
+
+Each module has `register(commands)`, adding its subparsers with `handler=` set.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+COMMAND_MODULES = (
+    "turnout.sandbox.cli",
+    "turnout.demo",
+)
+
+
+def modules() -> list[Any]:
+    return [importlib.import_module(name) for name in COMMAND_MODULES]

@@ -1,0 +1,70 @@
+"""Fixtures on real MariaDB sandboxes.
+
+- `shared_sandbox`: one master + two replicas for the whole session; `reset()` between tests
+  brings every server back up and replicating from node 0. Tests must not change its topology.
+- `fresh_sandbox`: a new sandbox for one test (failovers, kills); destroyed afterwards.
+- `make_sandbox`: the factory behind both, for tests that need another shape.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from turnout.sandbox.ports import free_port_block
+from turnout.sandbox.sandbox import Sandbox
+
+SandboxFactory = Callable[..., Sandbox]
+
+
+def _have_mariadb() -> bool:
+    return shutil.which("mariadbd") is not None or Path("/usr/sbin/mariadbd").exists()
+
+
+def _factory(root: Path, created: list[Sandbox]) -> SandboxFactory:
+    def make(replicas: int = 2, semi_sync: bool = False) -> Sandbox:
+        if not _have_mariadb():
+            pytest.fail("mariadbd is missing: run `make test`, which installs MariaDB")
+        directory = root / f"sbx{len(created)}"
+        base = free_port_block(replicas + 1)
+        box = Sandbox.create(directory, base, replicas, semi_sync=semi_sync)
+        created.append(box)
+        return box
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def shared_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    created: list[Sandbox] = []
+    box = _factory(tmp_path_factory.mktemp("shared"), created)()
+    try:
+        yield box
+    finally:
+        for made in created:
+            made.down(destroy=True)
+
+
+@pytest.fixture
+def sandbox(shared_sandbox: Sandbox) -> Sandbox:
+    """The shared sandbox, checked healthy before the test."""
+    shared_sandbox.reset()
+    return shared_sandbox
+
+
+@pytest.fixture
+def make_sandbox(tmp_path: Path) -> Iterator[SandboxFactory]:
+    created: list[Sandbox] = []
+    try:
+        yield _factory(tmp_path, created)
+    finally:
+        for made in created:
+            made.down(destroy=True)
+
+
+@pytest.fixture
+def fresh_sandbox(make_sandbox: SandboxFactory) -> Sandbox:
+    return make_sandbox()
