@@ -1,0 +1,1 @@
+"""turnout.config: the configuration model shared by admin, proxy, monitor and manager."""

@@ -1,0 +1,143 @@
+"""Immutable configuration snapshots, one row type per ProxySQL table.
+
+The admin layer owns the tables (memory / runtime / disk); LOAD ... TO RUNTIME turns them into a
+`RuntimeConfig`, which the data path, the monitor and the manager read and never change.
+Field names and defaults are ProxySQL's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+SERVER_STATUSES = ("ONLINE", "SHUNNED", "OFFLINE_SOFT", "OFFLINE_HARD")
+
+
+@dataclass(frozen=True)
+class MysqlServer:
+    hostgroup_id: int
+    hostname: str
+    port: int = 3306
+    gtid_port: int = 0
+    status: str = "ONLINE"
+    weight: int = 1
+    compression: int = 0
+    max_connections: int = 1000
+    max_replication_lag: int = 0
+    use_ssl: int = 0
+    max_latency_ms: int = 0
+    comment: str = ""
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.hostname, self.port)
+
+
+@dataclass(frozen=True)
+class MysqlUser:
+    username: str
+    password: str = ""
+    active: int = 1
+    use_ssl: int = 0
+    default_hostgroup: int = 0
+    default_schema: str | None = None
+    schema_locked: int = 0
+    transaction_persistent: int = 1
+    fast_forward: int = 0
+    backend: int = 1
+    frontend: int = 1
+    max_connections: int = 10000
+    attributes: str = ""
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class QueryRule:
+    rule_id: int
+    active: int = 0
+    username: str | None = None
+    schemaname: str | None = None
+    flagIN: int = 0  # noqa: N815  (ProxySQL's column name)
+    client_addr: str | None = None
+    proxy_addr: str | None = None
+    proxy_port: int | None = None
+    digest: str | None = None
+    match_digest: str | None = None
+    match_pattern: str | None = None
+    negate_match_pattern: int = 0
+    re_modifiers: str = "CASELESS"
+    flagOUT: int | None = None  # noqa: N815
+    replace_pattern: str | None = None
+    destination_hostgroup: int | None = None
+    cache_ttl: int | None = None
+    timeout: int | None = None
+    retries: int | None = None
+    delay: int | None = None
+    mirror_flagOUT: int | None = None  # noqa: N815
+    mirror_hostgroup: int | None = None
+    error_msg: str | None = None
+    OK_msg: str | None = None  # noqa: N815
+    multiplex: int | None = None
+    log: int | None = None
+    apply: int = 0
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplicationHostgroup:
+    writer_hostgroup: int
+    reader_hostgroup: int
+    check_type: str = "read_only"
+    comment: str = ""
+    # turnout's columns, appended after ProxySQL's so `SELECT *` scripts keep their positions.
+    stale_read_protection: int = 1  # a read_only server that does not replicate serves no reads
+    two_writer_mode: str = "refuse"  # or "keep-current"
+
+
+@dataclass(frozen=True)
+class SchedulerJob:
+    id: int
+    active: int = 1
+    interval_ms: int = 10000
+    filename: str = ""
+    arg1: str | None = None
+    arg2: str | None = None
+    arg3: str | None = None
+    arg4: str | None = None
+    arg5: str | None = None
+    comment: str = ""
+
+
+def _frozen(mapping: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Everything in force at runtime, as one immutable value; `version` grows with every LOAD."""
+
+    version: int = 0
+    servers: tuple[MysqlServer, ...] = ()
+    users: tuple[MysqlUser, ...] = ()
+    query_rules: tuple[QueryRule, ...] = ()
+    replication_hostgroups: tuple[ReplicationHostgroup, ...] = ()
+    scheduler: tuple[SchedulerJob, ...] = ()
+    # global_variables with ProxySQL's names: "mysql-...", "monitor-..." ("mysql-monitor_..." in the
+    # table), "admin-...". Values are strings, as in ProxySQL's table.
+    variables: Mapping[str, str] = field(default_factory=_frozen)
+
+    def variable(self, name: str, default: str) -> str:
+        return self.variables.get(name, default)
+
+    def int_variable(self, name: str, default: int) -> int:
+        try:
+            return int(self.variables.get(name, default))
+        except ValueError:
+            return default
+
+    def bool_variable(self, name: str, default: bool) -> bool:
+        value = self.variables.get(name)
+        if value is None:
+            return default
+        return value.strip().lower() in ("1", "true", "on", "yes")
