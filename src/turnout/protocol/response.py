@@ -1,0 +1,290 @@
+"""Where a server's response to one command ends, found without decoding rows.
+
+The framer walks packet headers in the byte stream. It keeps only the packets it must read
+(the first packet of a result set, column-count, EOF / OK / ERR, PrepareOk); rows and column
+definitions are skipped by counting down their lengths. Classic EOF framing only: the proxy
+never negotiates CLIENT_DEPRECATE_EOF.
+"""
+
+from __future__ import annotations
+
+from turnout.protocol.constants import (
+    COM_FIELD_LIST,
+    COM_QUIT,
+    COM_STATISTICS,
+    COM_STMT_CLOSE,
+    COM_STMT_EXECUTE,
+    COM_STMT_FETCH,
+    COM_STMT_PREPARE,
+    COM_STMT_SEND_LONG_DATA,
+    SERVER_MORE_RESULTS_EXISTS,
+    SERVER_STATUS_CURSOR_EXISTS,
+)
+from turnout.protocol.generic import ErrPacket, OkPacket, parse_eof, parse_err, parse_ok
+from turnout.protocol.packets import MAX_PAYLOAD, Buffer, MalformedPacket, read_lenenc_int
+from turnout.protocol.prepared import PrepareOk, parse_prepare_ok
+
+_NO_RESPONSE = frozenset({COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA, COM_QUIT})
+
+
+def expects_response(command: int) -> bool:
+    """Whether the server answers `command` at all."""
+    return command not in _NO_RESPONSE
+
+
+# Where in the response the next logical packet falls.
+_FIRST = 0  # first packet of a response or of the next result
+_COLUMNS = 1  # column definitions of a result set
+_COLUMNS_EOF = 2  # the EOF after them
+_ROWS = 3  # rows until EOF or ERR
+_FIELDS = 4  # COM_FIELD_LIST: definitions until EOF or ERR
+_SINGLE = 5  # COM_STATISTICS: one string packet
+_PREP_PARAMS = 6
+_PREP_PARAMS_EOF = 7
+_PREP_COLUMNS = 8
+_PREP_COLUMNS_EOF = 9
+
+# States whose packets are skipped unless their first byte says ERR or EOF.
+_PEEKING = frozenset({_COLUMNS, _ROWS, _FIELDS, _PREP_PARAMS, _PREP_COLUMNS})
+
+
+class ResponseFramer:
+    """Fed the server's bytes after one command, says where its response ends."""
+
+    __slots__ = (
+        "_collect",
+        "_continues",
+        "_expect_seq",
+        "_header",
+        "_in_payload",
+        "_left",
+        "_length",
+        "_peek",
+        "_remaining",
+        "_state",
+        "command",
+        "done",
+        "error",
+        "last_seq",
+        "local_infile",
+        "ok",
+        "prepare",
+        "result_sets",
+        "status_flags",
+    )
+
+    def __init__(self, command: int) -> None:
+        self.command = command
+        self.done = False
+        self.status_flags = 0
+        self.error: ErrPacket | None = None
+        self.ok: OkPacket | None = None
+        self.local_infile = False
+        self.prepare: PrepareOk | None = None
+        self.last_seq = -1
+        self.result_sets = 0
+        if command == COM_FIELD_LIST:
+            self._state = _FIELDS
+        elif command == COM_STATISTICS:
+            self._state = _SINGLE
+        elif command == COM_STMT_FETCH:
+            self._state = _ROWS
+        else:
+            self._state = _FIRST
+        self._header = bytearray()
+        self._remaining = 0  # payload bytes of the current piece still to come
+        self._length = 0  # logical payload length so far
+        self._in_payload = False
+        self._continues = False  # the current piece is full: another piece of the same packet follows
+        self._collect: bytearray | None = None
+        self._peek = False
+        self._left = 0
+        self._expect_seq: int | None = None
+
+    def feed(self, data: Buffer) -> int:
+        """Consume the leading bytes of `data` that belong to this response; return how many."""
+        pos = 0
+        end = len(data)
+        while pos < end and not self.done and not self.local_infile:
+            if not self._in_payload:
+                header = self._header
+                if header or end - pos < 4:
+                    take = min(4 - len(header), end - pos)
+                    header += data[pos : pos + take]
+                    pos += take
+                    if len(header) < 4:
+                        break
+                    length = header[0] | header[1] << 8 | header[2] << 16
+                    seq = header[3]
+                    header.clear()
+                else:
+                    length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+                    seq = data[pos + 3]
+                    pos += 4
+                self._start_piece(length, seq)
+                continue
+            take = self._remaining
+            if take > end - pos:
+                take = end - pos
+            if self._peek:
+                self._peek = False
+                first = data[pos]
+                if first == 0xFF or (first == 0xFE and self._remaining < 9 and not self._continues):
+                    self._collect = bytearray()
+            if self._collect is not None:
+                self._collect += data[pos : pos + take]
+            pos += take
+            self._remaining -= take
+            if self._remaining == 0:
+                self._end_piece()
+        return pos
+
+    def resume_after_infile(self) -> None:
+        """The client has sent its file (up to the empty packet): wait for the server's OK/ERR."""
+        if not self.local_infile:
+            raise MalformedPacket("no LOCAL INFILE request is pending")
+        self.local_infile = False
+        self._state = _FIRST
+        self._expect_seq = None
+
+    def _start_piece(self, length: int, seq: int) -> None:
+        if self._expect_seq is not None and seq != self._expect_seq:
+            raise MalformedPacket(f"packet out of order: got sequence id {seq}, expected {self._expect_seq}")
+        self._expect_seq = (seq + 1) & 0xFF
+        self.last_seq = seq
+        if self._length == 0 and not self._continues:
+            # A new logical packet.
+            if self._state in _PEEKING:
+                self._collect = None
+                self._peek = True
+            else:
+                self._collect = bytearray()
+                self._peek = False
+        else:
+            self._peek = False
+        self._length += length
+        self._continues = length == MAX_PAYLOAD
+        self._remaining = length
+        self._in_payload = True
+        if length == 0:
+            self._end_piece()
+
+    def _end_piece(self) -> None:
+        self._in_payload = False
+        self._peek = False
+        if self._continues:
+            return
+        payload = self._collect
+        self._collect = None
+        self._length = 0
+        self._on_packet(payload)
+
+    def _on_packet(self, payload: bytearray | None) -> None:
+        state = self._state
+        if state == _ROWS:
+            if payload is None:
+                return
+            if payload[0] == 0xFF:
+                self._finish_err(payload)
+                return
+            self.result_sets += 1
+            self._after_result(parse_eof(payload).status_flags)
+        elif state in (_COLUMNS, _PREP_PARAMS, _PREP_COLUMNS):
+            if payload is not None:
+                if payload[0] == 0xFF:
+                    self._finish_err(payload)
+                    return
+                raise MalformedPacket("EOF before the announced number of column definitions")
+            self._left -= 1
+            if self._left == 0:
+                self._state = state + 1
+        elif state in (_COLUMNS_EOF, _PREP_PARAMS_EOF, _PREP_COLUMNS_EOF):
+            self._on_definitions_eof(state, self._eof_or_err(payload))
+        elif state == _FIRST:
+            self._on_first(payload)
+        elif state == _FIELDS:
+            if payload is None:
+                return
+            if payload[0] == 0xFF:
+                self._finish_err(payload)
+                return
+            self.status_flags = parse_eof(payload).status_flags
+            self.done = True
+        else:  # _SINGLE
+            if payload and payload[0] == 0xFF:
+                self._finish_err(payload)
+            else:
+                self.done = True
+
+    def _eof_or_err(self, payload: bytearray | None) -> int | None:
+        """The status flags of an EOF; None (and the response is over) for an ERR."""
+        if not payload:
+            raise MalformedPacket("expected EOF or ERR")
+        if payload[0] == 0xFF:
+            self._finish_err(payload)
+            return None
+        return parse_eof(payload).status_flags
+
+    def _on_definitions_eof(self, state: int, flags: int | None) -> None:
+        if flags is None:
+            return
+        self.status_flags = flags
+        if state == _COLUMNS_EOF:
+            if self.command == COM_STMT_EXECUTE and flags & SERVER_STATUS_CURSOR_EXISTS:
+                # Rows come later, through COM_STMT_FETCH.
+                self.result_sets += 1
+                self.done = True
+            else:
+                self._state = _ROWS
+        elif state == _PREP_PARAMS_EOF and self.prepare is not None and self.prepare.num_columns:
+            self._left = self.prepare.num_columns
+            self._state = _PREP_COLUMNS
+        else:
+            self.done = True
+
+    def _on_first(self, payload: bytearray | None) -> None:
+        if not payload:
+            raise MalformedPacket("empty response packet")
+        first = payload[0]
+        if first == 0x00:
+            if self.command == COM_STMT_PREPARE:
+                self._on_prepare_ok(parse_prepare_ok(payload))
+                return
+            ok = parse_ok(payload)
+            self.ok = ok
+            self._after_result(ok.status_flags)
+        elif first == 0xFF:
+            self._finish_err(payload)
+        elif first == 0xFB:
+            self.local_infile = True
+        elif first == 0xFE and len(payload) < 9:
+            self.status_flags = parse_eof(payload).status_flags
+            self.done = True
+        else:
+            count, _ = read_lenenc_int(payload, 0)
+            if not count:
+                raise MalformedPacket("bad column count")
+            self._left = count
+            self._state = _COLUMNS
+
+    def _on_prepare_ok(self, prepare: PrepareOk) -> None:
+        self.prepare = prepare
+        if prepare.num_params:
+            self._left = prepare.num_params
+            self._state = _PREP_PARAMS
+        elif prepare.num_columns:
+            self._left = prepare.num_columns
+            self._state = _PREP_COLUMNS
+        else:
+            self.done = True
+
+    def _after_result(self, flags: int) -> None:
+        self.status_flags = flags
+        if flags & SERVER_MORE_RESULTS_EXISTS and self.command != COM_STMT_FETCH:
+            self._state = _FIRST
+        else:
+            self.done = True
+
+    def _finish_err(self, payload: bytearray) -> None:
+        self.error = parse_err(payload)
+        self.done = True
