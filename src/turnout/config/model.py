@@ -82,6 +82,14 @@ class QueryRule:
     log: int | None = None
     apply: int = 0
     comment: str | None = None
+    # ProxySQL 2.x columns the router may ignore, kept so LOAD/SAVE round-trips every column.
+    cache_empty_result: int | None = None
+    cache_timeout: int | None = None
+    reconnect: int | None = None
+    next_query_flagIN: int | None = None
+    sticky_conn: int | None = None
+    gtid_from_hostgroup: int | None = None
+    attributes: str = ""
 
 
 @dataclass(frozen=True)
