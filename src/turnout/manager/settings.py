@@ -1,0 +1,128 @@
+"""The `[manager]` table of the TOML configuration, with Orchestrator's key names where they apply."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from turnout.manager.candidates import PROMOTION_RULES, PromotionRule
+
+
+class SettingsError(ValueError):
+    """A configuration value is wrong; the message says which and what is expected."""
+
+
+@dataclass(frozen=True)
+class ManagerSettings:
+    ListenAddress: str = "127.0.0.1:3000"
+    MySQLTopologyUser: str = ""
+    MySQLTopologyPassword: str = ""
+    MySQLReplicaUser: str = ""
+    MySQLReplicaPassword: str = ""
+    MySQLConnectTimeoutSeconds: float = 2.0
+    # Bound on one whole probe (connect + every statement): a hung server costs no more.
+    MySQLDiscoveryReadTimeoutSeconds: float = 3.0
+    InstancePollSeconds: float = 5.0
+    RecoveryPeriodBlockSeconds: float = 3600.0
+    RecoverMasterClusterFilters: tuple[str, ...] = ("*",)
+    PreFailoverProcesses: tuple[str, ...] = ()
+    PostMasterFailoverProcesses: tuple[str, ...] = ()
+    PostFailoverProcesses: tuple[str, ...] = ()
+    PostUnsuccessfulFailoverProcesses: tuple[str, ...] = ()
+    PreGracefulTakeoverProcesses: tuple[str, ...] = ()
+    PostGracefulTakeoverProcesses: tuple[str, ...] = ()
+    ReasonableReplicationLagSeconds: float = 10.0
+    # turnout's own keys
+    SQLite3DataFile: str = "turnout-state.db"
+    DiscoverySeeds: tuple[str, ...] = ()
+    ReplicationFlavor: str = ""  # "" detects mariadb/mysql; "binlog" forces file/position
+    PromotionRules: Mapping[str, str] = field(default_factory=dict)
+    RelayLogApplyTimeoutSeconds: float = 30.0
+    GracefulTakeoverWaitSeconds: float = 10.0
+    HookTimeoutSeconds: float = 30.0
+    DetectionDelayBoundSeconds: float = 10.0
+    ManagerId: str = ""
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> ManagerSettings:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise SettingsError(
+                f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in [manager]; "
+                f"known keys: {', '.join(sorted(known))}"
+            )
+        hints = typing.get_type_hints(cls)
+        converted = {name: _convert(name, hints[name], value) for name, value in values.items()}
+        settings = cls(**converted)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.InstancePollSeconds < 1:
+            raise SettingsError("InstancePollSeconds must be 1 or more")
+        for name in ("MySQLConnectTimeoutSeconds", "MySQLDiscoveryReadTimeoutSeconds"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be above 0")
+        _, sep, port = self.ListenAddress.rpartition(":")
+        if not sep or not port.isdigit():
+            raise SettingsError(f"ListenAddress must be HOST:PORT, got {self.ListenAddress!r}")
+        for key, rule in self.PromotionRules.items():
+            if rule not in PROMOTION_RULES:
+                raise SettingsError(
+                    f"PromotionRules[{key!r}] = {rule!r}: use one of {', '.join(PROMOTION_RULES)}"
+                )
+        if self.ReplicationFlavor not in ("", "mariadb", "mysql", "binlog"):
+            raise SettingsError("ReplicationFlavor must be empty (detect), mariadb, mysql or binlog")
+
+    @property
+    def listen(self) -> tuple[str, int]:
+        host, _, port = self.ListenAddress.rpartition(":")
+        return host or "127.0.0.1", int(port)
+
+    @property
+    def promotion_rules(self) -> dict[str, PromotionRule]:
+        return {k: typing.cast(PromotionRule, v) for k, v in self.PromotionRules.items()}
+
+
+def _convert(name: str, hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SettingsError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise SettingsError(f"{name} must be a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise SettingsError(f"{name} must be a list of strings, got {value!r}")
+        if not all(isinstance(v, str) for v in value):
+            raise SettingsError(f"{name} must be a list of strings, got {value!r}")
+        return tuple(value)
+    if origin in (Mapping, dict) or (isinstance(origin, type) and issubclass(origin, Mapping)):
+        if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+            raise SettingsError(f"{name} must be a table of strings, got {value!r}")
+        return types.MappingProxyType(dict(value))
+    raise SettingsError(f"{name}: unsupported setting type {hint}")  # pragma: no cover
+
+
+def load(path: Path | str) -> ManagerSettings:
+    """The `[manager]` table of a TOML file (defaults when the table is missing)."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path} is not valid TOML: {exc}") from exc
+    table = raw.get("manager", {})
+    if not isinstance(table, dict):
+        raise SettingsError(f"{path}: [manager] must be a table")
+    return ManagerSettings.from_mapping(table)
