@@ -68,3 +68,6 @@ def make_sandbox(tmp_path: Path) -> Iterator[SandboxFactory]:
 @pytest.fixture
 def fresh_sandbox(make_sandbox: SandboxFactory) -> Sandbox:
     return make_sandbox()
+
+
+pytest_plugins = ["proxy_harness"]

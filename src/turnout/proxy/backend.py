@@ -1,0 +1,255 @@
+"""One connection from the proxy to a MySQL server, logged in as a client's user."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass
+
+from turnout.protocol.client import ClientHandshake
+from turnout.protocol.events import AuthDone, AuthFailed
+from turnout.protocol.commands import build_stmt_execute, parse_stmt_execute
+from turnout.protocol.constants import (
+    CLIENT_FOUND_ROWS,
+    CLIENT_MULTI_RESULTS,
+    CLIENT_MULTI_STATEMENTS,
+    CLIENT_NO_SCHEMA,
+    CLIENT_PS_MULTI_RESULTS,
+    COM_INIT_DB,
+    COM_QUERY,
+    COM_STMT_CLOSE,
+    COM_STMT_PREPARE,
+    DEFAULT_SERVER_CAPABILITIES,
+)
+from turnout.protocol.generic import ErrPacket
+from turnout.protocol.packets import PacketBuffer, encode_packet
+from turnout.protocol.prepared import PrepareOk
+from turnout.protocol.response import ResponseFramer
+from turnout.proxy.settings import SessionSettings, restore_statements
+
+ServerAddress = tuple[str, int]
+READ_SIZE = 256 * 1024
+MAX_CACHED_STATEMENTS = 256
+
+# What the proxy asks of every backend connection; a client's FOUND_ROWS choice is part of the
+# pool key because it changes what the server reports as affected rows.
+BACKEND_CAPABILITIES = (
+    DEFAULT_SERVER_CAPABILITIES | CLIENT_MULTI_STATEMENTS | CLIENT_MULTI_RESULTS | CLIENT_PS_MULTI_RESULTS
+) & ~(CLIENT_FOUND_ROWS | CLIENT_NO_SCHEMA)
+
+_ids = itertools.count(1)
+
+
+class BackendError(Exception):
+    """The backend connection failed; it must not be used again."""
+
+
+class BackendRefused(BackendError):
+    """The server answered with an error packet (bad credentials, too many connections…)."""
+
+    def __init__(self, err: ErrPacket) -> None:
+        super().__init__(f"{err.code} ({err.sql_state}): {err.message}")
+        self.err = err
+
+
+@dataclass(slots=True)
+class BackendStatement:
+    statement_id: int
+    num_params: int
+    num_columns: int
+
+
+class BackendConnection:
+    """A logged-in server connection; the session that holds it reads and writes its streams."""
+
+    def __init__(
+        self,
+        address: ServerAddress,
+        user: str,
+        found_rows: bool,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        thread_id: int,
+        settings: SessionSettings,
+    ) -> None:
+        self.id = next(_ids)
+        self.address = address
+        self.user = user
+        self.found_rows = found_rows
+        self.reader = reader
+        self.writer = writer
+        self.thread_id = thread_id
+        self.settings = settings
+        self.statements: dict[str, BackendStatement] = {}
+        self.broken = False
+        self.created_at = time.monotonic()
+        self.last_used = self.created_at
+
+    @property
+    def pool_key(self) -> tuple[ServerAddress, str, bool]:
+        return (self.address, self.user, self.found_rows)
+
+    def close(self) -> None:
+        self.broken = True
+        if not self.writer.is_closing():
+            self.writer.close()
+
+    # ---- internal exchanges (the proxy's own commands, never relayed to a client) -------------
+    async def exchange(self, payload: bytes) -> ResponseFramer:
+        """Send one command and consume its whole response."""
+        framer = ResponseFramer(payload[0])
+        self.writer.write(encode_packet(payload, 0))
+        try:
+            while not framer.done:
+                data = await self.reader.read(READ_SIZE)
+                if not data:
+                    raise BackendError(f"server {self.address[0]}:{self.address[1]} closed the connection")
+                used = framer.feed(data)
+                if used != len(data) or framer.local_infile:
+                    raise BackendError("unexpected data from the server")
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            self.broken = True
+            raise BackendError(str(exc)) from exc
+        except BackendError:
+            self.broken = True
+            raise
+        return framer
+
+    async def query(self, sql: str) -> ResponseFramer:
+        return await self.exchange(bytes([COM_QUERY]) + sql.encode())
+
+    async def apply_settings(self, wanted: SessionSettings) -> ErrPacket | None:
+        """Make this connection's session match `wanted`; returns the server's error, if any."""
+        if wanted == self.settings:
+            return None
+        for sql in restore_statements(self.settings, wanted):
+            framer = await self.query(sql)
+            if framer.error is not None:
+                return framer.error
+        if wanted.schema is not None and wanted.schema != self.settings.schema:
+            framer = await self.exchange(bytes([COM_INIT_DB]) + wanted.schema.encode())
+            if framer.error is not None:
+                return framer.error
+        if wanted.multi_statements != self.settings.multi_statements:
+            from turnout.protocol.constants import COM_SET_OPTION
+
+            option = 0 if wanted.multi_statements else 1
+            framer = await self.exchange(bytes([COM_SET_OPTION]) + option.to_bytes(2, "little"))
+            if framer.error is not None:
+                return framer.error
+        self.settings = SessionSettings(
+            names=wanted.names,
+            schema=wanted.schema if wanted.schema is not None else self.settings.schema,
+            variables=wanted.variables,
+            multi_statements=wanted.multi_statements,
+        )
+        return None
+
+    def remember_statement(self, sql: str, prepare: PrepareOk) -> None:
+        """Record a statement the client's own COM_STMT_PREPARE created on this connection."""
+        self._cache_statement(sql, BackendStatement(prepare.statement_id, prepare.num_params, prepare.num_columns))
+
+    def _cache_statement(self, sql: str, statement: BackendStatement) -> None:
+        previous = self.statements.pop(sql, None)
+        if previous is not None:
+            self._close_statement(previous)
+        if len(self.statements) >= MAX_CACHED_STATEMENTS:
+            oldest_sql = next(iter(self.statements))
+            self._close_statement(self.statements.pop(oldest_sql))
+        self.statements[sql] = statement
+
+    def _close_statement(self, statement: BackendStatement) -> None:
+        self.writer.write(encode_packet(bytes([COM_STMT_CLOSE]) + statement.statement_id.to_bytes(4, "little"), 0))
+
+    async def prepare(self, sql: str) -> BackendStatement | ErrPacket:
+        """The server-side statement for `sql` on this connection, prepared if needed."""
+        known = self.statements.get(sql)
+        if known is not None:
+            return known
+        framer = await self.exchange(bytes([COM_STMT_PREPARE]) + sql.encode())
+        if framer.error is not None:
+            return framer.error
+        assert framer.prepare is not None
+        statement = BackendStatement(framer.prepare.statement_id, framer.prepare.num_params, framer.prepare.num_columns)
+        self._cache_statement(sql, statement)
+        return statement
+
+
+def execute_payload(client_payload: bytes, statement: BackendStatement, param_types: bytes | None) -> bytes:
+    """A client's COM_STMT_EXECUTE for this backend: its statement id, parameter types always bound.
+
+    Types are sent on every execute: the backend statement may have been bound by another client's
+    session, or never, and the client only sends types when they change.
+    """
+    if statement.num_params == 0:
+        return client_payload[:1] + statement.statement_id.to_bytes(4, "little") + client_payload[5:]
+    execute = parse_stmt_execute(client_payload, statement.num_params)
+    types = execute.param_types if execute.new_params_bound else param_types
+    if types is None:
+        raise ValueError("COM_STMT_EXECUTE without parameter types for a statement never bound")
+    from dataclasses import replace
+
+    return build_stmt_execute(replace(execute, stmt_id=statement.statement_id, new_params_bound=True, param_types=types))
+
+
+async def connect_backend(
+    address: ServerAddress,
+    user: str,
+    stage1: bytes | None,
+    password: str | None,
+    found_rows: bool,
+    settings: SessionSettings,
+    timeout: float,
+) -> BackendConnection:
+    """Open and log in a backend connection as `user` (with SHA1(password) or the password)."""
+    capabilities = BACKEND_CAPABILITIES | (CLIENT_FOUND_ROWS if found_rows else 0)
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), timeout)
+    except (OSError, TimeoutError) as exc:
+        raise BackendError(f"cannot connect to {address[0]}:{address[1]}: {exc or 'timed out'}") from exc
+    handshake = ClientHandshake(
+        username=user,
+        stage1=stage1,
+        password=password,
+        database=None,
+        capabilities=capabilities,
+        charset=45,
+    )
+    packets = PacketBuffer()
+    try:
+        return await asyncio.wait_for(_login(address, user, found_rows, settings, reader, writer, handshake, packets), timeout)
+    except TimeoutError as exc:
+        writer.close()
+        raise BackendError(f"login to {address[0]}:{address[1]} timed out") from exc
+    except BaseException:
+        writer.close()
+        raise
+
+
+async def _login(
+    address: ServerAddress,
+    user: str,
+    found_rows: bool,
+    settings: SessionSettings,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    handshake: ClientHandshake,
+    packets: PacketBuffer,
+) -> BackendConnection:
+    while True:
+        data = await reader.read(READ_SIZE)
+        if not data:
+            raise BackendError(f"{address[0]}:{address[1]} closed the connection during login")
+        packets.feed(data)
+        while (packet := packets.next_packet()) is not None:
+            outcome = handshake.receive(packet)
+            if isinstance(outcome, AuthDone):
+                return BackendConnection(
+                    address, user, found_rows, reader, writer, outcome.greeting.connection_id,
+                    SessionSettings(names="utf8mb4", schema=None),
+                )
+            if isinstance(outcome, AuthFailed):
+                raise BackendRefused(outcome.error)
+            if outcome is not None:
+                writer.write(outcome)

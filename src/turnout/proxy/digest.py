@@ -1,0 +1,43 @@
+"""Query digests: the query with its literals replaced by `?`, as ProxySQL's stats and match_digest see it."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import lru_cache
+
+_TOKENS = re.compile(
+    r"""
+      (?P<comment>/\*(?!\s*[!+]).*?\*/|(?:--\s|\#)[^\n]*)
+    | (?P<string>'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*")
+    | (?P<ident>`(?:[^`]|``)*`)
+    | (?P<number>(?<![\w@$.])[-+]?(?:0x[0-9a-fA-F]+|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)(?![\w$]))
+    | (?P<space>\s+)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+_LISTS = re.compile(r"\?(?:\s*,\s*\?)+")
+
+
+def _replace(match: re.Match[str]) -> str:
+    kind = match.lastgroup
+    if kind == "comment":
+        return " "
+    if kind in ("string", "number"):
+        return "?"
+    if kind == "space":
+        return " "
+    return match.group()
+
+
+@lru_cache(maxsize=4096)
+def digest_text(query: str) -> str:
+    """Normalised query text: comments dropped, literals as `?`, lists of literals as `?,...`."""
+    text = _TOKENS.sub(_replace, query).strip()
+    text = _LISTS.sub("?,...", text)
+    return text.rstrip("; ")
+
+
+def digest_hash(text: str) -> str:
+    """A 64-bit hex digest id, shaped like ProxySQL's `0x...` digest column."""
+    return "0x" + hashlib.blake2b(text.encode(), digest_size=8).hexdigest().upper()

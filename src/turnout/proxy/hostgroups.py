@@ -1,0 +1,61 @@
+"""Hostgroups as the data path sees them: the ONLINE servers of each, and whether writes may go there."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from turnout.config.model import MysqlServer
+
+
+def _empty_blocks() -> Mapping[int, str]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    """An immutable view built from runtime_mysql_servers as in force (after the monitor's changes)."""
+
+    version: int = 0
+    by_hostgroup: Mapping[int, tuple[MysqlServer, ...]] = field(default_factory=_empty_blocks)  # type: ignore[arg-type]
+    write_blocked: Mapping[int, str] = field(default_factory=_empty_blocks)
+    # Writer hostgroups held during a switchover: writes wait instead of failing (issue: held queries).
+    held: frozenset[int] = frozenset()
+
+    @classmethod
+    def build(
+        cls,
+        servers: Iterable[MysqlServer],
+        write_blocked: Mapping[int, str] | None = None,
+        version: int = 0,
+        held: frozenset[int] = frozenset(),
+    ) -> RoutingTable:
+        groups: dict[int, list[MysqlServer]] = {}
+        for server in servers:
+            if server.status == "ONLINE":
+                groups.setdefault(server.hostgroup_id, []).append(server)
+        return cls(
+            version=version,
+            by_hostgroup=MappingProxyType({hg: tuple(members) for hg, members in groups.items()}),
+            write_blocked=MappingProxyType(dict(write_blocked or {})),
+            held=held,
+        )
+
+    def online(self, hostgroup: int) -> tuple[MysqlServer, ...]:
+        return self.by_hostgroup.get(hostgroup, ())
+
+
+def pick_server(
+    candidates: tuple[MysqlServer, ...],
+    usable: Callable[[MysqlServer], bool],
+    rng: random.Random,
+) -> MysqlServer | None:
+    """Weighted random choice among the candidates that are usable (capacity, not failing)."""
+    pool = [s for s in candidates if s.weight > 0 and usable(s)]
+    if not pool:
+        return None
+    if len(pool) == 1:
+        return pool[0]
+    return rng.choices(pool, weights=[s.weight for s in pool], k=1)[0]

@@ -1,0 +1,114 @@
+"""Backend connection pools: idle connections per (server, user), counted per server."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from turnout.proxy.backend import BackendConnection, ServerAddress
+
+PoolKey = tuple[ServerAddress, str, bool]
+IDLE_TIMEOUT = 600.0  # seconds an idle connection is kept (servers' wait_timeout is far longer)
+
+
+@dataclass
+class ServerStats:
+    """The numbers stats_mysql_connection_pool shows for one server."""
+
+    conn_used: int = 0
+    conn_free: int = 0
+    conn_ok: int = 0
+    conn_err: int = 0
+    max_conn_used: int = 0
+    queries: int = 0
+    bytes_sent: int = 0
+    bytes_recv: int = 0
+    latency_us: int = 0
+    last_error_at: float = 0.0
+
+
+@dataclass
+class ServerPool:
+    address: ServerAddress
+    idle: dict[tuple[str, bool], deque[BackendConnection]] = field(default_factory=dict)
+    stats: ServerStats = field(default_factory=ServerStats)
+
+    @property
+    def total(self) -> int:
+        return self.stats.conn_used + self.stats.conn_free
+
+
+class Pools:
+    """All pools of one proxy process. Single-threaded (asyncio): no locks needed."""
+
+    def __init__(self) -> None:
+        self.servers: dict[ServerAddress, ServerPool] = {}
+
+    def server(self, address: ServerAddress) -> ServerPool:
+        pool = self.servers.get(address)
+        if pool is None:
+            pool = self.servers[address] = ServerPool(address)
+        return pool
+
+    def take_idle(self, address: ServerAddress, user: str, found_rows: bool) -> BackendConnection | None:
+        pool = self.server(address)
+        idle = pool.idle.get((user, found_rows))
+        while idle:
+            connection = idle.pop()
+            pool.stats.conn_free -= 1
+            if connection.broken or connection.writer.is_closing():
+                continue
+            self._mark_used(pool)
+            return connection
+        return None
+
+    def has_capacity(self, address: ServerAddress, max_connections: int) -> bool:
+        pool = self.server(address)
+        return pool.stats.conn_used < max_connections or any(pool.idle.values())
+
+    def reserve(self, address: ServerAddress) -> None:
+        """Count a connection being opened as used, so max_connections holds while it connects."""
+        self._mark_used(self.server(address))
+
+    def connect_failed(self, address: ServerAddress) -> None:
+        pool = self.server(address)
+        pool.stats.conn_used -= 1
+        pool.stats.conn_err += 1
+        pool.stats.last_error_at = time.monotonic()
+
+    def connected(self, address: ServerAddress) -> None:
+        self.server(address).stats.conn_ok += 1
+
+    def release(self, connection: BackendConnection, reusable: bool) -> None:
+        """Give a connection back; one in an unknown state is closed, never pooled."""
+        pool = self.server(connection.address)
+        pool.stats.conn_used -= 1
+        if not reusable or connection.broken or connection.writer.is_closing():
+            connection.close()
+            return
+        connection.last_used = time.monotonic()
+        pool.idle.setdefault((connection.user, connection.found_rows), deque()).append(connection)
+        pool.stats.conn_free += 1
+
+    def _mark_used(self, pool: ServerPool) -> None:
+        pool.stats.conn_used += 1
+        pool.stats.max_conn_used = max(pool.stats.max_conn_used, pool.stats.conn_used)
+
+    def close_idle(self, older_than: float = IDLE_TIMEOUT, address: ServerAddress | None = None) -> int:
+        """Close idle connections unused for `older_than` seconds (all of them for one server)."""
+        now = time.monotonic()
+        closed = 0
+        for pool in self.servers.values():
+            if address is not None and pool.address != address:
+                continue
+            for idle in pool.idle.values():
+                keep = deque(c for c in idle if now - c.last_used < older_than and not c.broken)
+                for connection in idle:
+                    if connection not in keep:
+                        connection.close()
+                        closed += 1
+                idle.clear()
+                idle.extend(keep)
+            pool.stats.conn_free = sum(len(q) for q in pool.idle.values())
+        return closed

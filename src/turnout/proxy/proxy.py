@@ -1,0 +1,235 @@
+"""The proxy: listener, the configuration in force, and backend connections handed to sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from turnout.config.model import MysqlServer, MysqlUser, RuntimeConfig
+from turnout.protocol import constants as c
+from turnout.protocol.auth import parse_stored_password
+from turnout.proxy.backend import (
+    BackendConnection,
+    BackendError,
+    BackendRefused,
+    ServerAddress,
+    connect_backend,
+)
+from turnout.proxy.hostgroups import RoutingTable, pick_server
+from turnout.proxy.pool import Pools
+from turnout.proxy.rules import CompiledRule, compile_rules
+from turnout.proxy.session import ClientSession, NoServer
+from turnout.proxy.stats import ProxyStats
+
+log = logging.getLogger("turnout.proxy")
+
+FAILED_SERVER_BACKOFF = 1.0  # seconds a server that refused a connection gets no new ones
+
+
+@dataclass(frozen=True, slots=True)
+class UserEntry:
+    user: MysqlUser
+    double_sha1: bytes
+    stage1: bytes | None
+    password: str | None
+
+
+def _user_entry(user: MysqlUser) -> UserEntry:
+    double_sha1, stage1 = parse_stored_password(user.password)
+    clear = user.password if user.password and not user.password.startswith("*") else None
+    return UserEntry(user, double_sha1, stage1, clear if user.password else "")
+
+
+def parse_interface(value: str, default_port: int) -> tuple[str, int]:
+    """"127.0.0.1:6033" -> ("127.0.0.1", 6033); ProxySQL allows a list separated by ';' (first used)."""
+    first = value.split(";")[0].strip()
+    host, _, port = first.rpartition(":")
+    return (host or "127.0.0.1", int(port) if port else default_port)
+
+
+class Proxy:
+    def __init__(self, config: RuntimeConfig) -> None:
+        self.pools = Pools()
+        self.stats = ProxyStats()
+        self.sessions: dict[int, ClientSession] = {}
+        self.connections_by_user: dict[str, int] = {}
+        self.prepared_responses: dict[tuple[str | None, str], tuple[bytes, int, int]] = {}
+        self.routing = RoutingTable()
+        self._routing_changed = asyncio.Event()
+        self._failed_until: dict[ServerAddress, float] = {}
+        self._servers: dict[ServerAddress, MysqlServer] = {}
+        self._session_ids = itertools.count(1)
+        self._listeners: list[asyncio.Server] = []
+        self._rng = random.Random()
+        self.on_backend_error: Callable[[ServerAddress], None] | None = None
+        self.config = config
+        self.users: dict[str, UserEntry] = {}
+        self.rules: tuple[CompiledRule, ...] = ()
+        self.reader_hostgroups: frozenset[int] = frozenset()
+        self.apply_config(config)
+        self.apply_routing(RoutingTable.build(config.servers, version=config.version))
+
+    # ---- configuration ------------------------------------------------------------------------
+    def apply_config(self, config: RuntimeConfig) -> None:
+        """Put a new runtime configuration in force; sessions pick it up at their next statement."""
+        self.config = config
+        self.users = {u.username: _user_entry(u) for u in config.users if u.frontend}
+        self.rules = compile_rules(config.query_rules)
+        self.reader_hostgroups = frozenset(rh.reader_hostgroup for rh in config.replication_hostgroups)
+        self.max_allowed_packet = config.int_variable("mysql-max_allowed_packet", 64 * 1024 * 1024)
+        self.max_connections = config.int_variable("mysql-max_connections", 2048)
+        self.connect_timeout_server = config.int_variable("mysql-connect_timeout_server", 3000) / 1000
+        self.connect_timeout_server_max = config.int_variable("mysql-connect_timeout_server_max", 10000) / 1000
+        self.connect_timeout_client = config.int_variable("mysql-connect_timeout_client", 10000) / 1000
+        self.auto_increment_delay_multiplex = config.int_variable("mysql-auto_increment_delay_multiplex", 5)
+        self.server_version = config.variable("mysql-server_version", "5.5.30")
+        self.prepared_responses.clear()
+
+    def apply_routing(self, table: RoutingTable) -> None:
+        """Servers as in force (monitor's view); wakes statements waiting for a server."""
+        self.routing = table
+        self._servers = {}
+        for members in table.by_hostgroup.values():
+            for server in members:
+                self._servers[server.address] = server
+        event, self._routing_changed = self._routing_changed, asyncio.Event()
+        event.set()
+
+    def is_reader_hostgroup(self, hostgroup: int) -> bool:
+        return hostgroup in self.reader_hostgroups
+
+    # ---- sessions -----------------------------------------------------------------------------
+    def admit(self, session: ClientSession, entry: UserEntry) -> tuple[int, str] | None:
+        """None when the session may start, else the error code and message to refuse it with."""
+        if len(self.sessions) >= self.max_connections:
+            return (c.ER_CON_COUNT_ERROR, "Too many connections")
+        name = entry.user.username
+        if self.connections_by_user.get(name, 0) >= entry.user.max_connections:
+            return (c.ER_TOO_MANY_USER_CONNECTIONS, f"User '{name}' has exceeded the 'max_user_connections' resource")
+        self.sessions[session.id] = session
+        self.connections_by_user[name] = self.connections_by_user.get(name, 0) + 1
+        self.stats.counters.client_connections_created += 1
+        return None
+
+    def user_changed(self, session: ClientSession, old: UserEntry, new: UserEntry) -> None:
+        self.connections_by_user[old.user.username] -= 1
+        self.connections_by_user[new.user.username] = self.connections_by_user.get(new.user.username, 0) + 1
+
+    def session_ended(self, session: ClientSession) -> None:
+        if self.sessions.pop(session.id, None) is not None and session.user is not None:
+            self.connections_by_user[session.user.user.username] -= 1
+
+    def record(
+        self,
+        command: str,
+        hostgroup: int,
+        schema: str,
+        username: str,
+        digest: str,
+        elapsed_us: int,
+        rows_affected: int,
+        address: ServerAddress,
+    ) -> None:
+        self.stats.record(command, hostgroup, schema, username, digest, "", elapsed_us, rows_affected)
+        stats = self.pools.server(address).stats
+        stats.queries += 1
+
+    # ---- backend connections ------------------------------------------------------------------
+    def _usable(self, server: MysqlServer) -> bool:
+        if self._failed_until.get(server.address, 0.0) > time.monotonic():
+            return False
+        return self.pools.has_capacity(server.address, server.max_connections)
+
+    async def acquire(self, hostgroup: int, session: ClientSession) -> BackendConnection:
+        """A logged-in connection to an ONLINE server of the hostgroup, waiting for one if none is.
+
+        Waits up to mysql-connect_timeout_server_max for a server to become available (a
+        failover in progress, a server coming back), then raises NoServer.
+        """
+        assert session.user is not None
+        user = session.user
+        started = time.monotonic()
+        deadline = started + self.connect_timeout_server_max
+        while True:
+            table = self.routing
+            server = None if hostgroup in table.held else pick_server(table.online(hostgroup), self._usable, self._rng)
+            if server is not None:
+                connection = self.pools.take_idle(server.address, user.user.username, session.found_rows)
+                if connection is not None:
+                    return connection
+                self.pools.reserve(server.address)
+                try:
+                    connection = await connect_backend(
+                        server.address,
+                        user.user.username,
+                        session.stage1 or None,
+                        user.password,
+                        session.found_rows,
+                        session.settings,
+                        self.connect_timeout_server,
+                    )
+                except BackendRefused as exc:
+                    self.pools.connect_failed(server.address)
+                    if exc.err.code in (c.ER_ACCESS_DENIED_ERROR, c.ER_TOO_MANY_USER_CONNECTIONS):
+                        raise
+                    self.backend_failed(server.address)
+                    continue
+                except BackendError as exc:
+                    log.warning("backend %s:%d: %s", server.address[0], server.address[1], exc)
+                    self.pools.connect_failed(server.address)
+                    self.backend_failed(server.address)
+                    continue
+                self.pools.connected(server.address)
+                return connection
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise NoServer(hostgroup, int((time.monotonic() - started) * 1000))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._routing_changed.wait(), min(remaining, 0.05))
+
+    def backend_failed(self, address: ServerAddress) -> None:
+        """A connect or a connection failed: no new statements go there for a moment."""
+        self._failed_until[address] = time.monotonic() + FAILED_SERVER_BACKOFF
+        self.stats.counters.backend_errors += 1
+        self.pools.close_idle(older_than=0, address=address)
+        if self.on_backend_error is not None:
+            self.on_backend_error(address)
+
+    # ---- listening ----------------------------------------------------------------------------
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
+        server = await asyncio.start_server(
+            self._accept, host, port, reuse_port=reuse_port or None, backlog=1024, limit=1 << 20
+        )
+        self._listeners.append(server)
+
+    @property
+    def ports(self) -> list[int]:
+        return [sock.getsockname()[1] for server in self._listeners for sock in server.sockets]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        session = ClientSession(self, reader, writer, next(self._session_ids))
+        try:
+            await session.run()
+        except Exception:  # a bug in one session must never take the proxy down
+            log.exception("session %d failed", session.id)
+            await session.close()
+
+    async def stop(self) -> None:
+        for server in self._listeners:
+            server.close()
+        for server in self._listeners:
+            await server.wait_closed()
+        self._listeners.clear()
+        for session in list(self.sessions.values()):
+            await session.close()
+        self.pools.close_idle(older_than=0)

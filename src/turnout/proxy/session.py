@@ -1,0 +1,692 @@
+"""One client connection: login, then every command routed to a backend and its answer relayed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from turnout.protocol import constants as c
+from turnout.protocol.auth import new_salt, verify_native
+from turnout.protocol.commands import (
+    parse_set_option,
+    parse_stmt_execute,
+    query_text,
+    stmt_id_of,
+    with_stmt_id,
+)
+from turnout.protocol.events import AuthSwitchResponse, ClientHello
+from turnout.protocol.generic import ErrPacket, build_eof, build_err, build_ok
+from turnout.protocol.handshake import build_auth_switch_request, parse_change_user
+from turnout.protocol.packets import Packet, PacketBuffer, PacketTooLarge, ProtocolError, encode_packet
+from turnout.protocol.response import ResponseFramer
+from turnout.protocol.server import ServerHandshake
+from turnout.proxy.backend import READ_SIZE, BackendConnection, BackendError, BackendRefused, execute_payload
+from turnout.proxy.digest import digest_hash, digest_text
+from turnout.proxy.rules import NO_MATCH, RuleOutcome, evaluate
+from turnout.proxy.settings import SessionSettings, charset_for_collation
+from turnout.proxy.statement import NEXT_TRANSACTION, TABLE_LOCK, StatementInfo, analyze, first_word
+from turnout.proxy.stats import command_name
+
+if TYPE_CHECKING:
+    from turnout.proxy.proxy import Proxy, UserEntry
+
+WRITE_BUFFER_HIGH = 1 << 20
+ER_PROXY_NO_SERVER = 9001
+ER_PROXY_RULE_ERROR = 1148
+ER_LOST_BACKEND = 2013
+
+
+class ClientGone(Exception):
+    """The client closed its connection or sent something that ends it."""
+
+
+class NoServer(Exception):
+    def __init__(self, hostgroup: int, waited_ms: int) -> None:
+        super().__init__(
+            f"Max connect timeout reached while reaching hostgroup {hostgroup} after {waited_ms}ms"
+        )
+
+
+@dataclass(slots=True)
+class ClientStatement:
+    """A prepared statement as the client knows it; prepared on backends lazily."""
+
+    sql: str
+    num_params: int
+    num_columns: int
+    info: StatementInfo
+    rule: RuleOutcome
+    param_types: bytes | None = None
+
+
+@dataclass(slots=True)
+class Held:
+    """The backend connection a session keeps between statements, and why."""
+
+    connection: BackendConnection
+    hostgroup: int
+    reasons: set[str] = field(default_factory=set)
+    wrote: bool = False
+
+
+class ClientSession:
+    def __init__(self, proxy: Proxy, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session_id: int) -> None:
+        self.proxy = proxy
+        self.reader = reader
+        self.writer = writer
+        self.id = session_id
+        peer = writer.get_extra_info("peername") or ("", 0)
+        self.client_address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.packets = PacketBuffer(max_payload=proxy.max_allowed_packet)
+        self.user: UserEntry | None = None
+        self.stage1: bytes | None = None
+        self.found_rows = False
+        self.settings = SessionSettings()
+        self.held: Held | None = None
+        self.delay_multiplex = 0
+        self.statements: dict[int, ClientStatement] = {}
+        self.next_statement_id = 1
+        self.salt = b""
+        self.current_command = ""
+        self.command_started = 0.0
+        self.closed = False
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            if await self._login():
+                await self._command_loop()
+        except ClientGone:
+            pass
+        except PacketTooLarge:
+            self._send_error(c.ER_NET_PACKET_TOO_LARGE, "Got a packet bigger than 'max_allowed_packet' bytes", seq=1)
+        except ProtocolError as exc:
+            self._send_error(c.ER_MALFORMED_PACKET, f"Malformed communication packet: {exc}", seq=1)
+        except (ConnectionError, OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._drop_held()
+        if not self.writer.is_closing():
+            self.writer.close()
+        self.proxy.session_ended(self)
+
+    def _drop_held(self) -> None:
+        """A held connection carries this client's state (transaction, locks…): close it."""
+        if self.held is not None:
+            self.proxy.pools.release(self.held.connection, reusable=False)
+            self.held = None
+
+    async def _read_packet(self, timeout: float | None = None) -> Packet:
+        while True:
+            packet = self.packets.next_packet()
+            if packet is not None:
+                return packet
+            try:
+                if timeout is None:
+                    data = await self.reader.read(READ_SIZE)
+                else:
+                    data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
+            except TimeoutError as exc:
+                raise ClientGone("timeout") from exc
+            if not data:
+                raise ClientGone("closed")
+            self.packets.feed(data)
+
+    # ---- login --------------------------------------------------------------------------------
+    async def _login(self) -> bool:
+        proxy = self.proxy
+        handshake = ServerHandshake(self.id, server_version=proxy.server_version)
+        self.writer.write(handshake.greeting())
+        self.salt = handshake.salt
+        event = handshake.receive(await self._read_packet(timeout=proxy.connect_timeout_client))
+        assert isinstance(event, ClientHello)
+        hello = event.response
+        entry = proxy.users.get(hello.username)
+        using_password = "YES" if hello.auth_response else "NO"
+        denied = f"Access denied for user '{hello.username}'@'{self.client_address.rsplit(':', 1)[0]}' (using password: {using_password})"
+        if entry is None or not entry.user.active or not entry.user.frontend:
+            self.writer.write(handshake.error_packet(c.ER_ACCESS_DENIED_ERROR, denied))
+            proxy.stats.counters.client_connections_aborted += 1
+            return False
+        if handshake.wants_switch:
+            self.writer.write(handshake.switch_to_native())
+            switched = handshake.receive(await self._read_packet(timeout=proxy.connect_timeout_client))
+            assert isinstance(switched, AuthSwitchResponse)
+            self.salt = handshake.salt
+        stage1 = self._verify(entry, handshake.auth_data, handshake.salt)
+        if stage1 is None:
+            self.writer.write(handshake.error_packet(c.ER_ACCESS_DENIED_ERROR, denied))
+            proxy.stats.counters.client_connections_aborted += 1
+            return False
+        refusal = proxy.admit(self, entry)
+        if refusal is not None:
+            self.writer.write(handshake.error_packet(*refusal))
+            return False
+        self.user = entry
+        self.stage1 = stage1 or entry.stage1
+        self.found_rows = bool(hello.capabilities & c.CLIENT_FOUND_ROWS)
+        self.settings = SessionSettings(
+            names=charset_for_collation(hello.charset),
+            schema=hello.database or entry.user.default_schema or None,
+            multi_statements=bool(hello.capabilities & c.CLIENT_MULTI_STATEMENTS),
+        )
+        self.writer.write(handshake.ok_packet())
+        return True
+
+    @staticmethod
+    def _verify(entry: UserEntry, response: bytes, salt: bytes) -> bytes | None:
+        """SHA1(password) recovered from the client's scramble; b"" for a correct empty password."""
+        if not entry.double_sha1:
+            return b"" if not response else None
+        return verify_native(response, salt, entry.double_sha1)
+
+    # ---- command phase ------------------------------------------------------------------------
+    async def _command_loop(self) -> None:
+        while True:
+            packet = await self._read_packet()
+            if packet.seq != 0:
+                self._send_error(c.ER_NET_PACKETS_OUT_OF_ORDER, "Got packets out of order", seq=packet.seq + 1)
+                raise ClientGone("out of order")
+            payload = packet.payload
+            if not payload:
+                raise ProtocolError("empty command packet")
+            command = payload[0]
+            if command == c.COM_QUERY:
+                await self._on_query(payload)
+            elif command == c.COM_STMT_EXECUTE:
+                await self._on_execute(payload)
+            elif command == c.COM_STMT_PREPARE:
+                await self._on_prepare(payload)
+            elif command == c.COM_QUIT:
+                raise ClientGone("quit")
+            elif command == c.COM_PING:
+                self._send(build_ok(status_flags=self._status_flags()), 1)
+            elif command == c.COM_STMT_CLOSE:
+                self.statements.pop(stmt_id_of(payload), None)
+            elif command == c.COM_STMT_RESET:
+                await self._on_stmt_reset(payload)
+            elif command == c.COM_STMT_SEND_LONG_DATA:
+                await self._on_long_data(payload)
+            elif command == c.COM_STMT_FETCH:
+                await self._on_fetch(payload)
+            elif command in (c.COM_INIT_DB, c.COM_FIELD_LIST, c.COM_STATISTICS):
+                await self._on_simple(payload)
+            elif command == c.COM_SET_OPTION:
+                option = parse_set_option(payload)
+                self.settings = SessionSettings(
+                    self.settings.names, self.settings.schema, self.settings.variables, option == 0
+                )
+                self._send(build_eof(status_flags=self._status_flags()), 1)
+            elif command == c.COM_RESET_CONNECTION:
+                self._reset_session(self.settings.schema)
+                self._send(build_ok(status_flags=c.SERVER_STATUS_AUTOCOMMIT), 1)
+            elif command == c.COM_CHANGE_USER:
+                await self._on_change_user(payload)
+            else:
+                self._send_error(c.ER_UNKNOWN_COM_ERROR, "Unknown command", seq=1)
+
+    def _status_flags(self) -> int:
+        flags = c.SERVER_STATUS_AUTOCOMMIT
+        if self.settings.variables.get("autocommit", "1").strip("'\"").upper() in ("0", "OFF"):
+            flags = 0
+        if self.held is not None and "transaction" in self.held.reasons:
+            flags |= c.SERVER_STATUS_IN_TRANS
+        return flags
+
+    def _send(self, payload: bytes, seq: int) -> None:
+        self.writer.write(encode_packet(payload, seq))
+
+    def _send_error(self, code: int, message: str, seq: int = 1) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(encode_packet(build_err(code, message, c.sql_state_for(code)), seq))
+
+    def _reset_session(self, schema: str | None) -> None:
+        self._drop_held()
+        self.statements.clear()
+        self.delay_multiplex = 0
+        self.settings = SessionSettings(names=self.settings.names, schema=schema)
+
+    # ---- routing ------------------------------------------------------------------------------
+    def _route(self, sql: str, digest: str) -> RuleOutcome:
+        assert self.user is not None
+        rules = self.proxy.rules
+        if not rules:
+            return NO_MATCH
+        return evaluate(rules, sql, digest, self.user.user.username, self.settings.schema)
+
+    def _hostgroup_for(self, rule: RuleOutcome) -> int:
+        assert self.user is not None
+        return rule.hostgroup if rule.hostgroup is not None else self.user.user.default_hostgroup
+
+    async def _connection_for(self, hostgroup: int, info: StatementInfo) -> tuple[BackendConnection, int] | None:
+        """The backend connection this statement runs on; None when an error was sent to the client."""
+        held = self.held
+        if held is not None:
+            if (
+                "transaction" in held.reasons
+                and len(held.reasons) == 1
+                and info.is_write
+                and not held.wrote
+                and hostgroup != held.hostgroup
+                and self.proxy.is_reader_hostgroup(held.hostgroup)
+            ):
+                # autocommit=0 clients open a transaction with their first read; it ran on a
+                # reader and read only, so ending it there loses nothing and the writes can go
+                # to the writer.
+                await self._end_reader_transaction(held)
+            else:
+                return held.connection, held.hostgroup
+        blocked = self.proxy.routing.write_blocked.get(hostgroup)
+        if blocked is not None:
+            self.proxy.stats.counters.statements_refused_two_writers += 1
+            self._send_error(c.ER_OPTION_PREVENTS_STATEMENT, blocked)
+            return None
+        try:
+            connection = await self.proxy.acquire(hostgroup, self)
+        except NoServer as exc:
+            self._send_error(ER_PROXY_NO_SERVER, str(exc))
+            return None
+        except BackendRefused as exc:
+            self._send(build_err(exc.err.code, exc.err.message, exc.err.sql_state), 1)
+            return None
+        error = await self._prepare_connection(connection)
+        if error is not None:
+            self.proxy.pools.release(connection, reusable=not connection.broken)
+            self._send(build_err(error.code, error.message, error.sql_state), 1)
+            return None
+        return connection, hostgroup
+
+    async def _end_reader_transaction(self, held: Held) -> None:
+        try:
+            framer = await held.connection.query("COMMIT")
+            reusable = framer.error is None and not framer.status_flags & c.SERVER_STATUS_IN_TRANS
+        except BackendError:
+            reusable = False
+        self.proxy.pools.release(held.connection, reusable=reusable)
+        self.held = None
+
+    async def _prepare_connection(self, connection: BackendConnection) -> ErrPacket | None:
+        try:
+            return await connection.apply_settings(self.settings)
+        except BackendError as exc:
+            return ErrPacket(ER_LOST_BACKEND, "HY000", f"Lost connection to backend while restoring session: {exc}")
+
+    def _after_statement(
+        self,
+        connection: BackendConnection,
+        hostgroup: int,
+        framer: ResponseFramer,
+        info: StatementInfo,
+        rule: RuleOutcome,
+    ) -> None:
+        """Keep or give back the backend connection, given what the statement did to the session."""
+        held = self.held
+        reasons = set(held.reasons) if held is not None else set()
+        reasons.discard("transaction")
+        succeeded = framer.error is None
+        if succeeded:
+            if info.sets:
+                self.settings = self.settings.with_variables(info.sets)
+                connection.settings = connection.settings.with_variables(info.sets)
+            if info.names:
+                self.settings = self.settings.with_names(info.names)
+                connection.settings = connection.settings.with_names(info.names)
+            if info.use_schema:
+                self.settings = self.settings.with_schema(info.use_schema)
+                connection.settings = connection.settings.with_schema(info.use_schema)
+            if info.keeps_backend:
+                reasons.add(info.keeps_backend)
+            if info.unlock_tables:
+                reasons.discard(TABLE_LOCK)
+        if framer.status_flags & c.SERVER_STATUS_IN_TRANS:
+            reasons.add("transaction")
+        elif held is not None and "transaction" in held.reasons:
+            reasons.discard(NEXT_TRANSACTION)  # the transaction it was set for has ended
+        if framer.status_flags & c.SERVER_STATUS_CURSOR_EXISTS:
+            reasons.add("open cursor")
+        if framer.ok is not None and framer.ok.last_insert_id:
+            self.delay_multiplex = self.proxy.auto_increment_delay_multiplex
+        elif info.calc_found_rows:
+            self.delay_multiplex = max(self.delay_multiplex, 1)
+        elif self.delay_multiplex:
+            self.delay_multiplex -= 1
+        if rule.multiplex == 0:
+            reasons.add("query rule multiplex=0")
+        keep = bool(reasons) or self.delay_multiplex > 0
+        if keep:
+            wrote = (held.wrote if held is not None else False) or (info.is_write and succeeded)
+            self.held = Held(connection, hostgroup, reasons, wrote)
+        else:
+            self.held = None
+            self.proxy.pools.release(connection, reusable=not connection.broken)
+
+    def _not_executed(self, connection: BackendConnection, hostgroup: int) -> None:
+        """The statement never ran: the session keeps exactly what it held before."""
+        if self.held is None or self.held.connection is not connection:
+            self.proxy.pools.release(connection, reusable=not connection.broken)
+
+    # ---- relaying -----------------------------------------------------------------------------
+    async def _relay(self, connection: BackendConnection, payload: bytes) -> ResponseFramer:
+        """Send one client command to the backend and stream the answer back, untouched."""
+        framer = ResponseFramer(payload[0])
+        backend_reader = connection.reader
+        client = self.writer
+        connection.writer.write(encode_packet(payload, 0))
+        relayed = 0
+        while True:
+            try:
+                data = await backend_reader.read(READ_SIZE)
+            except (OSError, asyncio.IncompleteReadError):
+                data = b""
+            if not data:
+                connection.broken = True
+                raise BackendLost(relayed)
+            used = framer.feed(data)
+            client.write(data if used == len(data) else data[:used])
+            relayed += used
+            if framer.local_infile:
+                await self._relay_infile(connection)
+                framer.resume_after_infile()
+                continue
+            if framer.done:
+                if used != len(data):
+                    connection.broken = True  # the server sent more than one response: unknown state
+                break
+            if client.is_closing():
+                connection.broken = True
+                raise ClientGone("client left during a result")
+            transport = client.transport
+            if transport.get_write_buffer_size() > WRITE_BUFFER_HIGH:
+                await client.drain()
+        return framer
+
+    async def _relay_infile(self, connection: BackendConnection) -> None:
+        """LOAD DATA LOCAL INFILE: the client's file packets go to the server up to the empty one."""
+        while True:
+            packet = await self._read_packet()
+            connection.writer.write(encode_packet(packet.payload, packet.seq))
+            if not packet.payload:
+                return
+
+    async def _run(
+        self, payload: bytes, info: StatementInfo, rule: RuleOutcome, hostgroup: int, digest: str, sql: str
+    ) -> None:
+        target = await self._connection_for(hostgroup, info)
+        if target is None:
+            return
+        connection, hostgroup = target
+        started = time.perf_counter()
+        try:
+            framer = await self._relay(connection, payload)
+        except BackendLost as lost:
+            self._backend_lost(connection, lost)
+            return
+        self._after_statement(connection, hostgroup, framer, info, rule)
+        elapsed_us = int((time.perf_counter() - started) * 1e6)
+        assert self.user is not None
+        self.proxy.record(
+            command_name(first_word(sql), info.is_write),
+            hostgroup,
+            self.settings.schema or "",
+            self.user.user.username,
+            digest,
+            elapsed_us,
+            framer.ok.affected_rows if framer.ok is not None else 0,
+            connection.address,
+        )
+
+    def _backend_lost(self, connection: BackendConnection, lost: BackendLost) -> None:
+        if self.held is not None and self.held.connection is connection:
+            self.held = None
+        self.proxy.pools.release(connection, reusable=False)
+        self.proxy.backend_failed(connection.address)
+        if lost.relayed:
+            raise ClientGone("backend lost in the middle of a result")
+        self._send_error(ER_LOST_BACKEND, "Lost connection to backend server during query")
+
+    # ---- commands -----------------------------------------------------------------------------
+    async def _on_query(self, payload: bytes) -> None:
+        sql = query_text(payload)
+        info = analyze(sql)
+        digest = digest_text(sql)
+        rule = self._route(sql, digest)
+        if rule.error_msg is not None:
+            self._send_error(ER_PROXY_RULE_ERROR, rule.error_msg)
+            return
+        if rule.ok_msg is not None:
+            self._send(build_ok(status_flags=self._status_flags(), info=rule.ok_msg.encode()), 1)
+            return
+        await self._run(payload, info, rule, self._hostgroup_for(rule), digest_hash(digest), sql)
+
+    async def _on_simple(self, payload: bytes) -> None:
+        """COM_INIT_DB, COM_FIELD_LIST, COM_STATISTICS: to the held backend or the default hostgroup."""
+        assert self.user is not None
+        info = StatementInfo(is_write=False)
+        target = await self._connection_for(self.user.user.default_hostgroup, info)
+        if target is None:
+            return
+        connection, hostgroup = target
+        try:
+            framer = await self._relay(connection, payload)
+        except BackendLost as lost:
+            self._backend_lost(connection, lost)
+            return
+        if payload[0] == c.COM_INIT_DB and framer.error is None:
+            schema = payload[1:].decode(errors="replace")
+            info = StatementInfo(is_write=False, use_schema=schema)
+        self._after_statement(connection, hostgroup, framer, info, NO_MATCH)
+
+    async def _on_prepare(self, payload: bytes) -> None:
+        sql = query_text_of_prepare(payload)
+        info = analyze(sql)
+        digest = digest_text(sql)
+        rule = self._route(sql, digest)
+        if rule.error_msg is not None:
+            self._send_error(ER_PROXY_RULE_ERROR, rule.error_msg)
+            return
+        statement_id = self.next_statement_id
+        cached = self.proxy.prepared_responses.get((self.settings.schema, sql))
+        if cached is None:
+            target = await self._connection_for(self._hostgroup_for(rule), StatementInfo(is_write=False))
+            if target is None:
+                return
+            connection, hostgroup = target
+            try:
+                response, framer = await self._collect(connection, payload)
+            except BackendLost as lost:
+                self._backend_lost(connection, lost)
+                return
+            self._after_statement(connection, hostgroup, framer, StatementInfo(is_write=False), NO_MATCH)
+            if framer.error is not None or framer.prepare is None:
+                self.writer.write(response)
+                return
+            connection.remember_statement(sql, framer.prepare)
+            cached = (response, framer.prepare.num_params, framer.prepare.num_columns)
+            self.proxy.prepared_responses[(self.settings.schema, sql)] = cached
+        response, num_params, num_columns = cached
+        self.next_statement_id += 1
+        self.statements[statement_id] = ClientStatement(sql, num_params, num_columns, info, rule)
+        # The first packet is the PrepareOk: 4-byte header, 0x00, then the 4-byte statement id.
+        self.writer.write(response[:5] + statement_id.to_bytes(4, "little") + response[9:])
+
+    async def _collect(self, connection: BackendConnection, payload: bytes) -> tuple[bytes, ResponseFramer]:
+        """Send a command and gather its whole response instead of streaming it."""
+        framer = ResponseFramer(payload[0])
+        connection.writer.write(encode_packet(payload, 0))
+        chunks: list[bytes] = []
+        while not framer.done:
+            try:
+                data = await connection.reader.read(READ_SIZE)
+            except (OSError, asyncio.IncompleteReadError):
+                data = b""
+            if not data:
+                connection.broken = True
+                raise BackendLost(0)
+            used = framer.feed(data)
+            chunks.append(data[:used])
+            if used != len(data):
+                connection.broken = True
+        return b"".join(chunks), framer
+
+    def _statement(self, payload: bytes, command: str) -> ClientStatement | None:
+        statement_id = stmt_id_of(payload)
+        statement = self.statements.get(statement_id)
+        if statement is None:
+            self._send_error(
+                c.ER_UNKNOWN_STMT_HANDLER,
+                f"Unknown prepared statement handler ({statement_id}) given to {command}",
+            )
+        return statement
+
+    async def _backend_statement(
+        self, statement: ClientStatement
+    ) -> tuple[BackendConnection, int, int] | None:
+        """A connection for the statement, with it prepared there: (connection, hostgroup, backend id)."""
+        target = await self._connection_for(self._hostgroup_for(statement.rule), statement.info)
+        if target is None:
+            return None
+        connection, hostgroup = target
+        try:
+            prepared = await connection.prepare(statement.sql)
+        except BackendError as exc:
+            self._backend_lost(connection, BackendLost(0, str(exc)))
+            return None
+        if isinstance(prepared, ErrPacket):
+            self._not_executed(connection, hostgroup)
+            self._send(build_err(prepared.code, prepared.message, prepared.sql_state), 1)
+            return None
+        return connection, hostgroup, prepared.statement_id
+
+    async def _on_execute(self, payload: bytes) -> None:
+        statement = self._statement(payload, "mysqld_stmt_execute")
+        if statement is None:
+            return
+        if statement.num_params:
+            execute = parse_stmt_execute(payload, statement.num_params)
+            if execute.new_params_bound:
+                statement.param_types = execute.param_types
+        target = await self._backend_statement(statement)
+        if target is None:
+            return
+        connection, hostgroup, _ = target
+        backend_statement = connection.statements[statement.sql]
+        try:
+            backend_payload = execute_payload(payload, backend_statement, statement.param_types)
+        except ValueError as exc:
+            self._not_executed(connection, hostgroup)
+            self._send_error(c.ER_MALFORMED_PACKET, str(exc))
+            return
+        started = time.perf_counter()
+        try:
+            framer = await self._relay(connection, backend_payload)
+        except BackendLost as lost:
+            self._backend_lost(connection, lost)
+            return
+        self._after_statement(connection, hostgroup, framer, statement.info, statement.rule)
+        assert self.user is not None
+        self.proxy.record(
+            "EXECUTE" if not statement.info.is_write else command_name(first_word(statement.sql), True),
+            hostgroup,
+            self.settings.schema or "",
+            self.user.user.username,
+            digest_hash(digest_text(statement.sql)),
+            int((time.perf_counter() - started) * 1e6),
+            framer.ok.affected_rows if framer.ok is not None else 0,
+            connection.address,
+        )
+
+    async def _on_long_data(self, payload: bytes) -> None:
+        """No response; the data lives on one backend connection, which the session then keeps."""
+        statement = self.statements.get(stmt_id_of(payload))
+        if statement is None:
+            return  # the server would ignore it too; the following EXECUTE reports the error
+        target = await self._backend_statement(statement)
+        if target is None:
+            return
+        connection, hostgroup, backend_id = target
+        connection.writer.write(encode_packet(with_stmt_id(payload, backend_id), 0))
+        held = self.held if self.held is not None and self.held.connection is connection else None
+        reasons = set(held.reasons) if held else set()
+        reasons.add("long data")
+        self.held = Held(connection, hostgroup, reasons, held.wrote if held else False)
+
+    async def _on_stmt_reset(self, payload: bytes) -> None:
+        statement = self._statement(payload, "mysqld_stmt_reset")
+        if statement is None:
+            return
+        held = self.held
+        backend = held.connection.statements.get(statement.sql) if held is not None else None
+        if held is None or backend is None:
+            self._send(build_ok(status_flags=self._status_flags()), 1)
+            return
+        held.reasons.discard("long data")
+        await self._relay_held(with_stmt_id(payload, backend.statement_id), statement.info)
+
+    async def _on_fetch(self, payload: bytes) -> None:
+        statement = self._statement(payload, "mysqld_stmt_fetch")
+        if statement is None:
+            return
+        held = self.held
+        backend = held.connection.statements.get(statement.sql) if held is not None else None
+        if held is None or backend is None:
+            self._send_error(c.ER_UNKNOWN_STMT_HANDLER, "The statement has no open cursor")
+            return
+        await self._relay_held(with_stmt_id(payload, backend.statement_id), statement.info)
+
+    async def _relay_held(self, payload: bytes, info: StatementInfo) -> None:
+        assert self.held is not None
+        held = self.held
+        try:
+            framer = await self._relay(held.connection, payload)
+        except BackendLost as lost:
+            self._backend_lost(held.connection, lost)
+            return
+        self._after_statement(held.connection, held.hostgroup, framer, info, NO_MATCH)
+
+    async def _on_change_user(self, payload: bytes) -> None:
+        change = parse_change_user(payload, c.DEFAULT_SERVER_CAPABILITIES)
+        entry = self.proxy.users.get(change.user)
+        seq = 1
+        response = change.auth_response
+        salt = self.salt
+        if entry is not None and change.auth_plugin not in (None, "", c.NATIVE_PASSWORD):
+            salt = new_salt()
+            self._send(build_auth_switch_request(c.NATIVE_PASSWORD, salt), seq)
+            packet = await self._read_packet()
+            response = packet.payload
+            seq = packet.seq + 1
+        stage1 = self._verify(entry, response, salt) if entry is not None and entry.user.active else None
+        if entry is None or stage1 is None:
+            self._send_error(
+                c.ER_ACCESS_DENIED_ERROR,
+                f"Access denied for user '{change.user}' (using password: {'YES' if response else 'NO'})",
+                seq,
+            )
+            raise ClientGone("change user denied")
+        assert self.user is not None
+        self.proxy.user_changed(self, self.user, entry)
+        self.user = entry
+        self.stage1 = stage1 or entry.stage1
+        self._reset_session(change.database or entry.user.default_schema)
+        if change.charset:
+            self.settings = self.settings.with_names(charset_for_collation(change.charset))
+        self._send(build_ok(status_flags=c.SERVER_STATUS_AUTOCOMMIT), seq)
+
+
+class BackendLost(Exception):
+    def __init__(self, relayed: int, message: str = "") -> None:
+        super().__init__(message or f"backend lost after {relayed} bytes")
+        self.relayed = relayed
+
+
+def query_text_of_prepare(payload: bytes) -> str:
+    return payload[1:].decode("utf-8", errors="surrogateescape")
+

@@ -1,0 +1,155 @@
+"""What a statement does to the session: the facts that decide multiplexing. Pure functions.
+
+A backend connection can go back to the pool between statements only when nothing about the
+session lives on that connection alone. Session settings that can be replayed (SET NAMES,
+SET SESSION x = literal, USE db) are tracked and restored on the next connection instead; state
+that cannot be replayed (user variables, temporary tables, named locks, LOCK TABLES, SQL-level
+prepared statements, a pending LAST_INSERT_ID / FOUND_ROWS) keeps the connection.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+# Reasons a session keeps its backend connection; shown in stats_mysql_processlist.
+USER_VARIABLE = "user variable"
+TEMPORARY_TABLE = "temporary table"
+NAMED_LOCK = "named lock"
+TABLE_LOCK = "LOCK TABLES"
+SQL_PREPARE = "SQL PREPARE"
+UNTRACKED_SET = "SET that cannot be replayed"
+NEXT_TRANSACTION = "SET TRANSACTION for the next transaction"
+XA_TRANSACTION = "XA transaction"
+HANDLER = "HANDLER"
+AUTOCOMMIT_OFF = "autocommit=0"
+
+
+@dataclass(frozen=True, slots=True)
+class StatementInfo:
+    is_write: bool
+    # Session variables to replay on any backend connection: name -> SQL value text.
+    sets: tuple[tuple[str, str], ...] = ()
+    names: str | None = None  # SET NAMES charset [COLLATE x]
+    use_schema: str | None = None
+    # Why the backend connection must stay with the session after this statement.
+    keeps_backend: str | None = None
+    unlock_tables: bool = False
+    reads_last_insert_id: bool = False
+    calc_found_rows: bool = False
+    reads_found_rows: bool = False
+    releases: frozenset[str] = field(default_factory=frozenset)
+
+
+_LEADING_NOISE = re.compile(r"^(?:\s+|/\*(?![!+]).*?\*/|(?:--\s|#)[^\n]*\n?)+", re.DOTALL)
+_FIRST_WORD = re.compile(r"[A-Za-z]+")
+_READ_WORDS = frozenset({"SELECT", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "HELP", "WITH", "VALUES", "TABLE"})
+_USER_VAR = re.compile(r"(?<![@\w])@(?!@)[\w$.]+|(?<![@\w])@[`'\"]")
+_TEMP_TABLE = re.compile(r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?TEMPORARY\s+TABLE", re.IGNORECASE)
+_LOCK_FUNCS = re.compile(r"\b(?:GET_LOCK|IS_USED_LOCK)\s*\(", re.IGNORECASE)
+_SET_ASSIGN = re.compile(
+    r"""\s*(?:(?:SESSION|LOCAL)\s+|@@(?:SESSION\.|LOCAL\.)?)?
+        (?P<name>[A-Za-z_][\w]*)\s*(?::=|=)\s*
+        (?P<value>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[-+]?\d+(?:\.\d+)?|[A-Za-z_][\w]*|\([^()]*\))\s*""",
+    re.VERBOSE,
+)
+_SET_NAMES = re.compile(
+    r"^\s*SET\s+(?:NAMES|CHARACTER\s+SET|CHARSET)\s+('?)(?P<charset>[\w]+)\1(?:\s+COLLATE\s+('?)(?P<collate>[\w]+)\4)?\s*;?\s*$",
+    re.IGNORECASE,
+)
+_USE = re.compile(r"^\s*USE\s+`?(?P<schema>[^`;\s]+)`?\s*;?\s*$", re.IGNORECASE)
+_STRING = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"")
+
+# Variables whose SET starts or shapes a transaction rather than the session.
+_TRANSACTION_SETS = frozenset({"transaction_isolation", "tx_isolation", "transaction_read_only", "tx_read_only"})
+
+
+def strip_leading_comments(sql: str) -> str:
+    return _LEADING_NOISE.sub("", sql, count=1)
+
+
+def first_word(sql: str) -> str:
+    match = _FIRST_WORD.match(strip_leading_comments(sql))
+    return match.group().upper() if match else ""
+
+
+def _without_strings(sql: str) -> str:
+    return _STRING.sub("''", sql)
+
+
+def _parse_set(body: str) -> tuple[tuple[str, str], ...] | None:
+    """`a = 1, SESSION b = 'x'` -> ((a, 1), (b, 'x')); None when it is not a plain list of assignments."""
+    assignments: list[tuple[str, str]] = []
+    pos = 0
+    body = body.rstrip().rstrip(";")
+    while pos < len(body):
+        match = _SET_ASSIGN.match(body, pos)
+        if match is None:
+            return None
+        assignments.append((match.group("name").lower(), match.group("value")))
+        pos = match.end()
+        if pos < len(body):
+            if body[pos] != ",":
+                return None
+            pos += 1
+    return tuple(assignments) if assignments else None
+
+
+@lru_cache(maxsize=8192)
+def analyze(sql: str) -> StatementInfo:
+    text = strip_leading_comments(sql)
+    word_match = _FIRST_WORD.match(text)
+    word = word_match.group().upper() if word_match else ""
+    bare = _without_strings(text)
+    upper = bare.upper()
+    is_write = word not in _READ_WORDS or " FOR UPDATE" in upper or "LOCK IN SHARE MODE" in upper
+    keeps: str | None = None
+    if "@" in bare and _USER_VAR.search(bare):
+        keeps = USER_VARIABLE
+    if "LOCK" in upper and _LOCK_FUNCS.search(bare):
+        keeps = NAMED_LOCK
+    reads_last_id = "LAST_INSERT_ID" in upper
+    reads_found = "FOUND_ROWS" in upper
+    calc_found = "SQL_CALC_FOUND_ROWS" in upper
+    if word == "SET":
+        names = _SET_NAMES.match(text)
+        if names:
+            charset = names.group("charset")
+            collate = names.group("collate")
+            value = f"{charset} COLLATE {collate}" if collate else charset
+            return StatementInfo(is_write=False, names=value)
+        rest = text[3:]
+        if re.match(r"\s+(?:GLOBAL\b|@@GLOBAL\.)", rest, re.IGNORECASE):
+            return StatementInfo(is_write=True)
+        if re.match(r"\s+(?:SESSION\s+|LOCAL\s+)?TRANSACTION\b", rest, re.IGNORECASE):
+            return StatementInfo(is_write=False, keeps_backend=NEXT_TRANSACTION)
+        assignments = _parse_set(rest)
+        if assignments is None or keeps == USER_VARIABLE:
+            return StatementInfo(is_write=False, keeps_backend=keeps or UNTRACKED_SET)
+        if any(name in _TRANSACTION_SETS for name, _ in assignments):
+            return StatementInfo(is_write=False, keeps_backend=NEXT_TRANSACTION)
+        return StatementInfo(is_write=False, sets=assignments)
+    if word == "USE":
+        use = _USE.match(text)
+        if use:
+            return StatementInfo(is_write=False, use_schema=use.group("schema"))
+    if word == "CREATE" and _TEMP_TABLE.match(text):
+        keeps = TEMPORARY_TABLE
+    elif word == "LOCK":
+        keeps = TABLE_LOCK
+    elif word == "UNLOCK":
+        return StatementInfo(is_write=False, unlock_tables=True)
+    elif word == "PREPARE":
+        keeps = SQL_PREPARE
+    elif word == "XA":
+        keeps = XA_TRANSACTION
+    elif word == "HANDLER":
+        keeps = HANDLER
+    return StatementInfo(
+        is_write=is_write,
+        keeps_backend=keeps,
+        reads_last_insert_id=reads_last_id,
+        calc_found_rows=calc_found,
+        reads_found_rows=reads_found,
+    )
