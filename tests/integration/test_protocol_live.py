@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from turnout.protocol.auth import stage1
+from turnout.protocol.auth import (
+    native_password_hash,
+    new_salt,
+    parse_stored_password,
+    scramble_native,
+    stage1,
+    verify_native,
+)
 from turnout.protocol.client import ClientHandshake
 from turnout.protocol.commands import (
     StmtExecute,
@@ -29,6 +36,9 @@ from turnout.protocol.commands import (
 )
 from turnout.protocol.constants import (
     CLIENT_LOCAL_FILES,
+    CLIENT_MYSQL,
+    CLIENT_PLUGIN_AUTH,
+    CLIENT_PROTOCOL_41,
     COM_FIELD_LIST,
     COM_PING,
     COM_QUERY,
@@ -47,6 +57,7 @@ from turnout.protocol.constants import (
 )
 from turnout.protocol.events import AuthDone, AuthFailed
 from turnout.protocol.generic import is_eof, is_err, is_ok, parse_eof
+from turnout.protocol.handshake import parse_greeting
 from turnout.protocol.packets import Packet, PacketBuffer, encode_packet
 from turnout.protocol.response import ResponseFramer, expects_response
 from turnout.protocol.resultset import parse_text_resultset
@@ -164,6 +175,27 @@ def test_login_with_clear_password_and_with_stage1_only(sandbox: Sandbox) -> Non
         assert isinstance(result, AuthDone)
         assert result.greeting.server_version.startswith("5.5.5-10.11")
         assert result.ok.status_flags & SERVER_STATUS_AUTOCOMMIT
+
+
+def test_password_hash_matches_mariadb(sandbox: Sandbox) -> None:
+    for password in (APP.password, "x", "ünïcode", ""):
+        row = sandbox.execute(0, f"SELECT PASSWORD('{password}') AS h")[0]
+        assert native_password_hash(password) == row["h"]
+        stored, _ = parse_stored_password(row["h"])
+        salt = new_salt()
+        assert verify_native(scramble_native(stage1(password), salt), salt, stored) == stage1(password)
+
+
+def test_greeting_of_a_real_server(sandbox: Sandbox) -> None:
+    with socket.create_connection(("127.0.0.1", sandbox.nodes[0].port), timeout=30) as sock:
+        packet = Wire(sock).packet()
+    greeting = parse_greeting(packet.payload)
+    assert packet.seq == 0
+    assert greeting.server_version.startswith("5.5.5-10.11")
+    assert len(greeting.salt) == 20 and b"\x00" not in greeting.salt
+    assert greeting.auth_plugin == "mysql_native_password"
+    assert greeting.capabilities & CLIENT_PLUGIN_AUTH and greeting.capabilities & CLIENT_PROTOCOL_41
+    assert not greeting.capabilities & CLIENT_MYSQL and greeting.mariadb_capabilities
 
 
 def test_login_refused(sandbox: Sandbox) -> None:
