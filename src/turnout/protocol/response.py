@@ -286,5 +286,7 @@ class ResponseFramer:
             self.done = True
 
     def _finish_err(self, payload: bytearray) -> None:
+        # ERR carries no status: keep the last one this response reported, minus "more results".
         self.error = parse_err(payload)
+        self.status_flags &= ~SERVER_MORE_RESULTS_EXISTS
         self.done = True

@@ -1,0 +1,262 @@
+"""ResponseFramer against hand-built responses of every kind, fed in every chunking."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from turnout.protocol.constants import (
+    COM_FIELD_LIST,
+    COM_INIT_DB,
+    COM_PING,
+    COM_QUERY,
+    COM_QUIT,
+    COM_RESET_CONNECTION,
+    COM_SET_OPTION,
+    COM_STATISTICS,
+    COM_STMT_CLOSE,
+    COM_STMT_EXECUTE,
+    COM_STMT_FETCH,
+    COM_STMT_PREPARE,
+    COM_STMT_RESET,
+    COM_STMT_SEND_LONG_DATA,
+    SERVER_MORE_RESULTS_EXISTS,
+    SERVER_STATUS_AUTOCOMMIT,
+    SERVER_STATUS_CURSOR_EXISTS,
+    SERVER_STATUS_IN_TRANS,
+    SERVER_STATUS_LAST_ROW_SENT,
+)
+from turnout.protocol.generic import build_eof, build_err, build_ok
+from turnout.protocol.packets import MAX_PAYLOAD, MalformedPacket, ProtocolError, encode_packet, header
+from turnout.protocol.prepared import PrepareOk, build_prepare_ok
+from turnout.protocol.response import ResponseFramer, expects_response
+from turnout.protocol.resultset import ColumnDef, build_column_def, encode_value
+
+AC = SERVER_STATUS_AUTOCOMMIT
+MORE = SERVER_MORE_RESULTS_EXISTS
+NEXT = encode_packet(b"\x03SELECT 'next command'", 0)
+
+
+def frame(payloads: list[bytes], seq: int = 1) -> bytes:
+    out = []
+    for p in payloads:
+        out.append(encode_packet(p, seq))
+        seq = (seq + len(p) // MAX_PAYLOAD + 1) & 0xFF
+    return b"".join(out)
+
+
+def defs(n: int) -> list[bytes]:
+    return [build_column_def(ColumnDef(f"c{i}")) for i in range(n)]
+
+
+def text_row(*values: object) -> bytes:
+    return b"".join(encode_value(v) for v in values)
+
+
+def result_set(rows: list[bytes], width: int = 2, status: int = AC) -> list[bytes]:
+    return [bytes((width,)), *defs(width), build_eof(0, AC), *rows, build_eof(0, status)]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    command: int
+    payloads: list[bytes]
+    status: int = AC
+    result_sets: int = 0
+    error: int | None = None
+    ok_rows: int | None = None
+    prepare: PrepareOk | None = None
+
+
+TEXT_ROWS = [
+    text_row("", "b"),  # starts with 0x00, still a row
+    text_row(None, "x"),  # starts with 0xFB
+    text_row("y" * 300, None),  # starts with 0xFC
+    b"\xfe" + bytes(8),  # 0xFE but 9 bytes long: a row, not an EOF
+    text_row("\xff", ""),
+]
+BINARY_ROWS = [b"\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00", b"\x00\x0c" + b"\xfe" * 8, b"\x00\x04"]
+
+CASES = [
+    Case("ok", COM_QUERY, [build_ok(3, 7, AC | SERVER_STATUS_IN_TRANS)], AC | SERVER_STATUS_IN_TRANS, ok_rows=3),
+    Case("err", COM_QUERY, [build_err(1146, "no table", "42S02")], 0, error=1146),
+    Case("text", COM_QUERY, result_set(TEXT_ROWS), result_sets=1),
+    Case("empty set", COM_QUERY, result_set([]), result_sets=1),
+    Case("err mid rows", COM_QUERY, [*result_set(TEXT_ROWS)[:-1], build_err(1317, "interrupted")], AC, error=1317),
+    Case("err in defs", COM_QUERY, [b"\x03", *defs(1), build_err(1105, "boom")], 0, error=1105),
+    Case(
+        "multi",
+        COM_QUERY,
+        result_set(TEXT_ROWS, status=AC | MORE) + result_set(TEXT_ROWS[:1], status=AC | MORE) + [build_ok(1)],
+        result_sets=2,
+        ok_rows=1,
+    ),
+    Case("ok then set", COM_QUERY, [build_ok(0, 0, AC | MORE), *result_set(TEXT_ROWS)], result_sets=1, ok_rows=0),
+    Case("multi err", COM_QUERY, [build_ok(0, 0, AC | MORE), build_err(1064, "syntax")], AC, error=1064, ok_rows=0),
+    Case("binary", COM_STMT_EXECUTE, result_set(BINARY_ROWS, width=3), result_sets=1),
+    Case(
+        "binary procedure",
+        COM_STMT_EXECUTE,
+        [*result_set(BINARY_ROWS, width=3, status=AC | MORE), build_ok(0, 0, AC)],
+        result_sets=1,
+        ok_rows=0,
+    ),
+    Case(
+        "cursor",
+        COM_STMT_EXECUTE,
+        [b"\x02", *defs(2), build_eof(0, AC | SERVER_STATUS_CURSOR_EXISTS)],
+        AC | SERVER_STATUS_CURSOR_EXISTS,
+        result_sets=1,
+    ),
+    Case("execute ok", COM_STMT_EXECUTE, [build_ok(2)], ok_rows=2),
+    Case(
+        "fetch",
+        COM_STMT_FETCH,
+        [*BINARY_ROWS, build_eof(0, AC | SERVER_STATUS_CURSOR_EXISTS | SERVER_STATUS_LAST_ROW_SENT)],
+        AC | SERVER_STATUS_CURSOR_EXISTS | SERVER_STATUS_LAST_ROW_SENT,
+        result_sets=1,
+    ),
+    Case("fetch err", COM_STMT_FETCH, [build_err(1243, "unknown stmt")], 0, error=1243),
+    Case(
+        "prepare both",
+        COM_STMT_PREPARE,
+        [build_prepare_ok(PrepareOk(9, 2, 3, 0)), *defs(3), build_eof(), *defs(2), build_eof()],
+        prepare=PrepareOk(9, 2, 3, 0),
+    ),
+    Case(
+        "prepare params",
+        COM_STMT_PREPARE,
+        [build_prepare_ok(PrepareOk(1, 0, 2, 1)), *defs(2), build_eof()],
+        prepare=PrepareOk(1, 0, 2, 1),
+    ),
+    Case(
+        "prepare columns",
+        COM_STMT_PREPARE,
+        [build_prepare_ok(PrepareOk(2, 1, 0, 0)), *defs(1), build_eof()],
+        prepare=PrepareOk(2, 1, 0, 0),
+    ),
+    Case("prepare none", COM_STMT_PREPARE, [build_prepare_ok(PrepareOk(3, 0, 0, 0))], 0, prepare=PrepareOk(3, 0, 0, 0)),
+    Case("prepare err", COM_STMT_PREPARE, [build_err(1064, "syntax")], 0, error=1064),
+    Case("field list", COM_FIELD_LIST, [*defs(4), build_eof()]),
+    Case("field list err", COM_FIELD_LIST, [build_err(1146, "no table")], 0, error=1146),
+    Case("statistics", COM_STATISTICS, [b"Uptime: 5  Threads: 1  Questions: 2"], 0),
+    Case("ping", COM_PING, [build_ok()], ok_rows=0),
+    Case("init db err", COM_INIT_DB, [build_err(1049, "Unknown database")], 0, error=1049),
+    Case("set option", COM_SET_OPTION, [build_eof()]),
+    Case("stmt reset", COM_STMT_RESET, [build_ok()], ok_rows=0),
+    Case("reset connection", COM_RESET_CONNECTION, [build_ok()], ok_rows=0),
+]
+
+
+def feed_in_chunks(framer: ResponseFramer, data: bytes, cuts: list[int]) -> int:
+    """Feed data cut at `cuts`; the number of bytes the framer took before it was done."""
+    consumed = 0
+    last = 0
+    for cut in [*sorted(set(cuts)), len(data)]:
+        chunk = data[last:cut]
+        if not chunk:
+            continue
+        n = framer.feed(memoryview(chunk) if cut % 2 else chunk)
+        assert 0 <= n <= len(chunk)
+        consumed += n
+        if framer.done:
+            return consumed
+        assert n == len(chunk), "a framer that is not done takes every byte"
+        last = cut
+    return consumed
+
+
+def check(case: Case, cuts: list[int]) -> None:
+    response = frame(case.payloads)
+    framer = ResponseFramer(case.command)
+    assert feed_in_chunks(framer, response + NEXT, cuts) == len(response)
+    assert framer.done and not framer.local_infile
+    assert framer.status_flags == case.status
+    assert framer.result_sets == case.result_sets
+    assert (framer.error.code if framer.error else None) == case.error
+    assert (framer.ok.affected_rows if framer.ok else None) == case.ok_rows
+    assert framer.prepare == case.prepare
+    assert framer.last_seq == len(case.payloads)
+    assert framer.feed(NEXT) == 0
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_whole_and_byte_by_byte(case: Case) -> None:
+    check(case, [])
+    check(case, list(range(len(frame(case.payloads)) + len(NEXT))))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@given(data=st.data())
+def test_random_chunkings(case: Case, data: st.DataObject) -> None:
+    total = len(frame(case.payloads)) + len(NEXT)
+    check(case, data.draw(st.lists(st.integers(1, total - 1), max_size=30)))
+
+
+def test_multi_piece_rows_are_not_misread() -> None:
+    # A row of MAX_PAYLOAD + 5 bytes whose continuation piece looks like an EOF (0xFE, short),
+    # and a row of exactly MAX_PAYLOAD bytes, followed by its empty trailing piece.
+    long_row = b"\x00" + bytes(MAX_PAYLOAD - 1) + b"\xfe\x00\x00\x02\x00"
+    exact_row = b"\x00" + b"\xff" * (MAX_PAYLOAD - 1)
+    payloads = result_set([long_row, exact_row, text_row("a", "b")])
+    response = frame(payloads)
+    for cuts in ([], list(range(0, len(response), 4_000_000)), [5, 6, 7, MAX_PAYLOAD + 40, MAX_PAYLOAD + 41]):
+        framer = ResponseFramer(COM_STMT_EXECUTE)
+        assert feed_in_chunks(framer, response + NEXT, cuts) == len(response)
+        assert framer.result_sets == 1 and framer.error is None
+        assert framer.last_seq == len(payloads) + 2  # two extra continuation pieces
+
+
+def test_local_infile_pauses_and_resumes() -> None:
+    request = encode_packet(b"\xfbrows.txt", 1)
+    framer = ResponseFramer(COM_QUERY)
+    assert framer.feed(request + b"junk") == len(request)
+    assert framer.local_infile and not framer.done
+    assert framer.feed(b"junk") == 0
+    framer.resume_after_infile()
+    ok = encode_packet(build_ok(3), 4)
+    assert framer.feed(ok + NEXT) == len(ok)
+    assert framer.done and framer.ok is not None and framer.ok.affected_rows == 3
+    with pytest.raises(MalformedPacket):
+        framer.resume_after_infile()
+
+
+def test_out_of_order_sequence_is_refused() -> None:
+    framer = ResponseFramer(COM_QUERY)
+    data = encode_packet(b"\x01", 1) + encode_packet(defs(1)[0], 3)
+    with pytest.raises(MalformedPacket):
+        framer.feed(data)
+
+
+def test_premature_eof_in_definitions() -> None:
+    framer = ResponseFramer(COM_QUERY)
+    with pytest.raises(MalformedPacket):
+        framer.feed(frame([b"\x02", *defs(1), build_eof()]))
+
+
+def test_expects_response() -> None:
+    assert not any(map(expects_response, (COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA, COM_QUIT)))
+    assert all(map(expects_response, (COM_QUERY, COM_PING, COM_STMT_EXECUTE, COM_FIELD_LIST)))
+
+
+@pytest.mark.parametrize("command", [COM_QUERY, COM_STMT_EXECUTE, COM_STMT_PREPARE, COM_FIELD_LIST, COM_STMT_FETCH])
+@given(data=st.binary(max_size=600))
+def test_arbitrary_bytes_only_raise_protocol_errors(command: int, data: bytes) -> None:
+    framer = ResponseFramer(command)
+    with contextlib.suppress(ProtocolError):
+        n = framer.feed(data)
+        assert n == len(data) or framer.done or framer.local_infile
+
+
+def test_header_only_chunks() -> None:
+    framer = ResponseFramer(COM_PING)
+    ok = build_ok()
+    assert framer.feed(header(len(ok), 1)[:2]) == 2
+    assert framer.feed(header(len(ok), 1)[2:]) == 2
+    assert not framer.done
+    assert framer.feed(ok) == len(ok) and framer.done
