@@ -357,7 +357,7 @@ def _route_pair(
                 rows.append(_with(replace(template_r, hostgroup_id=r), OFFLINE_HARD, fenced[address]))
             continue
         if ro is None:
-            rows += _unknown_rows(own, w, master, problem)
+            rows += _unknown_rows(own, w, master, problem, blocked)
             continue
         if ro is False:
             in_w = replace(template_w, hostgroup_id=w)
@@ -390,7 +390,7 @@ def _status(row: MysqlServer, problem: str | None, extra: str | None) -> MysqlSe
 
 
 def _unknown_rows(
-    own: dict[int, MysqlServer], w: int, master: Address | None, problem: str | None
+    own: dict[int, MysqlServer], w: int, master: Address | None, problem: str | None, blocked: str | None
 ) -> list[MysqlServer]:
     rows = []
     for hg, row in own.items():
@@ -402,7 +402,7 @@ def _unknown_rows(
             )
             rows.append(row if row.status in OPERATOR_STATUSES else _with(row, SHUNNED, problem or reason))
         else:
-            rows.append(_status(row, problem, None))
+            rows.append(_status(row, problem, blocked if hg == w else None))
     return rows
 
 
