@@ -23,11 +23,10 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
-import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType, UnionType
+from types import MappingProxyType
 from typing import Any
 
 from turnout.config import validate, variables
@@ -39,6 +38,7 @@ from turnout.config.model import (
     RuntimeConfig,
     SchedulerJob,
 )
+from turnout.config.rows import build_row
 from turnout.output import UserError
 
 
@@ -140,68 +140,6 @@ def locate(text: str, section: str | None, index: int | None = None, key: str | 
     return header_line or assignment_line
 
 
-# --- typing values ---------------------------------------------------------------------------
-
-
-def _accepts(annotation: Any) -> tuple[type, ...]:
-    """The Python types a column of this annotation accepts, NoneType included for optional."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Union or isinstance(annotation, UnionType):
-        return tuple(t for arg in typing.get_args(annotation) for t in _accepts(arg))
-    return (annotation,)
-
-
-def _convert(value: Any, annotation: Any) -> tuple[Any, str | None]:
-    types = _accepts(annotation)
-    if int in types:
-        if isinstance(value, bool):
-            return int(value), None
-        if isinstance(value, int):
-            return value, None
-    if str in types and isinstance(value, str):
-        return value, None
-    wanted = " or ".join("an integer" if t is int else "a string" for t in types if t in (int, str))
-    return value, f"must be {wanted}, not {value!r}"
-
-
-def _build_row(
-    section: str, spec: RowSection, index: int, table: Any
-) -> tuple[Any | None, list[tuple[str | None, str]]]:
-    """One row from one TOML table; problems as (key or None, message)."""
-    if not isinstance(table, dict):
-        return None, [(None, f"{section}: each entry must be a table, not {table!r}")]
-    hints = typing.get_type_hints(spec.row_type)
-    columns = {f.name: f for f in dataclasses.fields(spec.row_type)}
-    values: dict[str, Any] = {}
-    problems: list[tuple[str | None, str]] = []
-    for key, raw in table.items():
-        column = spec.aliases.get(key, key)
-        if column not in columns:
-            problems.append((key, f"{section}: unknown key {key!r}"))
-            continue
-        if column in values:
-            problems.append((key, f"{section}: {column} given twice (as {key!r} and its alias)"))
-            continue
-        value, problem = _convert(raw, hints[column])
-        if problem:
-            problems.append((key, f"{section}: {key} {problem}"))
-        else:
-            values[column] = value
-    missing = [
-        name
-        for name, f in columns.items()
-        if name not in values
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    for name in missing:
-        keys = [k for k, column in spec.aliases.items() if column == name]
-        problems.append((None, f"{section}[{index}]: missing {' or '.join([*keys, name])}"))
-    if problems:
-        return None, problems
-    return spec.row_type(**values), []
-
-
 def parse(text: str, source: str = "<config>", path: Path | None = None) -> ConfigFile:
     """A ConfigFile from TOML text; ConfigError naming every problem's line."""
     try:
@@ -244,7 +182,10 @@ def parse(text: str, source: str = "<config>", path: Path | None = None) -> Conf
             spec = ROW_SECTIONS[name]
             built: list[tuple[int, Any]] = []
             for index, table in enumerate(entries):
-                row, row_problems = _build_row(name, spec, index, table)
+                if not isinstance(table, dict):
+                    report(name, index, None, f"{name}: each entry must be a table, not {table!r}")
+                    continue
+                row, row_problems = build_row(spec.row_type, table, f"{name}[{index}]", spec.aliases)
                 for key, message in row_problems:
                     report(name, index, key, message)
                 if row is not None:
