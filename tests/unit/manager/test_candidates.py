@@ -1,4 +1,3 @@
-# ruff: noqa: E501
 """Candidate selection: data first, then promotion rules; every refusal has a reason."""
 
 from __future__ import annotations

@@ -1,0 +1,341 @@
+"""The long-running manager: discovery loop, analysis, automated recovery, and the operations
+the HTTP API exposes. An asyncio object with start()/stop(), so it can run in any process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from turnout.manager import analysis
+from turnout.manager.analysis import Finding, Snapshot
+from turnout.manager.checks import SettingsFinding, slow_detection
+from turnout.manager.recovery import RecoveryResult, recover_dead_master
+from turnout.manager.settings import ManagerSettings
+from turnout.manager.steps import Toolkit
+from turnout.manager.takeover import TakeoverRefused, TakeoverResult, graceful_takeover
+from turnout.state.base import ClusterState, StateStore
+from turnout.topology.actions import Actions
+from turnout.topology.connection import Credentials
+from turnout.topology.discovery import discover
+from turnout.topology.model import Instance, make_key, split_key
+
+log = logging.getLogger("turnout.manager")
+
+LEASE = "turnout-manager"
+
+
+class ManagerError(Exception):
+    """An operation cannot be done; the message says why and what to do."""
+
+
+class NotFound(ManagerError):
+    pass
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    state: ClusterState
+    snapshot: Snapshot
+    findings: tuple[Finding, ...]
+
+
+def assign_clusters(
+    instances: dict[str, Instance], recorded: dict[str, str], fenced: dict[str, str]
+) -> dict[str, str]:
+    """Cluster name of every instance: the cluster its replication tree was recorded in, else the
+    key of the tree's root. Fenced instances keep theirs. Pure."""
+    def root(key: str) -> str:
+        seen = {key}
+        while True:
+            master = instances[key].master_key
+            if master is None or master not in instances or master in seen:
+                return key
+            seen.add(master)
+            key = master
+
+    trees: dict[str, list[str]] = {}
+    for key in instances:
+        trees.setdefault(root(key), []).append(key)
+    result: dict[str, str] = {}
+    for top, members in trees.items():
+        live = [k for k in members if k not in fenced]
+        names = [recorded[k] for k in [top, *sorted(live)] if k in recorded and k not in fenced]
+        name = names[0] if names else top
+        for key in members:
+            result[key] = fenced.get(key, name)
+    return result
+
+
+def cluster_matches(name: str, filters: Iterable[str]) -> bool:
+    """RecoverMasterClusterFilters: '*' matches all, anything else is a regular expression."""
+    return any(f == "*" or re.search(f, name) for f in filters)
+
+
+class ManagerService:
+    def __init__(self, settings: ManagerSettings, store: StateStore) -> None:
+        self.settings = settings
+        self.store = store
+        topology = Credentials(settings.MySQLTopologyUser, settings.MySQLTopologyPassword)
+        self.actions = Actions(
+            topology,
+            Credentials(settings.MySQLReplicaUser, settings.MySQLReplicaPassword),
+            timeout=settings.MySQLDiscoveryReadTimeoutSeconds,
+            flavor_override=settings.ReplicationFlavor or None,
+        )
+        self.toolkit = Toolkit(settings, store, self.actions)
+        self.owner = settings.ManagerId or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.instances: dict[str, Instance] = {}
+        self.cluster_of: dict[str, str] = {}
+        self.views: dict[str, ClusterView] = {}
+        self.settings_findings: list[SettingsFinding] = []
+        self.is_leader = False
+        self.last_tick: float | None = None
+        self.ticks = 0
+        self.last_recovery: RecoveryResult | None = None
+        self._busy: set[str] = set()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._blocked_reported: dict[str, int] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        for record in await self.store.instances():
+            self.instances[record.key] = Instance.from_dict(record.data)
+            self.cluster_of[record.key] = record.cluster
+        for seed in self.settings.DiscoverySeeds:
+            split_key(seed)
+            self.instances.setdefault(seed, Instance(*split_key(seed), reachable=False))
+        self._task = asyncio.create_task(self._loop(), name="turnout-manager")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.is_leader:
+            await self.store.release_lease(LEASE, self.owner)
+            self.is_leader = False
+
+    async def _loop(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("manager tick failed")
+            self._wake.clear()
+            delay = max(0.0, self.settings.InstancePollSeconds - (time.monotonic() - started))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    # ---- one round --------------------------------------------------------------------------
+    async def tick(self) -> None:
+        async with self._lock:
+            await self._refresh()
+        for view in list(self.views.values()):
+            await self._maybe_recover(view)
+
+    async def _refresh(self, extra: Iterable[str] = ()) -> None:
+        seeds = set(self.instances) | set(extra)
+        if not seeds:
+            self.last_tick = time.time()
+            return
+        self.instances = await discover(
+            seeds, self.actions.topology, self.settings.MySQLDiscoveryReadTimeoutSeconds,
+            known=self.instances, flavor=self.settings.ReplicationFlavor or None,
+        )
+        fences = {f.key: f.cluster for f in await self.store.fenced()}
+        self.cluster_of = assign_clusters(self.instances, self.cluster_of, fences)
+        for key, inst in self.instances.items():
+            await self.store.put_instance(key, self.cluster_of[key], inst.to_dict())
+        await self._enforce_fences(fences)
+        downtimed = {d.key for d in await self.store.downtimes()}
+        self.is_leader = await self.store.acquire_lease(
+            LEASE, self.owner, max(10.0, 3 * self.settings.InstancePollSeconds)
+        )
+        views = {}
+        for name in sorted(set(self.cluster_of.values())):
+            members = [i for k, i in self.instances.items() if self.cluster_of[k] == name]
+            snapshot = Snapshot.of(name, members, downtimed, [k for k in fences if self.cluster_of.get(k) == name])
+            state = await self._cluster_state(name, snapshot)
+            if state is None:
+                continue
+            views[name] = ClusterView(state, snapshot, tuple(analysis.analyze(snapshot)))
+        self.views = views
+        self.settings_findings = slow_detection(self.instances.values(), self.settings.DetectionDelayBoundSeconds)
+        self.last_tick = time.time()
+        self.ticks += 1
+
+    async def _cluster_state(self, name: str, snapshot: Snapshot) -> ClusterState | None:
+        state = await self.store.get_cluster(name)
+        live = sorted(k for k in snapshot.instances if k not in snapshot.fenced)
+        if state is None:
+            roots = [i for k, i in snapshot.instances.items() if not i.is_replica and k not in snapshot.fenced]
+            if len(roots) != 1:
+                return None
+            state = ClusterState(name, roots[0].key, epoch=1, members=tuple(live))
+            if await self.store.publish(state, None):
+                await self.store.audit(name, "discover", f"cluster {name} discovered, master {state.master}",
+                                       state.master)
+            return await self.store.get_cluster(name)
+        if state.phase == "stable" and tuple(live) != state.members and self.is_leader:
+            updated = state.evolve(members=tuple(live))
+            if await self.store.publish(updated, state.epoch):
+                return updated
+            return await self.store.get_cluster(name)
+        return state
+
+    async def _enforce_fences(self, fences: dict[str, str]) -> None:
+        for key in fences:
+            inst = self.instances.get(key)
+            if inst is None or not inst.reachable or inst.read_only is not False:
+                continue
+            try:
+                await self.actions.set_read_only(inst, True)
+                self.instances[key] = inst.evolve(read_only=True)
+                await self.store.audit(fences[key], "fence", f"{key} is fenced and came back writable: read_only=ON",
+                                       key)
+            except Exception as exc:
+                await self.store.audit(fences[key], "fence", f"{key}: setting read_only=ON failed: {exc}", key)
+
+    async def _maybe_recover(self, view: ClusterView) -> None:
+        if not self.is_leader or view.state.name in self._busy:
+            return
+        for finding in view.findings:
+            if not finding.recoverable_master_failure or finding.instance != view.state.master:
+                continue
+            if finding.downtimed:
+                continue
+            if not cluster_matches(view.state.name, self.settings.RecoverMasterClusterFilters):
+                continue
+            result = await self._run_recovery(view, finding, manual=False)
+            blocker = result.blocked_by
+            if blocker is not None and self._blocked_reported.get(view.state.name) != blocker.id:
+                self._blocked_reported[view.state.name] = blocker.id
+                await self.store.audit(view.state.name, "recover", result.message, finding.instance)
+            return
+
+    async def _run_recovery(
+        self, view: ClusterView, finding: Finding, manual: bool, candidate: str | None = None
+    ) -> RecoveryResult:
+        self._busy.add(view.state.name)
+        try:
+            async with self._lock:
+                result = await recover_dead_master(self.toolkit, view.state, view.snapshot, finding, manual, candidate)
+                if result.recovery_id is not None:
+                    self.last_recovery = result
+                    self._blocked_reported.pop(view.state.name, None)
+                    await self._refresh()
+            return result
+        finally:
+            self._busy.discard(view.state.name)
+
+    # ---- lookups ------------------------------------------------------------------------------
+    def resolve_cluster(self, hint: str) -> ClusterView:
+        """A cluster by name, alias or the key of one of its instances."""
+        if hint in self.views:
+            return self.views[hint]
+        cluster = self.cluster_of.get(hint)
+        if cluster is None and ":" not in hint:
+            matches = {c for k, c in self.cluster_of.items() if k.startswith(hint + ":")}
+            cluster = matches.pop() if len(matches) == 1 else None
+        if cluster is None or cluster not in self.views:
+            known = ", ".join(sorted(self.views)) or "none yet: discover an instance first"
+            raise NotFound(f"no cluster matches {hint!r}; known clusters: {known}")
+        return self.views[cluster]
+
+    def instance(self, key: str) -> Instance:
+        try:
+            return self.instances[key]
+        except KeyError:
+            raise NotFound(f"{key} is not a known instance; discover it first") from None
+
+    # ---- operations ------------------------------------------------------------------------------
+    async def discover_instance(self, host: str, port: int) -> Instance:
+        key = make_key(host, port)
+        async with self._lock:
+            await self._refresh(extra=[key])
+        inst = self.instances[key]
+        if not inst.reachable:
+            raise ManagerError(f"{key} cannot be reached: {inst.last_probe_error}")
+        await self.store.audit(self.cluster_of.get(key, key), "discover", f"discovered {key}", key)
+        return inst
+
+    async def forget_instance(self, host: str, port: int) -> None:
+        key = make_key(host, port)
+        async with self._lock:
+            if key not in self.instances:
+                raise NotFound(f"{key} is not a known instance")
+            cluster = self.cluster_of.pop(key, key)
+            del self.instances[key]
+            await self.store.forget_instance(key)
+            await self.store.audit(cluster, "forget", f"forgot {key}", key)
+
+    async def recover(self, host: str, port: int, candidate: str | None = None) -> RecoveryResult:
+        key = make_key(host, port)
+        self.instance(key)
+        view = self.resolve_cluster(key)
+        if view.state.name in self._busy:
+            raise ManagerError(f"a recovery of {view.state.name} is already running")
+        finding = next((f for f in view.findings if f.instance == key), None)
+        if finding is None or not finding.recoverable_master_failure:
+            code = finding.code if finding else "no analysis"
+            raise ManagerError(f"{key}: {code}; recover acts on DeadMaster / DeadMasterAndSomeReplicas only")
+        return await self._run_recovery(view, finding, manual=True, candidate=candidate)
+
+    async def takeover(self, cluster_hint: str, new: str | None, auto: bool) -> TakeoverResult:
+        view = self.resolve_cluster(cluster_hint)
+        name = view.state.name
+        busy = name in self._busy
+        self._busy.add(name)
+        try:
+            async with self._lock:
+                state = await self.store.get_cluster(name) or view.state
+                result = await graceful_takeover(self.toolkit, state, view.snapshot, state.master, new, auto,
+                                                 recovering=busy)
+                await self._refresh()
+            return result
+        except TakeoverRefused as exc:
+            raise ManagerError(str(exc)) from exc
+        finally:
+            if not busy:
+                self._busy.discard(name)
+
+    async def acknowledge(self, cluster_hint: str, by: str, comment: str) -> int:
+        name = self.resolve_cluster(cluster_hint).state.name
+        count = await self.store.acknowledge_recoveries(name, by, comment)
+        await self.store.audit(name, "ack-recovery", f"{count} recoveries acknowledged by {by}: {comment}")
+        self._wake.set()
+        return count
+
+    async def begin_downtime(self, host: str, port: int, owner: str, reason: str, seconds: float) -> None:
+        key = make_key(host, port)
+        self.instance(key)
+        await self.store.begin_downtime(key, owner, reason, seconds)
+        await self.store.audit(self.cluster_of.get(key, key), "begin-downtime",
+                               f"{key} downtimed by {owner} for {seconds:g}s: {reason}", key)
+
+    async def end_downtime(self, host: str, port: int) -> bool:
+        key = make_key(host, port)
+        ended = await self.store.end_downtime(key)
+        await self.store.audit(self.cluster_of.get(key, key), "end-downtime", f"{key} downtime ended", key)
+        return ended
+
+    async def wait_ticks(self, count: int = 1, timeout: float = 60) -> None:
+        """Wait until `count` more discovery rounds have completed (for tests and tools)."""
+        target = self.ticks + count
+        deadline = time.monotonic() + timeout
+        while self.ticks < target:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the manager did not complete {count} rounds within {timeout:g}s")
+            await asyncio.sleep(0.05)
