@@ -90,6 +90,9 @@ class Proxy:
         self.connect_timeout_client = config.int_variable("mysql-connect_timeout_client", 10000) / 1000
         self.auto_increment_delay_multiplex = config.int_variable("mysql-auto_increment_delay_multiplex", 5)
         self.server_version = config.variable("mysql-server_version", "5.5.30")
+        # As ProxySQL: a session that names no schema uses this one, so that a pooled connection
+        # never carries another client's current database into it.
+        self.default_schema = config.variable("mysql-default_schema", "information_schema")
         self.prepared_responses.clear()
 
     def apply_routing(self, table: RoutingTable) -> None:

@@ -19,7 +19,7 @@ from turnout.protocol.commands import (
 from turnout.protocol.events import AuthSwitchResponse, ClientHello
 from turnout.protocol.generic import ErrPacket, build_eof, build_err, build_ok
 from turnout.protocol.handshake import build_auth_switch_request, parse_change_user
-from turnout.protocol.packets import Packet, PacketBuffer, PacketTooLarge, ProtocolError, encode_packet
+from turnout.protocol.packets import Packet, PacketBuffer, PacketTooLarge, ProtocolError, encode_packet, piece_count
 from turnout.protocol.response import ResponseFramer
 from turnout.protocol.server import ServerHandshake
 from turnout.proxy.backend import READ_SIZE, BackendConnection, BackendError, BackendRefused, execute_payload
@@ -175,7 +175,7 @@ class ClientSession:
         self.found_rows = bool(hello.capabilities & c.CLIENT_FOUND_ROWS)
         self.settings = SessionSettings(
             names=charset_for_collation(hello.charset),
-            schema=hello.database or entry.user.default_schema or None,
+            schema=hello.database or entry.user.default_schema or proxy.default_schema,
             multi_statements=bool(hello.capabilities & c.CLIENT_MULTI_STATEMENTS),
         )
         self.writer.write(handshake.ok_packet())
@@ -192,7 +192,7 @@ class ClientSession:
     async def _command_loop(self) -> None:
         while True:
             packet = await self._read_packet()
-            if packet.seq != 0:
+            if (packet.seq - piece_count(len(packet.payload)) + 1) & 0xFF != 0:
                 self._send_error(c.ER_NET_PACKETS_OUT_OF_ORDER, "Got packets out of order", seq=packet.seq + 1)
                 raise ClientGone("out of order")
             payload = packet.payload
@@ -675,7 +675,7 @@ class ClientSession:
         self.proxy.user_changed(self, self.user, entry)
         self.user = entry
         self.stage1 = stage1 or entry.stage1
-        self._reset_session(change.database or entry.user.default_schema)
+        self._reset_session(change.database or entry.user.default_schema or self.proxy.default_schema)
         if change.charset:
             self.settings = self.settings.with_names(charset_for_collation(change.charset))
         self._send(build_ok(status_flags=c.SERVER_STATUS_AUTOCOMMIT), seq)
