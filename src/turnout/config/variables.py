@@ -157,3 +157,29 @@ def normalise(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def parse_interfaces(value: str) -> list[tuple[str, int]]:
+    """`"127.0.0.1:6033;[::1]:6033"` -> [("127.0.0.1", 6033), ("::1", 6033)]."""
+    result = []
+    for part in value.split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        host, _, port = part.rpartition(":")
+        result.append((host.strip("[]") or "0.0.0.0", int(port)))
+    return result
+
+
+def parse_credentials(value: str) -> dict[str, str]:
+    """`"admin:admin;radmin:secret"` -> {"admin": "admin", "radmin": "secret"}."""
+    result = {}
+    for part in value.split(";"):
+        user, sep, password = part.partition(":")
+        if sep and user:
+            result[user] = password
+    return result
+
+
+def is_true(value: str) -> bool:
+    return value.strip().lower() in TRUE_WORDS
