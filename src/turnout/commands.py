@@ -10,6 +10,7 @@ from typing import Any
 
 COMMAND_MODULES = (
     "turnout.sandbox.cli",
+    "turnout.admin.cli",
     "turnout.demo",
 )
 
