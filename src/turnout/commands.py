@@ -9,9 +9,11 @@ import importlib
 from typing import Any
 
 COMMAND_MODULES = (
+    "turnout.manager.cli",
     "turnout.sandbox.cli",
     "turnout.admin.cli",
     "turnout.demo",
+    "turnout.run_cli",
 )
 
 

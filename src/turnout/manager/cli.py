@@ -1,0 +1,255 @@
+"""`turnout manager` and the orchestrator-client-like commands that talk to a running manager."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from turnout.output import UserError, console, print_json, print_table
+
+DEFAULT_API = "http://127.0.0.1:3000"
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = commands.add_parser("manager", help="run the topology manager (discovery, analysis, recovery, HTTP API)")
+    run.add_argument("--config", required=True, type=Path, help="TOML file with a [manager] table")
+    run.set_defaults(handler=_run_manager)
+
+    def client(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=help_text)
+        parser.add_argument("--api", default=os.environ.get("TURNOUT_API", DEFAULT_API),
+                            help=f"the manager's HTTP API (default: $TURNOUT_API or {DEFAULT_API})")
+        parser.add_argument("--json", action="store_true", help="print the API's JSON")
+        return parser
+
+    client("clusters", "list clusters with master, epoch and phase").set_defaults(handler=_clusters)
+    p = client("topology", "ASCII tree of a cluster")
+    p.add_argument("-i", "--instance", required=True, metavar="HOST:PORT", help="any instance of the cluster")
+    p.set_defaults(handler=_topology)
+    p = client("discover", "discover an instance and its topology")
+    p.add_argument("-i", "--instance", required=True, metavar="HOST:PORT")
+    p.set_defaults(handler=_discover)
+    p = client("forget", "forget an instance")
+    p.add_argument("-i", "--instance", required=True, metavar="HOST:PORT")
+    p.set_defaults(handler=_forget)
+    p = client("replication-analysis", "problems the manager sees")
+    p.set_defaults(handler=_analysis)
+    p = client("graceful-master-takeover", "planned switch of the master to a replica")
+    p.add_argument("-i", "--instance", required=True, metavar="OLD_HOST:PORT", help="the current master")
+    p.add_argument("-d", "--destination", metavar="NEW_HOST:PORT", help="the replica to promote (default: best)")
+    p.add_argument("--auto", action="store_true", help="start replication on the old master afterwards")
+    p.set_defaults(handler=_takeover)
+    p = client("recover", "recover a dead master now")
+    p.add_argument("-i", "--instance", required=True, metavar="HOST:PORT", help="the dead master")
+    p.add_argument("-d", "--destination", metavar="HOST:PORT", help="the replica to promote (default: best)")
+    p.set_defaults(handler=_recover)
+    p = client("ack-recovery", "acknowledge a cluster's recoveries (allows the next automated one)")
+    p.add_argument("-c", "--cluster", required=True, help="cluster name, alias or a member's HOST:PORT")
+    p.add_argument("--comment", default="acknowledged from the command line")
+    p.set_defaults(handler=_ack)
+    p = client("audit", "recent recoveries and audit log")
+    p.add_argument("-c", "--cluster", help="only this cluster")
+    p.add_argument("--limit", type=int, default=30)
+    p.set_defaults(handler=_audit)
+
+
+# ---- the manager process ------------------------------------------------------------------------
+def _run_manager(args: argparse.Namespace) -> int:
+    from turnout.manager.settings import SettingsError, load
+
+    try:
+        settings = load(args.config)
+    except SettingsError as exc:
+        raise UserError(f"{exc}; fix {args.config}") from exc
+    if not settings.MySQLTopologyUser:
+        raise UserError(f"set MySQLTopologyUser and MySQLTopologyPassword in the [manager] table of {args.config}")
+    data_file = Path(settings.SQLite3DataFile)
+    if not data_file.is_absolute():
+        data_file = args.config.resolve().parent / data_file
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(_serve(settings, data_file))
+    return 0
+
+
+async def _serve(settings: Any, data_file: Path) -> None:
+    from turnout.api.app import serve
+    from turnout.manager.service import ManagerService
+    from turnout.state import SQLiteStateStore
+
+    store = SQLiteStateStore(data_file)
+    service = ManagerService(settings, store)
+    host, port = settings.listen
+    try:
+        runner = await serve(service, host, port)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {settings.ListenAddress}: {exc.strerror}; change ListenAddress") from exc
+    await service.start()
+    console.print(f"turnout manager: API on http://{host}:{port}/api/, state in {data_file}", highlight=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await service.stop()
+        await runner.cleanup()
+        await store.close()
+
+
+# ---- the client -------------------------------------------------------------------------------------
+def call(api: str, path: str, timeout: float = 120) -> Any:
+    """GET /api/<path>; the decoded JSON. Errors become UserErrors that say what to do."""
+    url = api.rstrip("/") + "/api/" + path
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            body = answer.read()
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        try:
+            message = json.loads(body).get("Message") or exc.reason
+        except (ValueError, AttributeError):
+            message = exc.reason
+        raise UserError(f"{message}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UserError(
+            f"cannot reach the manager at {api} ({reason}); start it with `turnout manager --config FILE`, "
+            "or point --api / TURNOUT_API at it"
+        ) from exc
+    data = json.loads(body)
+    if isinstance(data, dict) and data.get("Code") == "ERROR":
+        raise UserError(str(data.get("Message")))
+    return data
+
+
+def _instance_path(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UserError(f"expected HOST:PORT, got {text!r}")
+    return f"{urllib.parse.quote(host, safe='')}/{port}"
+
+
+def _key(data: dict[str, Any] | None) -> str:
+    return f"{data['Hostname']}:{data['Port']}" if data and data.get("Hostname") else "-"
+
+
+def _clusters(args: argparse.Namespace) -> int:
+    info = call(args.api, "clusters-info")
+    if args.json:
+        print_json(info)
+        return 0
+    if not info:
+        console.print("no clusters yet: `turnout discover -i HOST:PORT` adds one")
+        return 0
+    print_table([{"cluster": c["ClusterName"], "master": _key(c["Master"]), "epoch": c["Epoch"],
+                  "phase": c["Phase"], "instances": c["CountInstances"],
+                  "auto_recovery": c["HasAutomatedMasterRecovery"]} for c in info])
+    return 0
+
+
+def _topology(args: argparse.Namespace) -> int:
+    data = call(args.api, f"topology/{urllib.parse.quote(args.instance, safe='')}")
+    if args.json:
+        print_json(data)
+    else:
+        console.print(data["Details"], highlight=False, markup=False)
+    return 0
+
+
+def _discover(args: argparse.Namespace) -> int:
+    data = call(args.api, f"discover/{_instance_path(args.instance)}")
+    if args.json:
+        print_json(data)
+    else:
+        console.print(f"{_key(data['Details']['Key'])} (cluster {data['Details']['ClusterName']})", highlight=False)
+    return 0
+
+
+def _forget(args: argparse.Namespace) -> int:
+    data = call(args.api, f"forget/{_instance_path(args.instance)}")
+    print_json(data) if args.json else console.print(data["Message"], highlight=False)
+    return 0
+
+
+def _analysis(args: argparse.Namespace) -> int:
+    data = call(args.api, "replication-analysis")
+    if args.json:
+        print_json(data)
+        return 0
+    rows = [{"cluster": d["ClusterDetails"]["ClusterName"], "instance": _key(d["AnalyzedInstanceKey"]),
+             "analysis": d["Analysis"], "replicas": d["CountReplicas"], "downtimed": d["IsDowntimed"],
+             "description": d["Description"]} for d in data["Details"]]
+    if rows:
+        print_table(rows)
+    else:
+        console.print("no problems")
+    return 0
+
+
+def _steps(details: dict[str, Any]) -> None:
+    for step in details.get("Steps", []):
+        console.print(f"  {step}", highlight=False, markup=False)
+
+
+def _takeover(args: argparse.Namespace) -> int:
+    command = "graceful-master-takeover-auto" if args.auto else "graceful-master-takeover"
+    path = f"{command}/{urllib.parse.quote(args.instance, safe='')}"
+    if args.destination:
+        path += "/" + _instance_path(args.destination)
+    data = call(args.api, path)
+    if args.json:
+        print_json(data)
+    else:
+        console.print(data["Details"]["Message"], highlight=False)
+        _steps(data["Details"])
+    return 0
+
+
+def _recover(args: argparse.Namespace) -> int:
+    path = f"recover/{_instance_path(args.instance)}"
+    if args.destination:
+        path += "/" + _instance_path(args.destination)
+    data = call(args.api, path)
+    if args.json:
+        print_json(data)
+    else:
+        console.print(data["Details"]["Message"], highlight=False)
+        _steps(data["Details"])
+    return 0
+
+
+def _ack(args: argparse.Namespace) -> int:
+    query = urllib.parse.urlencode({"comment": args.comment, "owner": os.environ.get("USER", "cli")})
+    data = call(args.api, f"ack-recovery/cluster/{urllib.parse.quote(args.cluster, safe='')}?{query}")
+    print_json(data) if args.json else console.print(data["Message"], highlight=False)
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    suffix = f"/{urllib.parse.quote(args.cluster, safe='')}" if args.cluster else ""
+    recoveries = call(args.api, "audit-recovery" + suffix)
+    entries = call(args.api, f"audit{suffix}?limit={args.limit}")
+    if args.json:
+        print_json({"recoveries": recoveries, "audit": entries})
+        return 0
+    if recoveries:
+        print_table([{"id": r["Id"], "cluster": r["AnalysisEntry"]["ClusterDetails"]["ClusterName"],
+                      "failure": r["AnalysisEntry"]["Analysis"], "failed": _key(r["AnalysisEntry"]["AnalyzedInstanceKey"]),
+                      "successor": _key(r["SuccessorKey"]), "ok": r["IsSuccessful"], "started": r["RecoveryStartTimestamp"],
+                      "acknowledged": r["Acknowledged"]} for r in recoveries], title="recoveries")
+    with contextlib.suppress(KeyError):
+        print_table([{"at": e["AuditTimestamp"], "cluster": e["ClusterName"], "action": e["AuditType"],
+                      "instance": _key(e["AuditInstanceKey"]), "message": e["Message"]} for e in entries],
+                    title="audit log")
+    return 0
