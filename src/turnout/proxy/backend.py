@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass
 
 from turnout.protocol.client import ClientHandshake
-from turnout.protocol.events import AuthDone, AuthFailed
 from turnout.protocol.commands import build_stmt_execute, parse_stmt_execute
 from turnout.protocol.constants import (
     CLIENT_FOUND_ROWS,
@@ -22,6 +21,7 @@ from turnout.protocol.constants import (
     COM_STMT_PREPARE,
     DEFAULT_SERVER_CAPABILITIES,
 )
+from turnout.protocol.events import AuthDone, AuthFailed
 from turnout.protocol.generic import ErrPacket
 from turnout.protocol.packets import PacketBuffer, encode_packet
 from turnout.protocol.prepared import PrepareOk

@@ -26,7 +26,7 @@ from turnout.proxy.hostgroups import RoutingTable, pick_server
 from turnout.proxy.pool import Pools
 from turnout.proxy.rules import CompiledRule, compile_rules
 from turnout.proxy.session import ClientSession, NoServer
-from turnout.proxy.stats import ProxyStats
+from turnout.proxy.stats import COMMAND_COLUMNS, DIGEST_COLUMNS, ProxyStats
 
 log = logging.getLogger("turnout.proxy")
 
@@ -143,6 +143,46 @@ class Proxy:
         self.stats.record(command, hostgroup, schema, username, digest, "", elapsed_us, rows_affected)
         stats = self.pools.server(address).stats
         stats.queries += 1
+
+    def stats_table(self, table: str) -> list[dict[str, object]] | None:
+        """Rows for the admin's stats tables, as column -> value."""
+        if table.startswith("stats_mysql_connection_pool"):
+            hostgroups = {s.address: s.hostgroup_id for s in self.config.servers}
+            for members in self.routing.by_hostgroup.values():
+                hostgroups.update({s.address: s.hostgroup_id for s in members})
+            return [
+                {
+                    "hostgroup": hostgroups.get(address, -1), "srv_host": address[0], "srv_port": address[1],
+                    "status": "ONLINE" if any(address == s.address for m in self.routing.by_hostgroup.values() for s in m) else "SHUNNED",
+                    "ConnUsed": pool.stats.conn_used, "ConnFree": pool.stats.conn_free, "ConnOK": pool.stats.conn_ok,
+                    "ConnERR": pool.stats.conn_err, "MaxConnUsed": pool.stats.max_conn_used, "Queries": pool.stats.queries,
+                    "Queries_GTID_sync": 0, "Bytes_data_sent": pool.stats.bytes_sent, "Bytes_data_recv": pool.stats.bytes_recv,
+                    "Latency_us": pool.stats.latency_us,
+                }
+                for address, pool in self.pools.servers.items()
+            ]
+        if table.startswith("stats_mysql_commands_counters"):
+            return [dict(zip(COMMAND_COLUMNS, row, strict=True)) for row in self.stats.command_rows()]
+        if table.startswith("stats_mysql_query_digest"):
+            return [dict(zip(DIGEST_COLUMNS, row, strict=True)) for row in self.stats.digest_rows()]
+        if table == "stats_mysql_global":
+            counters = self.stats.counters
+            values = {
+                "Client_Connections_connected": len(self.sessions),
+                "Client_Connections_created": counters.client_connections_created,
+                "Client_Connections_aborted": counters.client_connections_aborted,
+                "Questions": counters.questions,
+                "Server_Connections_connected": sum(p.total for p in self.pools.servers.values()),
+                "Backend_errors": counters.backend_errors,
+                "Statements_refused_two_writers": counters.statements_refused_two_writers,
+                "Statements_held": counters.statements_held,
+                "Statements_retried": counters.statements_retried,
+                "ProxySQL_Uptime": int(time.time() - self.stats.started_at),
+            }
+            return [{"Variable_Name": k, "Variable_Value": str(v)} for k, v in values.items()]
+        if table == "stats_mysql_processlist":
+            return [session.processlist_row() for session in self.sessions.values()]
+        return None
 
     # ---- backend connections ------------------------------------------------------------------
     def _usable(self, server: MysqlServer) -> bool:

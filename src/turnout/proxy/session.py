@@ -19,7 +19,14 @@ from turnout.protocol.commands import (
 from turnout.protocol.events import AuthSwitchResponse, ClientHello
 from turnout.protocol.generic import ErrPacket, build_eof, build_err, build_ok
 from turnout.protocol.handshake import build_auth_switch_request, parse_change_user
-from turnout.protocol.packets import Packet, PacketBuffer, PacketTooLarge, ProtocolError, encode_packet, piece_count
+from turnout.protocol.packets import (
+    Packet,
+    PacketBuffer,
+    PacketTooLarge,
+    ProtocolError,
+    encode_packet,
+    piece_count,
+)
 from turnout.protocol.response import ResponseFramer
 from turnout.protocol.server import ServerHandshake
 from turnout.proxy.backend import READ_SIZE, BackendConnection, BackendError, BackendRefused, execute_payload
@@ -92,6 +99,24 @@ class ClientSession:
         self.current_command = ""
         self.command_started = 0.0
         self.closed = False
+
+    def processlist_row(self) -> dict[str, object]:
+        held = self.held
+        host, _, port = self.client_address.rpartition(":")
+        return {
+            "ThreadID": self.id,
+            "SessionID": self.id,
+            "user": self.user.user.username if self.user else None,
+            "db": self.settings.schema,
+            "cli_host": host,
+            "cli_port": int(port) if port.isdigit() else None,
+            "hostgroup": held.hostgroup if held else None,
+            "srv_host": held.connection.address[0] if held else None,
+            "srv_port": held.connection.address[1] if held else None,
+            "command": "Query" if self.current_command else "Sleep",
+            "time_ms": int((time.monotonic() - self.command_started) * 1000) if self.current_command else 0,
+            "info": ", ".join(sorted(held.reasons)) if held else None,
+        }
 
     # ---- lifecycle --------------------------------------------------------------------------
     async def run(self) -> None:

@@ -528,10 +528,7 @@ def _process_state(pid: int) -> str:
 def _gtid_covers(applied: str, target: str) -> bool:
     """True when the GTID list `applied` has reached every domain's sequence in `target`."""
     have = parse_gtid_list(applied)
-    for domain, (_, seq) in parse_gtid_list(target).items():
-        if have.get(domain, (0, 0))[1] < seq:
-            return False
-    return True
+    return all(have.get(domain, (0, 0))[1] >= seq for domain, (_, seq) in parse_gtid_list(target).items())
 
 
 def parse_gtid_list(text: str | None) -> dict[int, tuple[int, int]]:

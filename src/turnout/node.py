@@ -1,0 +1,126 @@
+"""One turnout process: the proxy, its admin interface, the monitor and (optionally) the manager.
+
+Control plane -> data path is one way: every change (LOAD ... TO RUNTIME, a health change, a
+published master) produces a new immutable routing table that the proxy swaps in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+from turnout.config.file import ConfigFile
+from turnout.config.model import RuntimeConfig
+from turnout.monitor.health import HealthSnapshot
+from turnout.monitor.logs import LOG_COLUMNS
+from turnout.monitor.monitor import Monitor
+from turnout.monitor.routing import RoutingSnapshot
+from turnout.monitor.routing import RoutingTable as HealthRouting
+from turnout.proxy.hostgroups import RoutingTable
+from turnout.proxy.proxy import Proxy, parse_interface
+
+log = logging.getLogger("turnout")
+
+
+class Node:
+    def __init__(
+        self, config_file: ConfigFile, *, admin: bool = True, initial: bool = False, manage: bool = False
+    ) -> None:
+        self.config_file = config_file
+        self.runtime: RuntimeConfig = config_file.runtime_config()
+        self.proxy = Proxy(self.runtime)
+        self.monitor = Monitor(self.runtime, self._on_health)
+        self.health_routing = HealthRouting()
+        self.routing: RoutingSnapshot | None = None
+        self.published_masters: dict[int, tuple[str, int]] = {}
+        self.held_hostgroups: frozenset[int] = frozenset()
+        self.admin_enabled = admin
+        self.manage = manage
+        self.initial = initial
+        self.admin: Any = None
+        self._stopped = asyncio.Event()
+
+    # ---- control plane -> data path ------------------------------------------------------------
+    def _on_runtime(self, config: RuntimeConfig) -> None:
+        """LOAD ... TO RUNTIME: the new configuration, in force for the next statement."""
+        self.runtime = config
+        self.proxy.apply_config(config)
+        self.monitor.update_config(config)
+        self._reroute()
+
+    def _on_health(self, health: HealthSnapshot) -> None:
+        self._reroute(health)
+
+    def set_cluster_view(self, masters: Mapping[int, tuple[str, int]], held: frozenset[int]) -> None:
+        """The manager's truth: the published master of each writer hostgroup, and holds."""
+        self.published_masters = dict(masters)
+        self.held_hostgroups = held
+        self._reroute()
+
+    def _reroute(self, health: HealthSnapshot | None = None) -> None:
+        snapshot = self.health_routing.update(
+            self.runtime, health or self.monitor.snapshot, self.published_masters or None
+        )
+        self.routing = snapshot
+        self.proxy.apply_routing(
+            RoutingTable.build(
+                snapshot.servers,
+                snapshot.write_blocked,
+                version=snapshot.health_version,
+                held=self.held_hostgroups,
+            )
+        )
+
+    def _monitor_table(self, table: str) -> list[dict[str, object]] | None:
+        columns = LOG_COLUMNS.get(table)
+        if columns is None:
+            return None
+        return [dict(zip(columns, row, strict=False)) for row in self.monitor.log_rows(table)]
+
+    def runtime_servers(self) -> tuple[Any, ...]:
+        return self.routing.servers if self.routing is not None else self.runtime.servers
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.admin_enabled:
+            from turnout.admin.service import AdminService
+            from turnout.admin.store import Providers
+
+            self.admin = AdminService(
+                datadir=self.config_file.datadir,
+                config_file=self.config_file,
+                initial=self.initial,
+                on_runtime=self._on_runtime,
+                providers=Providers(
+                    runtime_servers=self.runtime_servers,
+                    stats=self.proxy.stats_table,
+                    monitor=self._monitor_table,
+                ),
+            )
+            await self.admin.start()
+        self._reroute()
+        await self.monitor.start()
+        host, port = parse_interface(self.runtime.variable("mysql-interfaces", "127.0.0.1:6033"), 6033)
+        await self.proxy.start(host, port)
+        log.info("proxy listening on %s:%d", host, port)
+
+    async def stop(self) -> None:
+        await self.proxy.stop()
+        await self.monitor.stop()
+        if self.admin is not None:
+            await self.admin.stop()
+
+    async def run_until_signalled(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, self._stopped.set)
+        await self.start()
+        try:
+            await self._stopped.wait()
+        finally:
+            await self.stop()

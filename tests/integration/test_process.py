@@ -1,0 +1,74 @@
+"""`turnout proxy --config FILE` as a real process: proxy, admin interface and monitor together."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from turnout.sandbox.config import APP
+from turnout.sandbox.deploy import sandbox_config
+from turnout.sandbox.ports import free_port_block
+from turnout.sandbox.sandbox import Sandbox
+
+
+def _wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"turnout exited: {process.stderr.read().decode() if process.stderr else ''}")
+        try:
+            pymysql.connect(host="127.0.0.1", port=port, user="admin", password="admin").close()
+            return
+        except pymysql.err.OperationalError:
+            time.sleep(0.1)
+    raise AssertionError("turnout did not start listening")
+
+
+def test_proxy_process_with_admin(sandbox: Sandbox, tmp_path: Path) -> None:
+    proxy_port = free_port_block(2)
+    config = tmp_path / "turnout.toml"
+    config.write_text(sandbox_config(sandbox, tmp_path / "data", proxy_port, proxy_port + 1))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "turnout.cli", "proxy", "--config", str(config)],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(proxy_port + 1, process)
+        admin = pymysql.connect(host="127.0.0.1", port=proxy_port + 1, user="admin", password="admin", autocommit=True)
+        with admin.cursor() as cur:
+            deadline = time.monotonic() + 10
+            rows: tuple[tuple[object, ...], ...] = ()
+            while time.monotonic() < deadline:
+                cur.execute("SELECT hostgroup_id, port, status FROM runtime_mysql_servers ORDER BY hostgroup_id, port")
+                rows = cur.fetchall()
+                if len(rows) == 4:  # the writer is also a reader by default
+                    break
+                time.sleep(0.1)
+            ports = [n.port for n in sandbox.nodes]
+            # values come back as text, as from ProxySQL's admin interface
+            assert [(int(hg), int(port), status) for hg, port, status in rows] == [
+                (10, ports[0], "ONLINE"), (20, ports[0], "ONLINE"), (20, ports[1], "ONLINE"), (20, ports[2], "ONLINE"),
+            ]
+        app = pymysql.connect(host="127.0.0.1", port=proxy_port, user=APP.user, password=APP.password)
+        with app.cursor() as cur:
+            cur.execute("SELECT @@port")
+            assert cur.fetchone()[0] in ports
+        with admin.cursor() as cur:
+            cur.execute("SELECT Command, Total_cnt FROM stats_mysql_commands_counters WHERE Command = 'SELECT'")
+            assert int(cur.fetchone()[1]) >= 1
+            cur.execute("SELECT COUNT(*) FROM stats_mysql_connection_pool")
+            assert int(cur.fetchone()[0]) >= 1
+        app.close()
+        admin.close()
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail("turnout did not stop on SIGTERM")
