@@ -80,3 +80,78 @@ async def test_kill_master_promotes_most_advanced_replica(fresh_sandbox: Sandbox
     await service.wait_ticks(1)
     assert (await service.store.get_cluster(name)).master == new_master  # type: ignore[union-attr]
     assert not any(f.is_problem for f in service.views[name].findings if f.instance != m)
+
+    # A second dead master right after the first: anti-flapping blocks the automated recovery...
+    box.kill(1)
+    await wait_for(lambda: any(f.recoverable_master_failure for f in service.views[name].findings), "DeadMaster")
+    await service.wait_ticks(2)
+    assert len(await service.store.recoveries(name)) == 1
+    assert (await service.store.get_cluster(name)).master == r1  # type: ignore[union-attr]
+    assert any("blocked by anti-flapping" in e.message for e in await service.store.audit_log(name))
+    # ...until the first recovery is acknowledged.
+    assert await service.acknowledge(r2, "test", "first failover checked") == 1
+    await wait_for(lambda: service.last_recovery is not None and service.last_recovery.successor == r2,
+                   "the second recovery")
+    assert service.last_recovery is not None and service.last_recovery.success
+    state = await service.store.get_cluster(name)
+    assert state is not None and (state.master, state.epoch) == (r2, 3)
+    assert box.execute(2, "SELECT @@read_only AS ro")[0]["ro"] == 0
+    assert count_rows(box, 2) == expected + 1
+    assert sorted(f.key for f in await service.store.fenced()) == [m, r1]
+
+
+async def test_hung_master_is_detected_through_timeouts(fresh_sandbox: Sandbox, make_manager: MakeManager) -> None:
+    box = fresh_sandbox
+    m, r1, r2 = (n.address for n in box.nodes)
+    write_rows(box, 0, 10)
+    box.wait_replicas_caught_up()
+    service: ManagerService = await make_manager(m, PreFailoverProcesses=["echo {failureType} {failedPort}"])
+    name = service.cluster_of[m]
+    codes_seen: set[str] = set()
+
+    box.pause(0)
+    try:
+        def recovered() -> bool:
+            codes_seen.update(f.code for f in service.views[name].findings if f.instance == m)
+            return service.last_recovery is not None
+
+        await wait_for(recovered, "recovery of a hung master")
+    finally:
+        box.resume(0)
+    result = service.last_recovery
+    assert result is not None and result.success, result.steps
+    # The manager lost the master first; the replicas only after slave_net_timeout.
+    assert UNREACHABLE_MASTER in codes_seen
+    assert result.failure_type == DEAD_MASTER
+    assert any(f"hook 'echo DeadMaster {box.nodes[0].port}': ok" in step for step in result.steps)
+    assert result.successor in (r1, r2)
+    # The resumed old master is fenced: read_only=ON, and nobody replicates from it.
+    await wait_for(lambda: box.execute(0, "SELECT @@read_only AS ro")[0]["ro"] == 1, "fenced master read_only=ON")
+    other = r2 if result.successor == r1 else r1
+    other_index = 1 if other == r1 else 2
+    status = box.replica_status(other_index)
+    assert status is not None and f"127.0.0.1:{status['Master_Port']}" == result.successor
+
+
+async def test_master_unreachable_only_from_the_manager(sandbox: Sandbox, make_manager: MakeManager) -> None:
+    box = sandbox
+    m = box.nodes[0].address
+    service: ManagerService = await make_manager(m)
+    name = service.cluster_of[m]
+    # Lock the manager's account on the master only (not replicated), and drop its sessions.
+    box.execute(0, "SET sql_log_bin = 0", "ALTER USER 'turnout'@'%' ACCOUNT LOCK")
+    try:
+        for row in box.execute(0, "SELECT id FROM information_schema.PROCESSLIST WHERE USER = 'turnout'"):
+            box.execute(0, f"KILL {row['id']}")
+        await wait_for(lambda: not service.instances[m].reachable, "the manager to lose the master")
+        await service.wait_ticks(3)
+        [finding] = [f for f in service.views[name].findings if f.instance == m]
+        assert finding.code == UNREACHABLE_MASTER
+        assert finding.count_replicas_reaching_master == 2
+        assert "locked" in service.instances[m].last_probe_error.lower()
+    finally:
+        box.execute(0, "SET sql_log_bin = 0", "ALTER USER 'turnout'@'%' ACCOUNT UNLOCK")
+    assert await service.store.recoveries() == []
+    state = await service.store.get_cluster(name)
+    assert state is not None and (state.master, state.epoch, state.phase) == (m, 1, "stable")
+    await wait_for(lambda: service.instances[m].reachable, "the master to be reachable again")
