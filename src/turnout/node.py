@@ -11,7 +11,8 @@ import contextlib
 import logging
 import signal
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from turnout.config.file import ConfigFile
 from turnout.config.model import RuntimeConfig
@@ -22,6 +23,12 @@ from turnout.monitor.routing import RoutingSnapshot
 from turnout.monitor.routing import RoutingTable as HealthRouting
 from turnout.proxy.hostgroups import RoutingTable
 from turnout.proxy.proxy import Proxy, parse_interface
+from turnout.state.base import ClusterState
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from turnout.manager.service import ManagerService
 
 log = logging.getLogger("turnout")
 
@@ -43,6 +50,9 @@ class Node:
         self.initial = initial
         self.admin: Any = None
         self._stopped = asyncio.Event()
+        self.manager: ManagerService | None = None
+        self.api_runner: web.AppRunner | None = None
+        self._watch_task: asyncio.Task[None] | None = None
 
     # ---- control plane -> data path ------------------------------------------------------------
     def _on_runtime(self, config: RuntimeConfig) -> None:
@@ -84,6 +94,67 @@ class Node:
     def runtime_servers(self) -> tuple[Any, ...]:
         return self.routing.servers if self.routing is not None else self.runtime.servers
 
+    # ---- the manager, in the same process ---------------------------------------------------
+    async def _start_manager(self) -> None:
+        from dataclasses import replace
+
+        from turnout.api.app import serve
+        from turnout.manager.service import ManagerService
+        from turnout.manager.settings import ManagerSettings
+        from turnout.state.sqlite import SQLiteStateStore
+
+        settings = ManagerSettings.from_mapping(dict(self.config_file.manager))
+        seeds = tuple(dict.fromkeys(f"{s.hostname}:{s.port}" for s in self.runtime.servers))
+        settings = replace(settings, DiscoverySeeds=tuple(dict.fromkeys(settings.DiscoverySeeds + seeds)))
+        datadir = self.config_file.datadir or Path(".")
+        datadir.mkdir(parents=True, exist_ok=True)
+        self.state_store = SQLiteStateStore(datadir / "turnout-state.db")
+        self.manager = ManagerService(settings, self.state_store)
+        await self.manager.start()
+        host, _, port = settings.ListenAddress.rpartition(":")
+        self.api_runner = await serve(self.manager, host or "127.0.0.1", int(port))
+        self._watch_task = asyncio.create_task(self._follow_clusters(), name="turnout-follow-clusters")
+
+    async def _follow_clusters(self) -> None:
+        """The proxy follows the manager: published masters become the only writers, and a
+        cluster that is switching or recovering has its writes held, not failed."""
+        states: dict[str, ClusterState] = {}
+        async for state in self.state_store.watch():
+            states[state.name] = state
+            masters: dict[int, tuple[str, int]] = {}
+            held: set[int] = set()
+            for cluster in states.values():
+                writer = self._writer_hostgroup_of(cluster)
+                if writer is None:
+                    continue
+                host, _, port = cluster.master.rpartition(":")
+                masters[writer] = (host, int(port))
+                if cluster.phase != "stable":
+                    held.add(writer)
+            self.set_cluster_view(masters, frozenset(held))
+
+    def _writer_hostgroup_of(self, cluster: ClusterState) -> int | None:
+        members = set(cluster.members) | {cluster.master}
+        for pair in self.runtime.replication_hostgroups:
+            addresses = {
+                f"{s.hostname}:{s.port}"
+                for s in self.runtime.servers
+                if s.hostgroup_id in (pair.writer_hostgroup, pair.reader_hostgroup)
+            }
+            if addresses & members:
+                return pair.writer_hostgroup
+        return None
+
+    async def _stop_manager(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+        if self.api_runner is not None:
+            await self.api_runner.cleanup()
+        if self.manager is not None:
+            await self.manager.stop()
+
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         if self.admin_enabled:
@@ -107,8 +178,12 @@ class Node:
         host, port = parse_interface(self.runtime.variable("mysql-interfaces", "127.0.0.1:6033"), 6033)
         await self.proxy.start(host, port)
         log.info("proxy listening on %s:%d", host, port)
+        if self.manage:
+            await self._start_manager()
 
     async def stop(self) -> None:
+        if self.manage:
+            await self._stop_manager()
         await self.proxy.stop()
         await self.monitor.stop()
         if self.admin is not None:
