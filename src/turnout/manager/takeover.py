@@ -83,8 +83,11 @@ async def graceful_takeover(
     actions, settings, store = toolkit.actions, toolkit.settings, toolkit.store
     if old_key not in snapshot.instances:
         raise TakeoverRefused(f"{old_key} is not a known instance of {state.name}")
+    # Replicas first, the master last: errant-transaction checks compare against a master
+    # position at least as recent as the replicas'.
+    fresh = {k: (await actions.refresh(i)) if i.reachable else i
+             for k, i in snapshot.instances.items() if k != old_key}
     old = await actions.refresh(snapshot.instances[old_key])
-    fresh = {k: (await actions.refresh(i)) if i.reachable else i for k, i in snapshot.instances.items()}
     fresh[old.key] = old
     snapshot = Snapshot(snapshot.cluster, fresh, snapshot.downtimed, snapshot.fenced)
     new, why = check_takeover(state, snapshot, old, new_key, toolkit, recovering)

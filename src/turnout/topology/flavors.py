@@ -262,8 +262,11 @@ class MariaDBGtid(Flavor):
         return MariaGtidList.parse(replica.gtid_slave_pos).covers(MariaGtidList.parse(position))
 
     def errant(self, replica: Instance, master: Instance) -> list[str]:
+        # A replica ahead of the master's last probe with the master's own server_id has just
+        # applied newer events of that master (probes are not simultaneous): not errant.
         mine = MariaGtidList.parse(replica.gtid_binlog_pos)
-        return mine.ahead_of(MariaGtidList.parse(master.gtid_binlog_pos))
+        ahead = mine.ahead_of(MariaGtidList.parse(master.gtid_binlog_pos))
+        return [g for g in ahead if int(g.split("-")[1]) != master.server_id]
 
 
 # ---- MySQL 8 ------------------------------------------------------------------------------------------

@@ -177,6 +177,9 @@ def test_mariadb_build_of_a_master_and_positions() -> None:
     assert f.relay_position(replica) == "0-1-9"
     assert f.errant(replica, inst) == []
     assert f.errant(replica.evolve(gtid_binlog_pos="0-1-8,1-2-1"), inst) == ["1-2-1"]
+    # ahead of the master's last probe with the master's own events: just newer, not errant
+    assert f.errant(replica.evolve(gtid_binlog_pos="0-1-12"), inst) == []
+    assert f.errant(replica.evolve(gtid_binlog_pos="0-3-12"), inst) == ["0-3-12"]
 
 
 def test_flavor_lookup() -> None:
