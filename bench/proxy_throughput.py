@@ -1,0 +1,196 @@
+"""sysbench through nothing, HAProxy and turnout: QPS and p95 latency, interleaved.
+
+Creates a sandbox (1 master + 2 replicas), prepares sysbench's tables once on the master, then
+runs each workload against (a) the master directly, (b) HAProxy in TCP mode in front of the
+master, (c) turnout with the read/write split (`^SELECT.*FOR UPDATE` -> writers 10,
+`^SELECT` -> readers 20), in the order direct, haproxy, turnout, direct, haproxy, turnout, …
+for --rounds rounds, and reports medians and ratios.
+
+    python -m bench.proxy_throughput [--seconds 12] [--rounds 3] [--threads 8] [--workers 1]
+
+Results: a table on stdout and bench/results/proxy_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    RESULTS_DIR,
+    SysbenchFailed,
+    haproxy,
+    install_signal_handlers,
+    log,
+    machine,
+    median,
+    status_counters,
+    sysbench_prepare,
+    sysbench_run,
+    tail,
+    turnout_proxy,
+    workdir,
+    write_json,
+)
+
+TARGETS = ("direct", "haproxy", "turnout")
+WORKLOADS = ("oltp_point_select", "oltp_read_only")
+COUNTERS = ("Com_select",)  # counts prepared SELECTs executed too
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=12, help="length of each sysbench run (default 12)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of direct/haproxy/turnout per workload (default 3)")
+    parser.add_argument("--threads", type=int, default=8, help="sysbench threads (default 8)")
+    parser.add_argument("--workers", type=int, default=1, help="turnout's data-path processes, when `turnout proxy --workers` exists (default 1)")
+    parser.add_argument("--tables", type=int, default=4, help="sysbench tables (default 4)")
+    parser.add_argument("--table-size", type=int, default=10000, help="rows per table (default 10000)")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated sysbench workloads")
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "proxy_throughput.json")
+    return parser.parse_args(argv)
+
+
+def summarise(runs: list[dict[str, Any]], workloads: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for workload in workloads:
+        medians: dict[str, dict[str, float]] = {}
+        for target in TARGETS:
+            mine = [r for r in runs if r["workload"] == workload and r["target"] == target and "qps" in r]
+            medians[target] = {
+                "qps": median([r["qps"] for r in mine]),
+                "p95_ms": median([r["p95_ms"] for r in mine]),
+                "runs": len(mine),
+            }
+        for target in TARGETS:
+            m = medians[target]
+            rows.append({
+                "target": target,
+                "workload": workload,
+                "qps": round(m["qps"], 1),
+                "p95_ms": m["p95_ms"],
+                "runs": m["runs"],
+                "ratio_to_direct": round(m["qps"] / medians["direct"]["qps"], 3) if medians["direct"]["qps"] else None,
+                "ratio_to_haproxy": round(m["qps"] / medians["haproxy"]["qps"], 3) if medians["haproxy"]["qps"] else None,
+            })
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    header = f"{'target':<9} {'workload':<18} {'QPS':>10} {'p95 ms':>8} {'x direct':>9} {'x haproxy':>10} {'runs':>5}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r['target']:<9} {r['workload']:<18} {r['qps']:>10.1f} {r['p95_ms']:>8.2f} "
+            f"{r['ratio_to_direct'] or 0:>9.3f} {r['ratio_to_haproxy'] or 0:>10.3f} {r['runs']:>5}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    install_signal_handlers()
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    if shutil.which("sysbench") is None:
+        print("sysbench is not installed", file=sys.stderr)
+        return 2
+    runs: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    meta: dict[str, Any] = {}
+    with workdir("turnout-bench-") as work, contextlib.ExitStack() as stack:
+        from bench.common import sandbox
+
+        box = stack.enter_context(sandbox(work))
+        master = box.nodes[0].port
+        box.execute(0, "CREATE DATABASE IF NOT EXISTS sbtest")
+        sysbench_prepare(master, args.tables, args.table_size)
+        box.wait_replicas_caught_up(timeout=120)
+        haproxy_port = stack.enter_context(haproxy(master, work))
+        turnout_port, turnout_proc, turnout_log, command = stack.enter_context(
+            turnout_proxy(box, work, workers=args.workers)
+        )
+        meta["turnout_command"] = command.how
+        meta["turnout_workers"] = command.workers
+        ports = {"direct": master, "haproxy": haproxy_port, "turnout": turnout_port}
+        # Warm-up: buffer pools, the proxy's pools and prepared statements; not recorded.
+        for target in TARGETS:
+            for workload in workloads:
+                with contextlib.suppress(SysbenchFailed):
+                    sysbench_run(workload, ports[target], args.tables, args.table_size, args.threads, 3)
+        for round_no in range(1, args.rounds + 1):
+            for workload in workloads:
+                for target in TARGETS:
+                    before = status_counters(box, COUNTERS)
+                    entry: dict[str, Any] = {"round": round_no, "workload": workload, "target": target}
+                    try:
+                        result = sysbench_run(
+                            workload, ports[target], args.tables, args.table_size, args.threads, args.seconds
+                        )
+                    except SysbenchFailed as exc:
+                        entry["error"] = str(exc)
+                        failures.append(entry)
+                        log(f"round {round_no} {workload} {target}: FAILED\n{exc}")
+                        if target == "turnout":
+                            alive = turnout_proc.poll() is None
+                            entry["proxy_alive"] = alive
+                            entry["proxy_log_tail"] = tail(turnout_log, 60)
+                            log(f"turnout alive: {alive}; its log:\n{entry['proxy_log_tail']}")
+                            if not alive:
+                                break
+                        runs.append(entry)
+                        continue
+                    after = status_counters(box, COUNTERS)
+                    entry.update(
+                        qps=result.qps, tps=result.tps, p95_ms=result.p95_ms, avg_ms=result.avg_ms,
+                        errors=result.errors, reconnects=result.reconnects,
+                        selects_per_node=[a["Com_select"] - b["Com_select"] for a, b in zip(after, before, strict=True)],
+                    )
+                    runs.append(entry)
+                    log(
+                        f"round {round_no} {workload:<18} {target:<8} {result.qps:>10.1f} qps  "
+                        f"p95 {result.p95_ms:.2f} ms  errors {result.errors}  "
+                        f"SELECTs per node {entry['selects_per_node']}"
+                    )
+        if turnout_proc.poll() is not None:
+            log(f"turnout exited with {turnout_proc.returncode}; its log:\n{tail(turnout_log, 60)}")
+            meta["turnout_exit"] = turnout_proc.returncode
+        meta["turnout_log_tail"] = tail(turnout_log, 30)
+    rows = summarise(runs, workloads)
+    print()
+    print_table(rows)
+    data = {
+        "benchmark": "proxy_throughput",
+        "machine": machine(),
+        "settings": {
+            "seconds": args.seconds, "rounds": args.rounds, "threads": args.threads, "workers": args.workers,
+            "tables": args.tables, "table_size": args.table_size, "db_ps_mode": "auto",
+            "workloads": workloads,
+        },
+        **meta,
+        "summary": rows,
+        "runs": runs,
+        "failures": len(failures),
+    }
+    path = write_json(args.output.name, data) if args.output.parent == RESULTS_DIR else _write(args.output, data)
+    print(f"\nresults: {path}")
+    return 1 if failures else 0
+
+
+def _write(path: Path, data: dict[str, Any]) -> Path:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; everything started was stopped", file=sys.stderr)
+        sys.exit(130)
