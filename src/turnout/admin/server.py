@@ -84,7 +84,7 @@ class AdminListener:
     def __init__(self, store: AdminStore) -> None:
         self.store = store
         self._servers: list[asyncio.Server] = []
-        self._connections: set[asyncio.StreamWriter] = set()
+        self._connections: dict[asyncio.StreamWriter, asyncio.Task[None] | None] = {}
         self._ids = itertools.count(1)
         self.addresses: list[tuple[str, int]] = []
 
@@ -100,6 +100,10 @@ class AdminListener:
             server.close()
         for writer in list(self._connections):
             writer.close()
+        tasks = [task for task in self._connections.values() if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
@@ -107,7 +111,7 @@ class AdminListener:
         self.addresses.clear()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._connections.add(writer)
+        self._connections[writer] = asyncio.current_task()
         connection = _Connection(reader, writer)
         peer = writer.get_extra_info("peername") or ("", 0)
         try:
@@ -119,7 +123,7 @@ class AdminListener:
         except Exception:
             log.exception("admin client %s:%s failed", peer[0], peer[1])
         finally:
-            self._connections.discard(writer)
+            self._connections.pop(writer, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
