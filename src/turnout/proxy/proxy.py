@@ -237,6 +237,16 @@ class Proxy:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._routing_changed.wait(), min(remaining, 0.05))
 
+    async def writer_changed(self, hostgroup: int, refused_by: ServerAddress, deadline: float) -> None:
+        """Wait until the hostgroup's writer is no longer `refused_by` (or it is held), or the deadline."""
+        while time.monotonic() < deadline:
+            table = self.routing
+            online = [s.address for s in table.online(hostgroup)]
+            if hostgroup in table.held or (online and refused_by not in online):
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._routing_changed.wait(), min(deadline - time.monotonic(), 0.05))
+
     def backend_failed(self, address: ServerAddress) -> None:
         """A connect or a connection failed: no new statements go there for a moment."""
         self._failed_until[address] = time.monotonic() + FAILED_SERVER_BACKOFF

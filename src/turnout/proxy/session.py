@@ -399,8 +399,14 @@ class ClientSession:
             self.proxy.pools.release(connection, reusable=not connection.broken)
 
     # ---- relaying -----------------------------------------------------------------------------
-    async def _relay(self, connection: BackendConnection, payload: bytes) -> ResponseFramer:
-        """Send one client command to the backend and stream the answer back, untouched."""
+    async def _relay(
+        self, connection: BackendConnection, payload: bytes, retry_read_only: bool = False
+    ) -> ResponseFramer:
+        """Send one client command to the backend and stream the answer back, untouched.
+
+        With `retry_read_only`, a response that is only a read_only refusal (1290) is kept from
+        the client: the statement did not execute, so the caller may run it on the new master.
+        """
         framer = ResponseFramer(payload[0])
         backend_reader = connection.reader
         client = self.writer
@@ -415,6 +421,14 @@ class ClientSession:
                 connection.broken = True
                 raise BackendLost(relayed)
             used = framer.feed(data)
+            if (
+                retry_read_only
+                and relayed == 0
+                and framer.done
+                and framer.error is not None
+                and framer.error.code == c.ER_OPTION_PREVENTS_STATEMENT
+            ):
+                return framer
             client.write(data if used == len(data) else data[:used])
             relayed += used
             if framer.local_infile:
@@ -449,11 +463,25 @@ class ClientSession:
             return
         connection, hostgroup = target
         started = time.perf_counter()
-        try:
-            framer = await self._relay(connection, payload)
-        except BackendLost as lost:
-            self._backend_lost(connection, lost)
-            return
+        deadline = time.monotonic() + self.proxy.connect_timeout_server_max
+        while True:
+            retry = info.is_write and self.held is None and time.monotonic() < deadline
+            try:
+                framer = await self._relay(connection, payload, retry_read_only=retry)
+            except BackendLost as lost:
+                self._backend_lost(connection, lost)
+                return
+            if not (retry and framer.error is not None and framer.error.code == c.ER_OPTION_PREVENTS_STATEMENT):
+                break
+            # The writer turned read_only under us (a switchover): the statement did not run, so it
+            # waits for the new master, exactly like a statement held during the switch.
+            self.proxy.stats.counters.statements_retried += 1
+            self.proxy.pools.release(connection, reusable=True)
+            await self.proxy.writer_changed(hostgroup, connection.address, deadline)
+            target = await self._connection_for(hostgroup, info)
+            if target is None:
+                return
+            connection, hostgroup = target
         self._after_statement(connection, hostgroup, framer, info, rule)
         elapsed_us = int((time.perf_counter() - started) * 1e6)
         assert self.user is not None
