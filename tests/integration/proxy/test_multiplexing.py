@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from proxy_harness import WRITER, RunningProxy, split_config
+from proxy_harness import RunningProxy, split_config
 from turnout.config.model import RuntimeConfig
 from turnout.sandbox.sandbox import Sandbox
 
@@ -114,7 +114,7 @@ def test_session_settings_follow_the_session(writer_only: RunningProxy) -> None:
             assert "ANSI_QUOTES" not in mode and tz == "SYSTEM" and charset != "latin1" and db == "information_schema"
             cur.execute("SELECT @@session.sql_mode, @@session.time_zone, @@character_set_client, DATABASE()")
             assert cur.fetchone() == ("ANSI_QUOTES", "+03:00", "latin1", "mysql")
-        used, free = _pool(writer_only)
+        used, _ = _pool(writer_only)
         assert used == 0  # replayable settings do not pin a backend
     first.close()
     second.close()
