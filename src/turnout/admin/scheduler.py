@@ -121,6 +121,9 @@ async def _kill(process: asyncio.subprocess.Process) -> None:
         os.killpg(process.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         process.kill()
+    # Drain the pipes to their end (the group is dead, so it comes) so their transports close now.
+    with contextlib.suppress(Exception):
+        await process.communicate()
     await process.wait()
 
 
