@@ -58,14 +58,16 @@ async def run(rounds: int, poll: float) -> None:
                 await service.wait_ticks(1)
                 killed = time.monotonic()
                 box.kill(master)
-                detected = await wait_for(lambda: any(
-                    f.recoverable_master_failure for v in service.views.values() for f in v.findings
-                ) or (service.last_recovery is not None and service.last_recovery.failed == state.master
-                      and service.last_recovery.state is not None
-                      and service.last_recovery.state.epoch > state.epoch))
-                recovered = await wait_for(lambda: service.last_recovery is not None
-                                           and service.last_recovery.state is not None
-                                           and service.last_recovery.state.epoch > state.epoch)
+                epoch = state.epoch
+
+                def promoted(epoch: int = epoch) -> bool:
+                    last = service.last_recovery
+                    return last is not None and last.state is not None and last.state.epoch > epoch
+
+                # The manager recovers in the same round that first sees the DeadMaster.
+                detected = await wait_for(lambda: promoted() or any(
+                    f.recoverable_master_failure for v in service.views.values() for f in v.findings))
+                recovered = await wait_for(promoted)
                 result = service.last_recovery
                 assert result is not None and result.success, result
                 detections.append(detected - killed)

@@ -1,4 +1,3 @@
-# ruff: noqa: E501
 """Failure analysis: named scenarios, and every combination of master and replica states."""
 
 from __future__ import annotations

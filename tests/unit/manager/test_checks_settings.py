@@ -1,4 +1,3 @@
-# ruff: noqa: E501
 """Replica settings that slow down detection; the [manager] settings table."""
 
 from __future__ import annotations

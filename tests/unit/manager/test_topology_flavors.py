@@ -1,4 +1,3 @@
-# ruff: noqa: E501
 """Flavours: the exact SQL each one issues, parsing of status rows, and GTID arithmetic."""
 
 from __future__ import annotations
