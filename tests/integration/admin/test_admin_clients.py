@@ -4,6 +4,8 @@ mysql-connector-python and Perl DBI with DBD::MariaDB."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import textwrap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -250,3 +252,22 @@ async def test_unknown_commands_get_an_error_and_the_session_goes_on(start_admin
     code, count = await asyncio.to_thread(talk)
     assert code == 1047
     assert count is not None and int(str(count[0])) > 30  # type: ignore[index]
+
+
+async def test_turnout_admin_diff_lists_pending_edits(start_admin: Starter, tmp_path: Path) -> None:
+    admin = await start_admin()
+    await admin.mariadb("INSERT INTO mysql_servers (hostgroup_id, hostname) VALUES (1, 'db1');"
+                        "SET mysql-monitor_ping_interval = 3000;")
+    config = tmp_path / "turnout.toml"
+    config.write_text(f'[admin_variables]\nmysql_ifaces = "127.0.0.1:{admin.port}"\n')
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "turnout.cli", "admin", "diff", "--config", str(config), "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    rows = json.loads(out)
+    assert [(r["module"], r["change"], r["row_key"]) for r in rows] == [
+        ("MYSQL SERVERS", "added", "1/db1/3306"),
+        ("MYSQL VARIABLES", "changed", "mysql-monitor_ping_interval"),
+    ]
