@@ -109,6 +109,21 @@ def sandbox(workdir: Path, replicas: int = 2) -> Iterator[Sandbox]:
         box.down(destroy=True)
 
 
+def connections_by_user(box: Sandbox) -> list[dict[str, int]]:
+    """Per node: connected sessions per account (information_schema.PROCESSLIST, without the
+    server's own threads and the root connection asking)."""
+    result = []
+    for node in box.nodes:
+        rows = box.execute(
+            node.index,
+            "SELECT USER AS user, COUNT(*) AS n FROM information_schema.PROCESSLIST "
+            "WHERE ID <> CONNECTION_ID() AND COMMAND NOT IN ('Daemon', 'Binlog Dump', 'Slave_IO', 'Slave_SQL', "
+            "'Slave_worker') AND USER NOT IN ('system user', 'event_scheduler') GROUP BY USER",
+        )
+        result.append({row["user"]: int(row["n"]) for row in rows})
+    return result
+
+
 def threads_connected(box: Sandbox) -> list[int]:
     """Threads_connected on every node (includes the root connection asking)."""
     counts = []
@@ -249,9 +264,44 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _maybe_int(value: Any) -> Any:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
+
+
+@dataclass
+class TurnoutProcess:
+    port: int
+    admin_port: int
+    proc: subprocess.Popen[Any]
+    log_path: Path
+    command: TurnoutCommand
+
+    def pool_stats(self) -> list[dict[str, Any]]:
+        """stats_mysql_connection_pool from turnout's admin interface ([] when it has none)."""
+        import pymysql
+
+        try:
+            conn = pymysql.connect(host="127.0.0.1", port=self.admin_port, user="admin", password="admin",
+                                   connect_timeout=5, read_timeout=30)
+        except pymysql.MySQLError:
+            return []
+        try:
+            with conn.cursor(pymysql.cursors.DictCursor) as cur:
+                cur.execute("SELECT hostgroup, srv_port, status, ConnUsed, ConnFree, ConnOK, ConnERR, MaxConnUsed, "
+                            "Queries FROM stats_mysql_connection_pool ORDER BY hostgroup, srv_port")
+                return [{key: _maybe_int(value) for key, value in row.items()} for row in cur.fetchall()]
+        except pymysql.MySQLError:
+            return []
+        finally:
+            conn.close()
+
+
 @contextlib.contextmanager
-def turnout_proxy(box: Sandbox, workdir: Path, workers: int = 1) -> Iterator[tuple[int, subprocess.Popen[Any], Path, TurnoutCommand]]:
-    """turnout in front of the sandbox as a child process; yields (port, process, log, command)."""
+def turnout_proxy(box: Sandbox, workdir: Path, workers: int = 1) -> Iterator[TurnoutProcess]:
+    """turnout in front of the sandbox as a child process (its own process group)."""
     base = free_port_block(2)
     port, admin_port = base, base + 1
     datadir = workdir / "turnout-data"
@@ -264,7 +314,7 @@ def turnout_proxy(box: Sandbox, workdir: Path, workers: int = 1) -> Iterator[tup
     env = dict(os.environ, PYTHONPATH=str(BENCH_DIR.parent))
     with child(command.argv, log_path, env=env) as proc:
         wait_for_port(port, proc, log_path)
-        yield port, proc, log_path, command
+        yield TurnoutProcess(port, admin_port, proc, log_path, command)
 
 
 # ---- HAProxy ---------------------------------------------------------------------------------
@@ -402,9 +452,8 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_json(name: str, data: dict[str, Any]) -> Path:
-    RESULTS_DIR.mkdir(exist_ok=True)
-    path = RESULTS_DIR / name
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
 

@@ -66,6 +66,20 @@ def summarise(runs: list[dict[str, Any]], workloads: list[str]) -> list[dict[str
                 "p95_ms": median([r["p95_ms"] for r in mine]),
                 "runs": len(mine),
             }
+        # Paired ratios: each run against the direct / HAProxy run of the same round, so load from
+        # elsewhere on the machine that lasts a round cancels out; then the median over rounds.
+        paired: dict[str, dict[str, float]] = {}
+        for target in TARGETS:
+            to_direct, to_haproxy = [], []
+            for r in runs:
+                if r["workload"] != workload or r["target"] != target or "qps" not in r:
+                    continue
+                same_round = {o["target"]: o for o in runs if o["workload"] == workload and o["round"] == r["round"] and "qps" in o}
+                if "direct" in same_round:
+                    to_direct.append(r["qps"] / same_round["direct"]["qps"])
+                if "haproxy" in same_round:
+                    to_haproxy.append(r["qps"] / same_round["haproxy"]["qps"])
+            paired[target] = {"direct": median(to_direct), "haproxy": median(to_haproxy)}
         for target in TARGETS:
             m = medians[target]
             rows.append({
@@ -76,18 +90,22 @@ def summarise(runs: list[dict[str, Any]], workloads: list[str]) -> list[dict[str
                 "runs": m["runs"],
                 "ratio_to_direct": round(m["qps"] / medians["direct"]["qps"], 3) if medians["direct"]["qps"] else None,
                 "ratio_to_haproxy": round(m["qps"] / medians["haproxy"]["qps"], 3) if medians["haproxy"]["qps"] else None,
+                "paired_ratio_to_direct": round(paired[target]["direct"], 3),
+                "paired_ratio_to_haproxy": round(paired[target]["haproxy"], 3),
             })
     return rows
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = f"{'target':<9} {'workload':<18} {'QPS':>10} {'p95 ms':>8} {'x direct':>9} {'x haproxy':>10} {'runs':>5}"
+    header = (f"{'target':<9} {'workload':<18} {'QPS':>10} {'p95 ms':>8} {'x direct':>9} {'x haproxy':>10} "
+              f"{'paired x direct':>16} {'paired x haproxy':>17} {'runs':>5}")
     print(header)
     print("-" * len(header))
     for r in rows:
         print(
             f"{r['target']:<9} {r['workload']:<18} {r['qps']:>10.1f} {r['p95_ms']:>8.2f} "
-            f"{r['ratio_to_direct'] or 0:>9.3f} {r['ratio_to_haproxy'] or 0:>10.3f} {r['runs']:>5}"
+            f"{r['ratio_to_direct'] or 0:>9.3f} {r['ratio_to_haproxy'] or 0:>10.3f} "
+            f"{r['paired_ratio_to_direct']:>16.3f} {r['paired_ratio_to_haproxy']:>17.3f} {r['runs']:>5}"
         )
 
 
@@ -110,9 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         sysbench_prepare(master, args.tables, args.table_size)
         box.wait_replicas_caught_up(timeout=120)
         haproxy_port = stack.enter_context(haproxy(master, work))
-        turnout_port, turnout_proc, turnout_log, command = stack.enter_context(
-            turnout_proxy(box, work, workers=args.workers)
-        )
+        turnout = stack.enter_context(turnout_proxy(box, work, workers=args.workers))
+        turnout_port, turnout_proc, turnout_log, command = turnout.port, turnout.proc, turnout.log_path, turnout.command
         meta["turnout_command"] = command.how
         meta["turnout_workers"] = command.workers
         ports = {"direct": master, "haproxy": haproxy_port, "turnout": turnout_port}
@@ -159,8 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             log(f"turnout exited with {turnout_proc.returncode}; its log:\n{tail(turnout_log, 60)}")
             meta["turnout_exit"] = turnout_proc.returncode
         meta["turnout_log_tail"] = tail(turnout_log, 30)
+        meta["turnout_pool"] = turnout.pool_stats()
     rows = summarise(runs, workloads)
     print()
+    print("QPS and p95: medians over rounds; x direct / x haproxy: ratio of the medians;")
+    print("paired: median over rounds of the ratio to the same round's run.")
     print_table(rows)
     data = {
         "benchmark": "proxy_throughput",
@@ -175,17 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "failures": len(failures),
     }
-    path = write_json(args.output.name, data) if args.output.parent == RESULTS_DIR else _write(args.output, data)
+    path = write_json(args.output, data)
     print(f"\nresults: {path}")
     return 1 if failures else 0
-
-
-def _write(path: Path, data: dict[str, Any]) -> Path:
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
 
 
 if __name__ == "__main__":
