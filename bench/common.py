@@ -232,10 +232,10 @@ class TurnoutCommand:
     workers: int
 
 
-def turnout_command(config_path: Path, workers: int) -> TurnoutCommand:
-    """`turnout proxy --config FILE [--workers N]` when the installed turnout has it, else the
-    benchmark's own runner (one process, uvloop) with the same config file."""
-    if re.search(r"^\s+proxy\b", _turnout_help(), re.MULTILINE):
+def turnout_command(config_path: Path, workers: int, bare: bool = False) -> TurnoutCommand:
+    """`turnout proxy --config FILE [--workers N]` when the installed turnout has it, else (or
+    with bare=True) the benchmark's own runner: the data path alone, no admin, no monitor."""
+    if not bare and re.search(r"^\s+proxy\b", _turnout_help(), re.MULTILINE):
         argv = [turnout_executable(), "proxy", "--config", str(config_path)]
         if "--workers" in _turnout_help("proxy"):
             argv += ["--workers", str(workers)]
@@ -300,16 +300,17 @@ class TurnoutProcess:
 
 
 @contextlib.contextmanager
-def turnout_proxy(box: Sandbox, workdir: Path, workers: int = 1) -> Iterator[TurnoutProcess]:
+def turnout_proxy(box: Sandbox, workdir: Path, workers: int = 1, bare: bool = False) -> Iterator[TurnoutProcess]:
     """turnout in front of the sandbox as a child process (its own process group)."""
+    name = "turnout-bare" if bare else "turnout"
     base = free_port_block(2)
     port, admin_port = base, base + 1
-    datadir = workdir / "turnout-data"
+    datadir = workdir / f"{name}-data"
     datadir.mkdir(exist_ok=True)
-    config_path = workdir / "turnout.toml"
+    config_path = workdir / f"{name}.toml"
     config_path.write_text(turnout_config(box, port, admin_port, datadir))
-    command = turnout_command(config_path, workers)
-    log_path = workdir / "turnout.log"
+    command = turnout_command(config_path, workers, bare)
+    log_path = workdir / f"{name}.log"
     log(f"starting turnout ({command.how}, workers={command.workers}) on port {port}")
     env = dict(os.environ, PYTHONPATH=str(BENCH_DIR.parent))
     with child(command.argv, log_path, env=env) as proc:

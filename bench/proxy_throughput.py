@@ -38,6 +38,7 @@ from bench.common import (
 )
 
 TARGETS = ("direct", "haproxy", "turnout")
+BARE = "turnout-bare"  # --bare: the data path alone (bench.proxy_runner), no admin, no monitor
 WORKLOADS = ("oltp_point_select", "oltp_read_only")
 COUNTERS = ("Com_select",)  # counts prepared SELECTs executed too
 
@@ -51,15 +52,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tables", type=int, default=4, help="sysbench tables (default 4)")
     parser.add_argument("--table-size", type=int, default=10000, help="rows per table (default 10000)")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated sysbench workloads")
+    parser.add_argument("--bare", action="store_true",
+                        help="also run turnout's data path alone (no admin, no monitor) as a fourth target")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "proxy_throughput.json")
     return parser.parse_args(argv)
 
 
-def summarise(runs: list[dict[str, Any]], workloads: list[str]) -> list[dict[str, Any]]:
+def summarise(runs: list[dict[str, Any]], workloads: list[str], targets: tuple[str, ...] = TARGETS) -> list[dict[str, Any]]:
     rows = []
     for workload in workloads:
         medians: dict[str, dict[str, float]] = {}
-        for target in TARGETS:
+        for target in targets:
             mine = [r for r in runs if r["workload"] == workload and r["target"] == target and "qps" in r]
             medians[target] = {
                 "qps": median([r["qps"] for r in mine]),
@@ -69,7 +72,7 @@ def summarise(runs: list[dict[str, Any]], workloads: list[str]) -> list[dict[str
         # Paired ratios: each run against the direct / HAProxy run of the same round, so load from
         # elsewhere on the machine that lasts a round cancels out; then the median over rounds.
         paired: dict[str, dict[str, float]] = {}
-        for target in TARGETS:
+        for target in targets:
             to_direct, to_haproxy = [], []
             for r in runs:
                 if r["workload"] != workload or r["target"] != target or "qps" not in r:
@@ -80,7 +83,7 @@ def summarise(runs: list[dict[str, Any]], workloads: list[str]) -> list[dict[str
                 if "haproxy" in same_round:
                     to_haproxy.append(r["qps"] / same_round["haproxy"]["qps"])
             paired[target] = {"direct": median(to_direct), "haproxy": median(to_haproxy)}
-        for target in TARGETS:
+        for target in targets:
             m = medians[target]
             rows.append({
                 "target": target,
@@ -97,13 +100,13 @@ def summarise(runs: list[dict[str, Any]], workloads: list[str]) -> list[dict[str
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = (f"{'target':<9} {'workload':<18} {'QPS':>10} {'p95 ms':>8} {'x direct':>9} {'x haproxy':>10} "
+    header = (f"{'target':<13} {'workload':<18} {'QPS':>10} {'p95 ms':>8} {'x direct':>9} {'x haproxy':>10} "
               f"{'paired x direct':>16} {'paired x haproxy':>17} {'runs':>5}")
     print(header)
     print("-" * len(header))
     for r in rows:
         print(
-            f"{r['target']:<9} {r['workload']:<18} {r['qps']:>10.1f} {r['p95_ms']:>8.2f} "
+            f"{r['target']:<13} {r['workload']:<18} {r['qps']:>10.1f} {r['p95_ms']:>8.2f} "
             f"{r['ratio_to_direct'] or 0:>9.3f} {r['ratio_to_haproxy'] or 0:>10.3f} "
             f"{r['paired_ratio_to_direct']:>16.3f} {r['paired_ratio_to_haproxy']:>17.3f} {r['runs']:>5}"
         )
@@ -133,14 +136,18 @@ def main(argv: list[str] | None = None) -> int:
         meta["turnout_command"] = command.how
         meta["turnout_workers"] = command.workers
         ports = {"direct": master, "haproxy": haproxy_port, "turnout": turnout_port}
+        targets = TARGETS
+        if args.bare:
+            ports[BARE] = stack.enter_context(turnout_proxy(box, work, bare=True)).port
+            targets = (*TARGETS, BARE)
         # Warm-up: buffer pools, the proxy's pools and prepared statements; not recorded.
-        for target in TARGETS:
+        for target in targets:
             for workload in workloads:
                 with contextlib.suppress(SysbenchFailed):
                     sysbench_run(workload, ports[target], args.tables, args.table_size, args.threads, 3)
         for round_no in range(1, args.rounds + 1):
             for workload in workloads:
-                for target in TARGETS:
+                for target in targets:
                     before = status_counters(box, COUNTERS)
                     entry: dict[str, Any] = {"round": round_no, "workload": workload, "target": target}
                     try:
@@ -177,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             meta["turnout_exit"] = turnout_proc.returncode
         meta["turnout_log_tail"] = tail(turnout_log, 30)
         meta["turnout_pool"] = turnout.pool_stats()
-    rows = summarise(runs, workloads)
+    rows = summarise(runs, workloads, targets)
     print()
     print("QPS and p95: medians over rounds; x direct / x haproxy: ratio of the medians;")
     print("paired: median over rounds of the ratio to the same round's run.")
