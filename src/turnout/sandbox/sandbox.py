@@ -258,7 +258,7 @@ class Sandbox:
         node = self.node(index)
         if self.pid(index) is not None:
             return
-        if port_in_use(node.port):
+        if not _wait_port_free(node.port, timeout=3.0):
             raise SandboxError(
                 f"port {node.port} for node {index} is taken by another process; stop it, "
                 f"or recreate the sandbox with another --base-port"
@@ -515,6 +515,16 @@ class Sandbox:
             else:
                 row["role"] = "master" if not row["read_only"] else "standalone"
         return rows
+
+
+def _wait_port_free(port: int, timeout: float) -> bool:
+    """A server just killed can hold its port for a moment while its last threads exit."""
+    deadline = time.monotonic() + timeout
+    while port_in_use(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _process_state(pid: int) -> str:
