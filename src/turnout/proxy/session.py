@@ -506,14 +506,22 @@ class ClientSession:
         self._send_error(ER_LOST_BACKEND, "Lost connection to backend server during query")
 
     # ---- commands -----------------------------------------------------------------------------
-    async def _on_query(self, payload: bytes) -> None:
-        sql = query_text(payload)
+    def _classify(self, sql: str) -> tuple[StatementInfo, str, RuleOutcome] | None:
+        """What the statement does and where the rules send it; None when a rule refused it."""
         info = analyze(sql)
         digest = digest_text(sql)
         rule = self._route(sql, digest)
         if rule.error_msg is not None:
             self._send_error(ER_PROXY_RULE_ERROR, rule.error_msg)
+            return None
+        return info, digest, rule
+
+    async def _on_query(self, payload: bytes) -> None:
+        sql = query_text(payload)
+        classified = self._classify(sql)
+        if classified is None:
             return
+        info, digest, rule = classified
         if rule.ok_msg is not None:
             self._send(build_ok(status_flags=self._status_flags(), info=rule.ok_msg.encode()), 1)
             return
@@ -538,13 +546,11 @@ class ClientSession:
         self._after_statement(connection, hostgroup, framer, info, NO_MATCH)
 
     async def _on_prepare(self, payload: bytes) -> None:
-        sql = query_text_of_prepare(payload)
-        info = analyze(sql)
-        digest = digest_text(sql)
-        rule = self._route(sql, digest)
-        if rule.error_msg is not None:
-            self._send_error(ER_PROXY_RULE_ERROR, rule.error_msg)
+        sql = query_text(payload)
+        classified = self._classify(sql)
+        if classified is None:
             return
+        info, _, rule = classified
         statement_id = self.next_statement_id
         cached = self.proxy.prepared_responses.get((self.settings.schema, sql))
         if cached is None:
