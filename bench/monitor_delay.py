@@ -140,7 +140,9 @@ async def run(box: Sandbox, reps: int, kills: int, interval_ms: int) -> None:
     report("read_only OFF -> writes refused", to_off)
     report("read_only ON -> writes resume", to_on)
     report("kill -9 -> reader SHUNNED", killed)
-    print(f"read_only checks that failed during the flips: {len(failed)} {sorted({str(r[5]) for r in failed})}")
+    print(
+        f"read_only checks that failed during the flips: {len(failed)} {sorted({str(r[5]) for r in failed})}"
+    )
 
 
 def main() -> None:

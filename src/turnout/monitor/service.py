@@ -66,7 +66,8 @@ class MonitoredRouting:
         self._recompute()
 
     async def wait_for(self, predicate: Callable[[RoutingSnapshot], bool], timeout: float) -> RoutingSnapshot:
-        """The first routing snapshot (the current one included) for which `predicate` holds."""
+        """The first routing snapshot (the current one included) for which `predicate` holds;
+        re-evaluated after every health change, so it may also look at `health`."""
         async with asyncio.timeout(timeout):
             while not predicate(self._routing):
                 await self._changed.wait()
@@ -79,10 +80,10 @@ class MonitoredRouting:
         previous = self._routing
         routing = self._table.update(self._config, self.monitor.snapshot, self._masters)
         self._routing = routing
-        if same_routing(previous, routing):
-            return
         # Wake every waiter, and give later ones a fresh event.
         self._changed.set()
         self._changed = asyncio.Event()
+        if same_routing(previous, routing):
+            return
         if self._on_routing is not None:
             self._on_routing(routing)

@@ -64,9 +64,19 @@ async def monitored(
     service = MonitoredRouting(config, on_routing, published_masters)
     await service.start()
     try:
+        # Until every server's read_only and replication are known, rows stay as configured.
+        await service.wait_for(lambda _: checked(service), WAIT)
         yield service
     finally:
         await service.stop()
+
+
+def checked(service: MonitoredRouting) -> bool:
+    servers = service.health.servers
+    wanted = {s.address for s in service.monitor.config.servers}
+    return set(servers) == wanted and all(
+        h.read_only is not None and h.replication is not None for h in servers.values()
+    )
 
 
 def row(snap: RoutingSnapshot, hostgroup: int, server: Address) -> MysqlServer | None:

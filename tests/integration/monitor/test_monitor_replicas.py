@@ -133,7 +133,9 @@ async def test_hung_replica_does_not_delay_the_checks_of_the_others(sandbox: San
         paused_at = now_us()
         try:
             snap = await service.wait_for(lambda s: status(s, READER, n2) == "SHUNNED", WAIT)
-            assert snap.writer(WRITER) == n0 and serving(snap, READER) == {n0, n1}, snap.servers
+            assert snap.writer(WRITER) == n0 and serving(snap, READER) == {n0, n1}, [
+                (s.hostgroup_id, s.port, s.status, s.comment) for s in snap.servers
+            ]
             # Several of the hung server's checks time out while the others keep their pace.
             await asyncio.sleep(3.0)
         finally:
