@@ -40,6 +40,8 @@ class ManagerSettings:
     ReasonableReplicationLagSeconds: float = 10.0
     # turnout's own keys
     SQLite3DataFile: str = "turnout-state.db"
+    # "etcd://host:port[,host:port]/prefix" for a shared etcd; "" keeps the SQLite3DataFile
+    StateStore: str = ""
     DiscoverySeeds: tuple[str, ...] = ()
     ReplicationFlavor: str = ""  # "" detects mariadb/mysql; "binlog" forces file/position
     PromotionRules: Mapping[str, str] = field(default_factory=dict)

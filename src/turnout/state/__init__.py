@@ -1,4 +1,8 @@
-"""The state store: clusters (master, epoch, phase), leases, instances, fences, recoveries, audit."""
+"""The state store: clusters (master, epoch, phase), leases, instances, fences, recoveries, audit.
+
+`open_store("etcd://host:port/prefix")` opens the etcd backend (`turnout.state.etcd`), any other
+string or path the SQLite one.
+"""
 
 from turnout.state.base import (
     AuditEntry,
@@ -10,6 +14,7 @@ from turnout.state.base import (
     RecoveryRecord,
     StateStore,
 )
+from turnout.state.factory import open_store
 from turnout.state.sqlite import SQLiteStateStore
 
 __all__ = [
@@ -22,4 +27,5 @@ __all__ = [
     "RecoveryRecord",
     "SQLiteStateStore",
     "StateStore",
+    "open_store",
 ]

@@ -1,0 +1,595 @@
+"""The distributed state store: etcd v3, spoken through its HTTP/JSON gateway (no gRPC stack).
+
+One key per record under a prefix (default ``/turnout``)::
+
+    {prefix}/clusters/{name}        ClusterState as JSON
+    {prefix}/leases/{name}          {"owner", "ttl", "lease"}, attached to an etcd lease
+    {prefix}/instances/{key}        InstanceRecord as JSON
+    {prefix}/fences/{key}           Fence as JSON
+    {prefix}/downtimes/{key}        Downtime as JSON
+    {prefix}/recoveries/{id:020d}   RecoveryRecord as JSON (ids 1, 2, 3 ... like SQLite's)
+    {prefix}/audit/{id:020d}        AuditEntry as JSON
+    {prefix}/counters/{kind}        the last id handed out for recoveries / audit
+
+Names are percent-encoded so that a "/" in a name cannot escape its directory. Every write that
+depends on what was read is a transaction comparing the revision it read (compare-and-set):
+
+- ``publish`` compares the cluster key's mod_revision (create_revision 0 for a new cluster) and
+  re-reads on a conflict, so two managers promoting from the same epoch cannot both win;
+- ``acquire_lease`` grants an etcd lease and puts the key with it only if the key is absent
+  (create_revision 0) or unchanged since it was read as ours; expiry is etcd's own, so it does not
+  depend on the clocks of the machines involved. etcd counts TTLs in whole seconds and raises
+  them to its minimum (about 1.5 x the election timeout), so a TTL is rounded up to that;
+- new recoveries and audit entries take the next id from a counter key in the same transaction
+  that writes them, so ids are unique and ordered across every writer.
+
+``watch`` yields every current cluster state, then follows a streaming /v3/watch from the
+revision it read; if the stream breaks it reads the clusters again every ``interval`` seconds
+until a new stream is established, so no change is lost across an etcd restart.
+
+Several endpoints may be given: a request that cannot connect (or times out, or meets a member
+without a leader) is sent to the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, cast
+from urllib.parse import quote
+
+import aiohttp
+
+from turnout.state.base import (
+    AuditEntry,
+    ClusterState,
+    Downtime,
+    Fence,
+    InstanceRecord,
+    Phase,
+    RecoveryRecord,
+    StateStore,
+)
+
+log = logging.getLogger("turnout.state.etcd")
+
+# gRPC status codes etcd returns when this member cannot serve the request but another may.
+_TRY_ANOTHER_MEMBER = {4, 14}  # DEADLINE_EXCEEDED, UNAVAILABLE
+_NOT_FOUND = 5
+_ID_WIDTH = 20
+
+
+class EtcdError(RuntimeError):
+    """etcd answered with an error (or something that is not etcd's v3 JSON gateway answered)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class EtcdUnavailable(EtcdError):
+    """No endpoint could be reached."""
+
+
+@dataclass(frozen=True)
+class _KV:
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    lease: int
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The smallest key above every key starting with `prefix` (etcd's range_end for a prefix)."""
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return b"\0"
+
+
+def _kv(raw: Mapping[str, Any]) -> _KV:
+    return _KV(
+        key=base64.b64decode(raw.get("key", "")),
+        value=base64.b64decode(raw.get("value", "")),
+        create_revision=int(raw.get("create_revision", 0)),
+        mod_revision=int(raw.get("mod_revision", 0)),
+        lease=int(raw.get("lease", 0)),
+    )
+
+
+def _dumps(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, default=str, separators=(",", ":")).encode()
+
+
+def _normalise_endpoint(endpoint: str) -> str:
+    endpoint = endpoint.strip().rstrip("/")
+    if "://" not in endpoint:
+        endpoint = "http://" + endpoint
+    return endpoint
+
+
+class EtcdStateStore(StateStore):
+    def __init__(self, endpoints: Sequence[str] | str, prefix: str = "/turnout", timeout: float = 5.0) -> None:
+        if isinstance(endpoints, str):
+            endpoints = endpoints.split(",")
+        self.endpoints = [_normalise_endpoint(e) for e in endpoints if e.strip()]
+        if not self.endpoints:
+            raise ValueError("EtcdStateStore needs at least one endpoint (http://host:port)")
+        if timeout <= 0:
+            raise ValueError("timeout must be above 0")
+        self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        self.timeout = timeout
+        self._current = 0  # the endpoint that answered last; tried first
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"EtcdStateStore({','.join(self.endpoints)!r}, prefix={self.prefix or '/'!r})"
+
+    # ---- HTTP ---------------------------------------------------------------------------------------
+    def _http(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._session_loop is not loop:
+            self._session = aiohttp.ClientSession(raise_for_status=False)
+            self._session_loop = loop
+        return self._session
+
+    def _order(self) -> list[int]:
+        n = len(self.endpoints)
+        return [(self._current + i) % n for i in range(n)]
+
+    def _unavailable(self, failures: list[str]) -> EtcdUnavailable:
+        return EtcdUnavailable(
+            f"cannot reach etcd at {'; '.join(failures)}: start etcd there, or point the state store "
+            f"at running members (StateStore = \"etcd://host:port[,host:port]/prefix\" in [manager])"
+        )
+
+    async def _request(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        failures: list[str] = []
+        session = self._http()
+        for index in self._order():
+            endpoint = self.endpoints[index]
+            try:
+                async with session.post(
+                    endpoint + path, json=body, timeout=aiohttp.ClientTimeout(total=self.timeout)
+                ) as resp:
+                    status = resp.status
+                    text = await resp.text()
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                failures.append(f"{endpoint} ({_describe(exc)})")
+                continue
+            try:
+                data = json.loads(text) if text else {}
+            except ValueError:
+                data = None
+            if not isinstance(data, dict):
+                raise EtcdError(
+                    f"{endpoint}{path} answered HTTP {status} with something that is not etcd's v3 JSON "
+                    f"gateway ({text[:80]!r}); check that the endpoint is an etcd v3.4+ client URL"
+                )
+            if "error" in data or status != 200:
+                if isinstance(data.get("error"), dict):  # streaming endpoints nest their error
+                    data = data["error"]
+                code = data.get("code")
+                message = data.get("message") or data.get("error") or f"HTTP {status}"
+                if isinstance(code, int) and code in _TRY_ANOTHER_MEMBER:
+                    failures.append(f"{endpoint} ({message})")
+                    continue
+                raise EtcdError(f"etcd at {endpoint} refused {path}: {message}", code if isinstance(code, int) else None)
+            self._current = index
+            return data
+        raise self._unavailable(failures)
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:  # pragma: no cover - close() is a coroutine, a loop runs
+                running = None
+            if running is self._session_loop:
+                await session.close()
+
+    # ---- key-value primitives -----------------------------------------------------------------------
+    def _key(self, kind: str, name: str = "") -> bytes:
+        return f"{self.prefix}/{kind}/{quote(name, safe='')}".encode()
+
+    def _dir(self, kind: str) -> bytes:
+        return f"{self.prefix}/{kind}/".encode()
+
+    async def _get(self, key: bytes) -> _KV | None:
+        data = await self._request("/v3/kv/range", {"key": _b64(key)})
+        kvs = data.get("kvs") or []
+        return _kv(kvs[0]) if kvs else None
+
+    async def _list(self, directory: bytes) -> tuple[list[_KV], int]:
+        """Every key under `directory`, in key order, and the revision they were read at."""
+        data = await self._request(
+            "/v3/kv/range", {"key": _b64(directory), "range_end": _b64(_prefix_end(directory))}
+        )
+        return [_kv(raw) for raw in data.get("kvs") or []], int(data["header"]["revision"])
+
+    async def _scan_newest_first(self, directory: bytes, page: int = 256) -> AsyncIterator[_KV]:
+        end = _prefix_end(directory)
+        while True:
+            data = await self._request(
+                "/v3/kv/range",
+                {"key": _b64(directory), "range_end": _b64(end), "limit": page,
+                 "sort_order": "DESCEND", "sort_target": "KEY"},
+            )
+            kvs = [_kv(raw) for raw in data.get("kvs") or []]
+            for kv in kvs:
+                yield kv
+            if not data.get("more") or not kvs:
+                return
+            end = kvs[-1].key  # range_end is exclusive: the next page starts below the last key
+
+    async def _put(self, key: bytes, value: bytes) -> None:
+        await self._request("/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
+
+    async def _delete(self, key: bytes) -> bool:
+        data = await self._request("/v3/kv/deleterange", {"key": _b64(key)})
+        return int(data.get("deleted", 0)) > 0
+
+    async def _txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]]) -> bool:
+        data = await self._request("/v3/kv/txn", {"compare": compare, "success": success})
+        return bool(data.get("succeeded", False))
+
+    @staticmethod
+    def _unchanged(key: bytes, seen: _KV | None) -> dict[str, Any]:
+        """The txn comparison "`key` is as we read it" (absent if we read nothing)."""
+        if seen is None:
+            return {"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": 0}
+        return {"key": _b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": seen.mod_revision}
+
+    @staticmethod
+    def _put_op(key: bytes, value: bytes, lease: int = 0) -> dict[str, Any]:
+        put: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        if lease:
+            put["lease"] = lease
+        return {"request_put": put}
+
+    async def _update(self, key: bytes, change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> bool:
+        """Read-modify-write one JSON record with compare-and-set; False if absent or left alone."""
+        while True:
+            seen = await self._get(key)
+            if seen is None:
+                return False
+            new = change(json.loads(seen.value))
+            if new is None:
+                return False
+            if await self._txn([self._unchanged(key, seen)], [self._put_op(key, _dumps(new))]):
+                return True
+
+    async def _append(self, kind: str, record: Callable[[int], dict[str, Any]]) -> int:
+        """Write `record(id)` under the next id of `kind`, taken from its counter in the same txn."""
+        counter = self._key("counters", kind)
+        while True:
+            seen = await self._get(counter)
+            next_id = (int(seen.value) if seen is not None else 0) + 1
+            key = self._dir(kind) + f"{next_id:0{_ID_WIDTH}d}".encode()
+            if await self._txn(
+                [self._unchanged(counter, seen)],
+                [self._put_op(counter, str(next_id).encode()), self._put_op(key, _dumps(record(next_id)))],
+            ):
+                return next_id
+
+    # ---- clusters -------------------------------------------------------------------------------------
+    @staticmethod
+    def _cluster(value: bytes) -> ClusterState:
+        raw = json.loads(value)
+        return ClusterState(
+            name=raw["name"],
+            master=raw["master"],
+            epoch=int(raw["epoch"]),
+            phase=cast(Phase, raw["phase"]),
+            members=tuple(raw.get("members", ())),
+            updated_at=float(raw["updated_at"]),
+        )
+
+    async def publish(self, state: ClusterState, expected_epoch: int | None) -> bool:
+        if expected_epoch is not None and state.epoch < expected_epoch:
+            raise ValueError(f"epoch cannot go backwards ({expected_epoch} -> {state.epoch})")
+        key = self._key("clusters", state.name)
+        value = _dumps({**asdict(state), "members": list(state.members)})
+        while True:
+            seen = await self._get(key)
+            current = None if seen is None else self._cluster(seen.value).epoch
+            if current != expected_epoch:
+                return False
+            if await self._txn([self._unchanged(key, seen)], [self._put_op(key, value)]):
+                return True
+            # Someone wrote in between: read again; if the epoch moved, we lost.
+
+    async def get_cluster(self, name: str) -> ClusterState | None:
+        seen = await self._get(self._key("clusters", name))
+        return None if seen is None else self._cluster(seen.value)
+
+    async def clusters(self) -> list[ClusterState]:
+        kvs, _ = await self._list(self._dir("clusters"))
+        return sorted((self._cluster(kv.value) for kv in kvs), key=lambda c: c.name)
+
+    async def delete_cluster(self, name: str) -> None:
+        await self._delete(self._key("clusters", name))
+
+    async def watch(self, interval: float = 0.2) -> AsyncIterator[ClusterState]:
+        directory = self._dir("clusters")
+        seen: dict[bytes, ClusterState] = {}  # by key, so that a deletion event can be matched
+        first = True
+        while True:
+            try:
+                kvs, revision = await self._list(directory)
+            except EtcdError as exc:
+                if first:
+                    raise
+                log.warning("state store watch: %s; reading again in %.1fs", exc, interval)
+                await asyncio.sleep(interval)
+                continue
+            first = False
+            current = {kv.key: self._cluster(kv.value) for kv in kvs}
+            seen = {key: state for key, state in seen.items() if key in current}
+            for key, state in sorted(current.items(), key=lambda item: item[1].name):
+                if seen.get(key) != state:
+                    seen[key] = state
+                    yield state
+            try:
+                async for event in self._watch_stream(directory, revision + 1):
+                    kv = _kv(event["kv"])
+                    if event.get("type") == "DELETE":
+                        seen.pop(kv.key, None)
+                        continue
+                    try:
+                        state = self._cluster(kv.value)
+                    except (ValueError, KeyError, TypeError) as exc:
+                        log.warning("state store watch: skipping an unreadable cluster record: %s", exc)
+                        continue
+                    if seen.get(kv.key) != state:
+                        seen[kv.key] = state
+                        yield state
+            except (EtcdError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                log.warning("state store watch stream broke (%s); reading the clusters every %.1fs "
+                            "until it is back", _describe(exc), interval)
+            await asyncio.sleep(interval)
+
+    async def _watch_stream(self, directory: bytes, start_revision: int) -> AsyncIterator[dict[str, Any]]:
+        """Events under `directory` from `start_revision` on, until the stream ends or breaks."""
+        body = {"create_request": {"key": _b64(directory), "range_end": _b64(_prefix_end(directory)),
+                                   "start_revision": start_revision}}
+        session = self._http()
+        failures: list[str] = []
+        for index in self._order():
+            endpoint = self.endpoints[index]
+            try:
+                resp = await session.post(
+                    endpoint + "/v3/watch", json=body,
+                    timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_connect=self.timeout),
+                )
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                failures.append(f"{endpoint} ({_describe(exc)})")
+                continue
+            async with resp:
+                if resp.status != 200:
+                    raise EtcdError(f"etcd at {endpoint} refused /v3/watch: HTTP {resp.status}")
+                self._current = index
+                buffer = b""
+                async for chunk in resp.content.iter_any():
+                    buffer += chunk
+                    while b"\n" in buffer:
+                        line, buffer = buffer.split(b"\n", 1)
+                        if not line.strip():
+                            continue
+                        message = json.loads(line)
+                        if "error" in message:
+                            error = message["error"]
+                            raise EtcdError(f"etcd at {endpoint} ended the watch: {error.get('message', error)}")
+                        result = message.get("result", {})
+                        if result.get("canceled"):
+                            reason = result.get("cancel_reason") or (
+                                f"revision {start_revision} compacted" if result.get("compact_revision") else "")
+                            raise EtcdError(f"etcd at {endpoint} cancelled the watch: {reason or 'no reason given'}")
+                        for event in result.get("events") or []:
+                            yield event
+            return  # the server ended the stream: the caller reads again and reconnects
+        raise self._unavailable(failures)
+
+    # ---- leases -----------------------------------------------------------------------------------------
+    async def _grant(self, seconds: int) -> int:
+        data = await self._request("/v3/lease/grant", {"TTL": seconds})
+        return int(data["ID"])
+
+    async def _keepalive(self, lease: int) -> bool:
+        data = await self._request("/v3/lease/keepalive", {"ID": lease})
+        return int(data.get("result", data).get("TTL", 0)) > 0
+
+    async def _revoke(self, lease: int) -> None:
+        try:
+            await self._request("/v3/lease/revoke", {"ID": lease})
+        except EtcdError as exc:
+            if exc.code != _NOT_FOUND:  # already expired or revoked: nothing to do
+                raise
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        key = self._key("leases", name)
+        seconds = max(1, math.ceil(ttl))
+        while True:
+            seen = await self._get(key)
+            held = None if seen is None else json.loads(seen.value)
+            if held is not None and held["owner"] != owner:
+                return False  # alive: etcd deletes the key when its lease expires
+            renewable = seen is not None and held is not None and ttl > 0 and held.get("ttl") == seconds
+            if renewable and seen is not None and seen.lease and await self._keepalive(seen.lease):
+                return True  # ours, renewed in place
+            if ttl <= 0:
+                # Taken and expired at once: succeed if it is free or ours, and leave it free.
+                if await self._txn([self._unchanged(key, seen)], [{"request_delete_range": {"key": _b64(key)}}]):
+                    if seen is not None and seen.lease:
+                        await self._revoke(seen.lease)
+                    return True
+                continue
+            lease = await self._grant(seconds)
+            value = _dumps({"owner": owner, "ttl": seconds, "lease": lease, "acquired_at": time.time()})
+            if await self._txn([self._unchanged(key, seen)], [self._put_op(key, value, lease)]):
+                if seen is not None and seen.lease:
+                    await self._revoke(seen.lease)  # the key now lives on the new lease
+                return True
+            await self._revoke(lease)  # it changed under us: read again
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        key = self._key("leases", name)
+        seen = await self._get(key)
+        if seen is None or json.loads(seen.value)["owner"] != owner:
+            return
+        deleted = await self._txn([self._unchanged(key, seen)], [{"request_delete_range": {"key": _b64(key)}}])
+        if deleted and seen.lease:
+            await self._revoke(seen.lease)
+
+    async def lease_owner(self, name: str) -> str | None:
+        seen = await self._get(self._key("leases", name))
+        return None if seen is None else str(json.loads(seen.value)["owner"])
+
+    # ---- instances --------------------------------------------------------------------------------------
+    async def put_instance(self, key: str, cluster: str, data: Mapping[str, Any]) -> None:
+        record = {"key": key, "cluster": cluster, "data": dict(data), "updated_at": time.time()}
+        await self._put(self._key("instances", key), _dumps(record))
+
+    async def instances(self, cluster: str | None = None) -> list[InstanceRecord]:
+        kvs, _ = await self._list(self._dir("instances"))
+        records = [json.loads(kv.value) for kv in kvs]
+        return sorted(
+            (InstanceRecord(r["key"], r["cluster"], r["data"], float(r["updated_at"]))
+             for r in records if cluster is None or r["cluster"] == cluster),
+            key=lambda r: r.key,
+        )
+
+    async def forget_instance(self, key: str) -> bool:
+        return await self._delete(self._key("instances", key))
+
+    # ---- fences and downtime ------------------------------------------------------------------------------
+    async def fence(self, key: str, cluster: str, reason: str) -> None:
+        record = {"key": key, "cluster": cluster, "reason": reason, "fenced_at": time.time()}
+        await self._put(self._key("fences", key), _dumps(record))
+
+    async def unfence(self, key: str) -> bool:
+        return await self._delete(self._key("fences", key))
+
+    async def fenced(self) -> list[Fence]:
+        kvs, _ = await self._list(self._dir("fences"))
+        fences = (json.loads(kv.value) for kv in kvs)
+        return sorted((Fence(f["key"], f["cluster"], f["reason"], float(f["fenced_at"])) for f in fences),
+                      key=lambda f: f.key)
+
+    async def begin_downtime(self, key: str, owner: str, reason: str, seconds: float) -> None:
+        record = {"key": key, "owner": owner, "reason": reason, "ends_at": time.time() + seconds}
+        await self._put(self._key("downtimes", key), _dumps(record))
+
+    async def end_downtime(self, key: str) -> bool:
+        return await self._delete(self._key("downtimes", key))
+
+    async def downtimes(self) -> list[Downtime]:
+        kvs, _ = await self._list(self._dir("downtimes"))
+        now = time.time()
+        records = (json.loads(kv.value) for kv in kvs)
+        return sorted(
+            (Downtime(d["key"], d["owner"], d["reason"], float(d["ends_at"])) for d in records if d["ends_at"] > now),
+            key=lambda d: d.key,
+        )
+
+    # ---- recoveries -----------------------------------------------------------------------------------------
+    async def start_recovery(self, cluster: str, failure_type: str, failed: str, manual: bool) -> int:
+        started = time.time()
+
+        def record(recovery_id: int) -> dict[str, Any]:
+            return {"id": recovery_id, "cluster": cluster, "failure_type": failure_type, "failed": failed,
+                    "successor": None, "started_at": started, "ended_at": None, "success": False,
+                    "acknowledged": False, "acknowledged_by": None, "acknowledged_at": None,
+                    "acknowledge_comment": None, "manual": manual, "details": []}
+
+        return await self._append("recoveries", record)
+
+    def _recovery_key(self, recovery_id: int) -> bytes:
+        return self._dir("recoveries") + f"{recovery_id:0{_ID_WIDTH}d}".encode()
+
+    async def finish_recovery(
+        self, recovery_id: int, success: bool, successor: str | None, details: tuple[str, ...]
+    ) -> None:
+        ended = time.time()
+        await self._update(
+            self._recovery_key(recovery_id),
+            lambda r: {**r, "ended_at": ended, "success": success, "successor": successor, "details": list(details)},
+        )
+
+    @staticmethod
+    def _recovery(raw: Mapping[str, Any]) -> RecoveryRecord:
+        return RecoveryRecord(**{**raw, "details": tuple(raw.get("details", ()))})
+
+    async def recoveries(self, cluster: str | None = None, limit: int = 100) -> list[RecoveryRecord]:
+        found: list[RecoveryRecord] = []
+        if limit <= 0:
+            return found
+        async for kv in self._scan_newest_first(self._dir("recoveries")):
+            raw = json.loads(kv.value)
+            if cluster is None or raw["cluster"] == cluster:
+                found.append(self._recovery(raw))
+                if len(found) >= limit:
+                    break
+        return found
+
+    async def acknowledge_recoveries(self, cluster: str, by: str, comment: str) -> int:
+        kvs, _ = await self._list(self._dir("recoveries"))
+        now = time.time()
+
+        def acknowledge(raw: dict[str, Any]) -> dict[str, Any] | None:
+            if raw["acknowledged"]:
+                return None  # someone else acknowledged it meanwhile
+            return {**raw, "acknowledged": True, "acknowledged_by": by, "acknowledged_at": now,
+                    "acknowledge_comment": comment}
+
+        count = 0
+        for kv in kvs:
+            raw = json.loads(kv.value)
+            if raw["cluster"] == cluster and not raw["acknowledged"] and await self._update(kv.key, acknowledge):
+                count += 1
+        return count
+
+    # ---- audit -------------------------------------------------------------------------------------------------
+    async def audit(self, cluster: str, action: str, message: str, instance: str | None = None) -> None:
+        at = time.time()
+        await self._append(
+            "audit",
+            lambda entry_id: {"id": entry_id, "at": at, "cluster": cluster, "action": action,
+                              "message": message, "instance": instance},
+        )
+
+    async def audit_log(self, cluster: str | None = None, limit: int = 200) -> list[AuditEntry]:
+        found: list[AuditEntry] = []
+        if limit <= 0:
+            return found
+        async for kv in self._scan_newest_first(self._dir("audit")):
+            raw = json.loads(kv.value)
+            if cluster is None or raw["cluster"] == cluster:
+                found.append(AuditEntry(int(raw["id"]), float(raw["at"]), raw["cluster"], raw["action"],
+                                        raw["message"], raw["instance"]))
+                if len(found) >= limit:
+                    break
+        return found
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return text
