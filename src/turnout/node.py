@@ -23,6 +23,7 @@ from turnout.monitor.routing import RoutingSnapshot
 from turnout.monitor.routing import RoutingTable as HealthRouting
 from turnout.proxy.hostgroups import RoutingTable
 from turnout.proxy.proxy import Proxy, parse_interface
+from turnout.proxy.workers import Workers
 from turnout.state.base import ClusterState
 
 if TYPE_CHECKING:
@@ -35,7 +36,13 @@ log = logging.getLogger("turnout")
 
 class Node:
     def __init__(
-        self, config_file: ConfigFile, *, admin: bool = True, initial: bool = False, manage: bool = False
+        self,
+        config_file: ConfigFile,
+        *,
+        admin: bool = True,
+        initial: bool = False,
+        manage: bool = False,
+        workers: int = 1,
     ) -> None:
         self.config_file = config_file
         self.runtime: RuntimeConfig = config_file.runtime_config()
@@ -47,6 +54,7 @@ class Node:
         self.held_hostgroups: frozenset[int] = frozenset()
         self.admin_enabled = admin
         self.manage = manage
+        self.workers = Workers(workers - 1) if workers > 1 else None
         self.initial = initial
         self.admin: Any = None
         self._stopped = asyncio.Event()
@@ -60,7 +68,7 @@ class Node:
         self.runtime = config
         self.proxy.apply_config(config)
         self.monitor.update_config(config)
-        self._reroute()
+        self._reroute()  # also sends the new configuration to the workers
 
     def _on_health(self, health: HealthSnapshot) -> None:
         self._reroute(health)
@@ -84,6 +92,8 @@ class Node:
                 held=self.held_hostgroups,
             )
         )
+        if self.workers is not None:
+            self.workers.publish(self.runtime, self.proxy.routing)
 
     def _monitor_table(self, table: str) -> list[dict[str, object]] | None:
         columns = LOG_COLUMNS.get(table)
@@ -176,7 +186,10 @@ class Node:
         self._reroute()
         await self.monitor.start()
         host, port = parse_interface(self.runtime.variable("mysql-interfaces", "127.0.0.1:6033"), 6033)
-        await self.proxy.start(host, port)
+        await self.proxy.start(host, port, reuse_port=self.workers is not None)
+        if self.workers is not None:
+            self.workers.start(host, port, self.runtime, self.proxy.routing)
+            log.info("%d worker processes share the port", self.workers.count)
         log.info("proxy listening on %s:%d", host, port)
         if self.manage:
             await self._start_manager()
@@ -185,6 +198,8 @@ class Node:
         if self.manage:
             await self._stop_manager()
         await self.proxy.stop()
+        if self.workers is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.workers.stop)
         await self.monitor.stop()
         if self.admin is not None:
             await self.admin.stop()

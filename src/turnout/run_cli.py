@@ -9,6 +9,7 @@ from pathlib import Path
 import uvloop
 
 from turnout.config.file import load_config
+from turnout.output import UserError
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,6 +23,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "--initial", action="store_true",
             help="take the configuration file even when the data directory has a saved configuration",
         )
+        command.add_argument(
+            "--workers", type=int, default=1,
+            help="data-path processes sharing the port (SO_REUSEPORT), all fed the same configuration",
+        )
         command.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
         command.set_defaults(handler=_run, with_manager=name == "up")
 
@@ -31,6 +36,8 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     from turnout.node import Node
 
-    node = Node(config, initial=args.initial, manage=args.with_manager)
+    if args.workers < 1:
+        raise UserError("--workers must be 1 or more")
+    node = Node(config, initial=args.initial, manage=args.with_manager, workers=args.workers)
     uvloop.run(node.run_until_signalled())
     return 0

@@ -72,3 +72,61 @@ def test_proxy_process_with_admin(sandbox: Sandbox, tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             pytest.fail("turnout did not stop on SIGTERM")
+
+
+def _serving_pids(proxy_port: int) -> set[int]:
+    """Pids of the processes holding the server side of connections to the proxy's port."""
+    out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{proxy_port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    return {int(part.split("pid=")[1].split(",")[0]) for part in out.split() if "pid=" in part}
+
+
+def test_workers_share_the_port_and_follow_load_to_runtime(sandbox: Sandbox, tmp_path: Path) -> None:
+    proxy_port = free_port_block(2)
+    config = tmp_path / "turnout.toml"
+    config.write_text(sandbox_config(sandbox, tmp_path / "data", proxy_port, proxy_port + 1))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "turnout.cli", "proxy", "--config", str(config), "--workers", "3"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+    )
+    clients: list[pymysql.connections.Connection] = []  # type: ignore[type-arg]
+    try:
+        _wait_port(proxy_port + 1, process)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(clients) < 30:
+            try:
+                clients.append(pymysql.connect(host="127.0.0.1", port=proxy_port, user=APP.user, password=APP.password))
+            except pymysql.err.OperationalError:
+                time.sleep(0.1)
+        assert len(clients) == 30
+        assert len(_serving_pids(proxy_port)) >= 2, "connections were not spread over the worker processes"
+        admin = pymysql.connect(host="127.0.0.1", port=proxy_port + 1, user="admin", password="admin", autocommit=True)
+        with admin.cursor() as cur:
+            cur.execute("UPDATE mysql_query_rules SET rule_id = rule_id + 10")
+            cur.execute("INSERT INTO mysql_query_rules (rule_id, active, match_pattern, error_msg, apply) "
+                        "VALUES (1, 1, '^SELECT .turnout-blocked.', 'blocked by a rule', 1)")
+            cur.execute("LOAD MYSQL QUERY RULES TO RUNTIME")
+        admin.close()
+        refused = 0
+        for conn in clients:
+            with conn.cursor() as cur:
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:
+                    try:
+                        cur.execute("SELECT 'turnout-blocked'")
+                    except pymysql.err.MySQLError as exc:
+                        assert "blocked by a rule" in str(exc)
+                        refused += 1
+                        break
+                    time.sleep(0.05)
+        assert refused == len(clients)  # every worker put the new rule in force
+    finally:
+        for conn in clients:
+            conn.close()
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail("turnout did not stop on SIGTERM")
+    assert not _serving_pids(proxy_port)
