@@ -10,7 +10,6 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -261,6 +260,7 @@ def tail(path: Path, lines: int = 40) -> str:
         text = path.read_text(errors="replace")
     except OSError:
         return "(no log)"
+    text = text.replace(str(path.parent), "<workdir>")  # the temporary directory, gone after the run
     return "\n".join(text.splitlines()[-lines:])
 
 
@@ -447,8 +447,7 @@ def machine() -> dict[str, Any]:
     return {
         "commit": commit or None,
         "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
+        "python": sys.version.split()[0],
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 

@@ -264,6 +264,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     install_signal_handlers()
+    started_on = machine()  # the commit measured: HEAD when the run starts
     # Client sockets here, client + backend sockets in the proxy (inherits the limit).
     limit = raise_nofile_limit(args.connections + 2048)
     if limit < args.connections + 256:
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     after = result["idle_after_one_statement_each"]
     data = {
         "benchmark": "idle_connections",
-        "machine": machine(),
+        "machine": started_on,
         "settings": {
             "connections": args.connections, "batch": args.batch, "in_flight": args.in_flight,
             "settle_seconds": args.settle, "rlimit_nofile": limit,

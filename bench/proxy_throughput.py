@@ -115,6 +115,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     install_signal_handlers()
+    started_on = machine()  # the commit measured: HEAD when the run starts
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     if shutil.which("sysbench") is None:
         print("sysbench is not installed", file=sys.stderr)
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows)
     data = {
         "benchmark": "proxy_throughput",
-        "machine": machine(),
+        "machine": started_on,
         "settings": {
             "seconds": args.seconds, "rounds": args.rounds, "threads": args.threads, "workers": args.workers,
             "tables": args.tables, "table_size": args.table_size, "db_ps_mode": "auto",
