@@ -63,6 +63,7 @@ log = logging.getLogger("turnout.state.etcd")
 _TRY_ANOTHER_MEMBER = {4, 14}  # DEADLINE_EXCEEDED, UNAVAILABLE
 _NOT_FOUND = 5
 _ID_WIDTH = 20
+_STREAM_CREATED: Mapping[str, Any] = {"type": "CREATED"}  # marker yielded by _watch_stream
 
 
 class EtcdError(RuntimeError):
@@ -330,13 +331,24 @@ class EtcdStateStore(StateStore):
         directory = self._dir("clusters")
         seen: dict[bytes, ClusterState] = {}  # by key, so that a deletion event can be matched
         first = True
+        degraded = False  # the stream is down: warn once, then read quietly every `interval`
+
+        def lost(reason: str) -> None:
+            nonlocal degraded
+            if not degraded:
+                log.warning("state store watch: %s; reading the clusters every %gs until the stream "
+                            "is back", reason, interval)
+            else:
+                log.debug("state store watch: %s", reason)
+            degraded = True
+
         while True:
             try:
                 kvs, revision = await self._list(directory)
             except EtcdError as exc:
                 if first:
                     raise
-                log.warning("state store watch: %s; reading again in %.1fs", exc, interval)
+                lost(str(exc))
                 await asyncio.sleep(interval)
                 continue
             first = False
@@ -348,6 +360,11 @@ class EtcdStateStore(StateStore):
                     yield state
             try:
                 async for event in self._watch_stream(directory, revision + 1):
+                    if event is _STREAM_CREATED:
+                        if degraded:
+                            log.info("state store watch: stream back on %s", self.endpoints[self._current])
+                            degraded = False
+                        continue
                     kv = _kv(event["kv"])
                     if event.get("type") == "DELETE":
                         seen.pop(kv.key, None)
@@ -360,13 +377,16 @@ class EtcdStateStore(StateStore):
                     if seen.get(kv.key) != state:
                         seen[kv.key] = state
                         yield state
+                lost("the watch stream ended")
             except (EtcdError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                log.warning("state store watch stream broke (%s); reading the clusters every %.1fs "
-                            "until it is back", _describe(exc), interval)
+                lost(f"the watch stream broke ({_describe(exc)})")
             await asyncio.sleep(interval)
 
-    async def _watch_stream(self, directory: bytes, start_revision: int) -> AsyncIterator[dict[str, Any]]:
-        """Events under `directory` from `start_revision` on, until the stream ends or breaks."""
+    async def _watch_stream(self, directory: bytes, start_revision: int) -> AsyncIterator[Mapping[str, Any]]:
+        """Events under `directory` from `start_revision` on, until the stream ends or breaks.
+
+        Yields `_STREAM_CREATED` first, once etcd has accepted the watch.
+        """
         body = {"create_request": {"key": _b64(directory), "range_end": _b64(_prefix_end(directory)),
                                    "start_revision": start_revision}}
         session = self._http()
@@ -401,6 +421,8 @@ class EtcdStateStore(StateStore):
                             reason = result.get("cancel_reason") or (
                                 f"revision {start_revision} compacted" if result.get("compact_revision") else "")
                             raise EtcdError(f"etcd at {endpoint} cancelled the watch: {reason or 'no reason given'}")
+                        if result.get("created"):
+                            yield _STREAM_CREATED
                         for event in result.get("events") or []:
                             yield event
             return  # the server ended the stream: the caller reads again and reconnects

@@ -1,0 +1,63 @@
+"""Choosing the state store from one string: etcd:// URLs and SQLite paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from turnout.manager.settings import ManagerSettings
+from turnout.state import SQLiteStateStore, open_store
+from turnout.state.etcd import EtcdStateStore, _prefix_end
+from turnout.state.factory import parse_etcd_url
+
+
+@pytest.mark.parametrize(
+    ("url", "endpoints", "prefix"),
+    [
+        ("etcd://10.0.0.1:2379/turnout", ["http://10.0.0.1:2379"], "/turnout"),
+        ("etcd://a:1,b:2,c:3/x/y/", ["http://a:1", "http://b:2", "http://c:3"], "/x/y"),
+        ("etcd://a", ["http://a:2379"], "/turnout"),
+        ("etcd://a:1/", ["http://a:1"], "/turnout"),
+        ("ETCD://[::1]:5/p", ["http://[::1]:5"], "/p"),
+        ("etcd://[::1]/p", ["http://[::1]:2379"], "/p"),
+    ],
+)
+def test_etcd_urls(url: str, endpoints: list[str], prefix: str) -> None:
+    assert parse_etcd_url(url) == (endpoints, prefix)
+    store = open_store(url)
+    assert isinstance(store, EtcdStateStore)
+    assert (store.endpoints, store.prefix) == (endpoints, prefix)
+
+
+@pytest.mark.parametrize("url", ["etcd://", "etcd://a:x/p", "etcd://:5/p", "etcd://,/p", "etcd://[::1]x/p"])
+def test_bad_etcd_urls_say_what_is_expected(url: str) -> None:
+    with pytest.raises(ValueError, match="etcd"):
+        open_store(url)
+
+
+def test_anything_else_is_a_sqlite_file(tmp_path: Path) -> None:
+    for target in (tmp_path / "a.db", str(tmp_path / "b.db")):
+        assert isinstance(open_store(target), SQLiteStateStore)
+    assert isinstance(open_store(":memory:"), SQLiteStateStore)
+
+
+def test_endpoints_without_scheme_and_bad_arguments() -> None:
+    assert EtcdStateStore("h1:1, h2:2/").endpoints == ["http://h1:1", "http://h2:2"]
+    assert EtcdStateStore("https://h:1").endpoints == ["https://h:1"]
+    assert EtcdStateStore("h:1", prefix="a/b/").prefix == "/a/b"
+    with pytest.raises(ValueError, match="endpoint"):
+        EtcdStateStore([])
+    with pytest.raises(ValueError, match="timeout"):
+        EtcdStateStore("h:1", timeout=0)
+
+
+def test_prefix_end() -> None:
+    assert _prefix_end(b"/t/a/") == b"/t/a0"
+    assert _prefix_end(b"a\xff") == b"b"
+    assert _prefix_end(b"\xff") == b"\0"
+
+
+def test_manager_settings_name_the_store() -> None:
+    assert ManagerSettings().StateStore == ""
+    assert ManagerSettings.from_mapping({"StateStore": "etcd://h:2379/t"}).StateStore == "etcd://h:2379/t"
