@@ -170,7 +170,7 @@ class EtcdStateStore(StateStore):
                 ) as resp:
                     status = resp.status
                     text = await resp.text()
-            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
                 failures.append(f"{endpoint} ({_describe(exc)})")
                 continue
             try:
@@ -352,7 +352,12 @@ class EtcdStateStore(StateStore):
                 await asyncio.sleep(interval)
                 continue
             first = False
-            current = {kv.key: self._cluster(kv.value) for kv in kvs}
+            current: dict[bytes, ClusterState] = {}
+            for kv in kvs:
+                try:
+                    current[kv.key] = self._cluster(kv.value)
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.warning("state store watch: skipping an unreadable cluster record: %s", exc)
             seen = {key: state for key, state in seen.items() if key in current}
             for key, state in sorted(current.items(), key=lambda item: item[1].name):
                 if seen.get(key) != state:
