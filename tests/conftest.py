@@ -70,4 +70,4 @@ def fresh_sandbox(make_sandbox: SandboxFactory) -> Sandbox:
     return make_sandbox()
 
 
-pytest_plugins = ["proxy_harness"]
+pytest_plugins = ["proxy_harness", "system_harness"]

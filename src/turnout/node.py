@@ -119,7 +119,7 @@ class Node:
         datadir = self.config_file.datadir or Path(".")
         datadir.mkdir(parents=True, exist_ok=True)
         self.state_store = SQLiteStateStore(datadir / "turnout-state.db")
-        self.manager = ManagerService(settings, self.state_store)
+        self.manager = ManagerService(settings, self.state_store, drain=self._drain)
         await self.manager.start()
         host, _, port = settings.ListenAddress.rpartition(":")
         self.api_runner = await serve(self.manager, host or "127.0.0.1", int(port))
@@ -142,6 +142,18 @@ class Node:
                 if cluster.phase != "stable":
                     held.add(writer)
             self.set_cluster_view(masters, frozenset(held))
+
+    async def _drain(self, switching: ClusterState, old_master: str) -> None:
+        """The manager is about to make `old_master` read_only: hold new writes now (without
+        waiting for the store's watch), let transactions in flight finish, end the rest."""
+        writer = self._writer_hostgroup_of(switching)
+        if writer is not None:
+            self.set_cluster_view(self.published_masters, self.held_hostgroups | {writer})
+        host, _, port = old_master.rpartition(":")
+        assert self.manager is not None
+        ended = await self.proxy.drain((host, int(port)), self.manager.settings.TakeoverDrainSeconds)
+        if ended:
+            log.warning("ended %d transactions still running on %s after the drain period", ended, old_master)
 
     def _writer_hostgroup_of(self, cluster: ClusterState) -> int | None:
         members = set(cluster.members) | {cluster.master}

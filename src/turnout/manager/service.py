@@ -19,7 +19,7 @@ from turnout.manager.analysis import Finding, Snapshot
 from turnout.manager.checks import SettingsFinding, slow_detection
 from turnout.manager.recovery import RecoveryResult, recover_dead_master
 from turnout.manager.settings import ManagerSettings
-from turnout.manager.steps import Toolkit
+from turnout.manager.steps import Drain, Toolkit
 from turnout.manager.takeover import TakeoverRefused, TakeoverResult, graceful_takeover
 from turnout.state.base import ClusterState, StateStore
 from turnout.topology.actions import Actions
@@ -80,7 +80,7 @@ def cluster_matches(name: str, filters: Iterable[str]) -> bool:
 
 
 class ManagerService:
-    def __init__(self, settings: ManagerSettings, store: StateStore) -> None:
+    def __init__(self, settings: ManagerSettings, store: StateStore, drain: Drain | None = None) -> None:
         self.settings = settings
         self.store = store
         topology = Credentials(settings.MySQLTopologyUser, settings.MySQLTopologyPassword)
@@ -90,7 +90,7 @@ class ManagerService:
             timeout=settings.MySQLDiscoveryReadTimeoutSeconds,
             flavor_override=settings.ReplicationFlavor or None,
         )
-        self.toolkit = Toolkit(settings, store, self.actions)
+        self.toolkit = Toolkit(settings, store, self.actions, drain)
         self.owner = settings.ManagerId or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.instances: dict[str, Instance] = {}
         self.cluster_of: dict[str, str] = {}

@@ -47,6 +47,9 @@ class ManagerSettings:
     PromotionRules: Mapping[str, str] = field(default_factory=dict)
     RelayLogApplyTimeoutSeconds: float = 30.0
     GracefulTakeoverWaitSeconds: float = 10.0
+    # How long transactions in flight on the old master may run on during a takeover before the
+    # proxy ends them with an error (new writes are held meanwhile, not failed).
+    TakeoverDrainSeconds: float = 2.0
     HookTimeoutSeconds: float = 30.0
     DetectionDelayBoundSeconds: float = 10.0
     ManagerId: str = ""

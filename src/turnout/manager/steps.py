@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from turnout.manager.settings import ManagerSettings
@@ -11,12 +11,17 @@ from turnout.state.base import ClusterState, Phase, StateStore
 from turnout.topology.actions import Actions
 from turnout.topology.model import Instance
 
+# Called with the cluster in phase "switching" and the old master's key, before it turns
+# read_only: the proxies let transactions in flight finish, then end the rest.
+Drain = Callable[[ClusterState, str], Awaitable[None]]
+
 
 @dataclass(frozen=True)
 class Toolkit:
     settings: ManagerSettings
     store: StateStore
     actions: Actions
+    drain: Drain | None = None
 
 
 @dataclass

@@ -109,6 +109,9 @@ async def graceful_takeover(
             return TakeoverResult(state.name, old.key, new.key, False, "a pre-takeover hook failed; nothing changed",
                                   steps=log.lines, state=current)
 
+    if toolkit.drain is not None:
+        await toolkit.drain(current, old.key)
+        await log(f"{old.key}: proxies drained (new writes held, transactions in flight finished or ended)", old.key)
     flavor = actions.flavor(old)
     promoted = False
     try:

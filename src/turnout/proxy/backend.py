@@ -39,6 +39,9 @@ BACKEND_CAPABILITIES = (
 ) & ~(CLIENT_FOUND_ROWS | CLIENT_NO_SCHEMA)
 
 _ids = itertools.count(1)
+# Errors after which the server closes the connection (MariaDB's "Connection was killed", a
+# shutdown): such a connection must never be used again.
+CONNECTION_ENDING_ERRORS = frozenset({1927, 1053})
 
 
 class BackendError(Exception):
@@ -90,6 +93,14 @@ class BackendConnection:
     def pool_key(self) -> tuple[ServerAddress, str, bool]:
         return (self.address, self.user, self.found_rows)
 
+    def idle_usable(self) -> bool:
+        """Whether an idle connection can take a command: an idle connection the server closed
+        (KILL, wait_timeout, a restart) shows end-of-file or an error on its reader, which nobody
+        reads while it sits in the pool."""
+        return not (
+            self.broken or self.writer.is_closing() or self.reader.at_eof() or self.reader.exception() is not None
+        )
+
     def close(self) -> None:
         self.broken = True
         if not self.writer.is_closing():
@@ -108,6 +119,8 @@ class BackendConnection:
                 used = framer.feed(data)
                 if used != len(data) or framer.local_infile:
                     raise BackendError("unexpected data from the server")
+            if framer.error is not None and framer.error.code in CONNECTION_ENDING_ERRORS:
+                raise BackendError(f"server {self.address[0]}:{self.address[1]}: {framer.error.message}")
         except (OSError, asyncio.IncompleteReadError) as exc:
             self.broken = True
             raise BackendError(str(exc)) from exc

@@ -57,7 +57,8 @@ class Pools:
         while idle:
             connection = idle.pop()
             pool.stats.conn_free -= 1
-            if connection.broken or connection.writer.is_closing():
+            if not connection.idle_usable():
+                connection.close()
                 continue
             self._mark_used(pool)
             return connection

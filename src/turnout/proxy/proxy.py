@@ -177,6 +177,7 @@ class Proxy:
                 "Statements_refused_two_writers": counters.statements_refused_two_writers,
                 "Statements_held": counters.statements_held,
                 "Statements_retried": counters.statements_retried,
+                "Transactions_ended_by_switchover": counters.transactions_ended,
                 "ProxySQL_Uptime": int(time.time() - self.stats.started_at),
             }
             return [{"Variable_Name": k, "Variable_Value": str(v)} for k, v in values.items()]
@@ -246,6 +247,35 @@ class Proxy:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._routing_changed.wait(), min(deadline - time.monotonic(), 0.05))
+
+    async def drain(self, address: ServerAddress, grace: float) -> int:
+        """Before `address` stops taking writes: wait up to `grace` seconds for the sessions whose
+        transactions run there to finish, then end what remains; returns how many were ended.
+
+        New writes are held meanwhile (the hostgroup is held), so the set only shrinks.
+        """
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if not any(self._pinned_to(session, address) for session in self.sessions.values()):
+                return 0
+            await asyncio.sleep(0.01)
+        ended = 0
+        for session in list(self.sessions.values()):
+            if self._pinned_to(session, address):
+                session.end_held("the master changed during a switchover; the transaction was rolled back")
+                ended += 1
+        self.stats.counters.transactions_ended += ended
+        return ended
+
+    @staticmethod
+    def _pinned_to(session: ClientSession, address: ServerAddress) -> bool:
+        """The session has a transaction or other state on a connection to `address`.
+
+        A session that merely delays multiplexing holds no state and lets go of its connection
+        at its next statement, so it does not delay the drain.
+        """
+        held = session.held
+        return held is not None and bool(held.reasons) and held.connection.address == address
 
     def backend_failed(self, address: ServerAddress) -> None:
         """A connect or a connection failed: no new statements go there for a moment."""

@@ -27,9 +27,16 @@ from turnout.protocol.packets import (
     encode_packet,
     piece_count,
 )
-from turnout.protocol.response import ResponseFramer
+from turnout.protocol.response import ResponseFramer, expects_response
 from turnout.protocol.server import ServerHandshake
-from turnout.proxy.backend import READ_SIZE, BackendConnection, BackendError, BackendRefused, execute_payload
+from turnout.proxy.backend import (
+    CONNECTION_ENDING_ERRORS,
+    READ_SIZE,
+    BackendConnection,
+    BackendError,
+    BackendRefused,
+    execute_payload,
+)
 from turnout.proxy.digest import digest_hash, digest_text
 from turnout.proxy.rules import NO_MATCH, RuleOutcome, evaluate
 from turnout.proxy.settings import SessionSettings, charset_for_collation
@@ -43,6 +50,8 @@ WRITE_BUFFER_HIGH = 1 << 20
 ER_PROXY_NO_SERVER = 9001
 ER_PROXY_RULE_ERROR = 1148
 ER_LOST_BACKEND = 2013
+# SQLSTATE 40001 ("transaction rolled back, retry it"): what drivers and ORMs already retry on.
+ER_TRANSACTION_ENDED = 1213
 
 
 class ClientGone(Exception):
@@ -92,6 +101,9 @@ class ClientSession:
         self.found_rows = False
         self.settings = SessionSettings()
         self.held: Held | None = None
+        # The connection acquired for the command in progress, until it is held or given back:
+        # if the command ends any other way (client gone, bad input, a bug), its state is unknown.
+        self.in_flight: BackendConnection | None = None
         self.delay_multiplex = 0
         self.statements: dict[int, ClientStatement] = {}
         self.next_statement_id = 1
@@ -99,6 +111,7 @@ class ClientSession:
         self.current_command = ""
         self.command_started = 0.0
         self.closed = False
+        self.ended_reason: str | None = None
 
     def processlist_row(self) -> dict[str, object]:
         held = self.held
@@ -132,6 +145,8 @@ class ClientSession:
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             pass
         finally:
+            if self.in_flight is not None:
+                self._release(self.in_flight, reusable=False)
             await self.close()
 
     async def close(self) -> None:
@@ -143,11 +158,22 @@ class ClientSession:
             self.writer.close()
         self.proxy.session_ended(self)
 
+    def end_held(self, reason: str) -> None:
+        """End the session's hold on its backend at its next command: the connection is closed
+        (its transaction rolls back) and the client hears `reason` as an error. Deferred to the
+        session's own task, so a command in flight is never cut."""
+        self.ended_reason = reason
+
     def _drop_held(self) -> None:
         """A held connection carries this client's state (transaction, locks…): close it."""
         if self.held is not None:
-            self.proxy.pools.release(self.held.connection, reusable=False)
+            self._release(self.held.connection, reusable=False)
             self.held = None
+
+    def _release(self, connection: BackendConnection, reusable: bool) -> None:
+        if self.in_flight is connection:
+            self.in_flight = None
+        self.proxy.pools.release(connection, reusable=reusable)
 
     async def _read_packet(self, timeout: float | None = None) -> Packet:
         while True:
@@ -216,6 +242,7 @@ class ClientSession:
     # ---- command phase ------------------------------------------------------------------------
     async def _command_loop(self) -> None:
         while True:
+            self.current_command = ""
             packet = await self._read_packet()
             if (packet.seq - piece_count(len(packet.payload)) + 1) & 0xFF != 0:
                 self._send_error(c.ER_NET_PACKETS_OUT_OF_ORDER, "Got packets out of order", seq=packet.seq + 1)
@@ -224,6 +251,13 @@ class ClientSession:
             if not payload:
                 raise ProtocolError("empty command packet")
             command = payload[0]
+            self.current_command, self.command_started = command_label(command), time.monotonic()
+            if self.ended_reason is not None and expects_response(command) and command != c.COM_QUIT:
+                reason, self.ended_reason = self.ended_reason, None
+                if self.held is not None:
+                    self._drop_held()
+                    self._send_error(ER_TRANSACTION_ENDED, f"turnout: {reason}")
+                    continue
             if command == c.COM_QUERY:
                 await self._on_query(payload)
             elif command == c.COM_STMT_EXECUTE:
@@ -294,6 +328,11 @@ class ClientSession:
     async def _connection_for(self, hostgroup: int, info: StatementInfo) -> tuple[BackendConnection, int] | None:
         """The backend connection this statement runs on; None when an error was sent to the client."""
         held = self.held
+        if held is not None and not held.reasons and self._connection_moved(held):
+            # held only to delay multiplexing: no state to lose, follow the routing instead
+            self.held = None
+            self.proxy.pools.release(held.connection, reusable=not held.connection.broken)
+            held = None
         if held is not None:
             if (
                 "transaction" in held.reasons
@@ -310,7 +349,7 @@ class ClientSession:
             else:
                 return held.connection, held.hostgroup
         blocked = self.proxy.routing.write_blocked.get(hostgroup)
-        if blocked is not None:
+        if blocked is not None and info.is_write:
             self.proxy.stats.counters.statements_refused_two_writers += 1
             self._send_error(c.ER_OPTION_PREVENTS_STATEMENT, blocked)
             return None
@@ -322,12 +361,20 @@ class ClientSession:
         except BackendRefused as exc:
             self._send(build_err(exc.err.code, exc.err.message, exc.err.sql_state), 1)
             return None
+        self.in_flight = connection
         error = await self._prepare_connection(connection)
         if error is not None:
-            self.proxy.pools.release(connection, reusable=not connection.broken)
+            self._release(connection, reusable=not connection.broken)
             self._send(build_err(error.code, error.message, error.sql_state), 1)
             return None
         return connection, hostgroup
+
+    def _connection_moved(self, held: Held) -> bool:
+        """The held connection's server is no longer where its hostgroup's traffic goes."""
+        table = self.proxy.routing
+        if held.hostgroup in table.held:
+            return True
+        return all(server.address != held.connection.address for server in table.online(held.hostgroup))
 
     async def _end_reader_transaction(self, held: Held) -> None:
         try:
@@ -389,14 +436,16 @@ class ClientSession:
         if keep:
             wrote = (held.wrote if held is not None else False) or (info.is_write and succeeded)
             self.held = Held(connection, hostgroup, reasons, wrote)
+            if self.in_flight is connection:
+                self.in_flight = None
         else:
             self.held = None
-            self.proxy.pools.release(connection, reusable=not connection.broken)
+            self._release(connection, reusable=not connection.broken)
 
     def _not_executed(self, connection: BackendConnection, hostgroup: int) -> None:
         """The statement never ran: the session keeps exactly what it held before."""
         if self.held is None or self.held.connection is not connection:
-            self.proxy.pools.release(connection, reusable=not connection.broken)
+            self._release(connection, reusable=not connection.broken)
 
     # ---- relaying -----------------------------------------------------------------------------
     async def _relay(
@@ -438,6 +487,8 @@ class ClientSession:
             if framer.done:
                 if used != len(data):
                     connection.broken = True  # the server sent more than one response: unknown state
+                if framer.error is not None and framer.error.code in CONNECTION_ENDING_ERRORS:
+                    connection.broken = True  # e.g. KILL: the server closes it next
                 break
             if client.is_closing():
                 connection.broken = True
@@ -476,7 +527,7 @@ class ClientSession:
             # The writer turned read_only under us (a switchover): the statement did not run, so it
             # waits for the new master, exactly like a statement held during the switch.
             self.proxy.stats.counters.statements_retried += 1
-            self.proxy.pools.release(connection, reusable=True)
+            self._release(connection, reusable=True)
             await self.proxy.writer_changed(hostgroup, connection.address, deadline)
             target = await self._connection_for(hostgroup, info)
             if target is None:
@@ -499,7 +550,7 @@ class ClientSession:
     def _backend_lost(self, connection: BackendConnection, lost: BackendLost) -> None:
         if self.held is not None and self.held.connection is connection:
             self.held = None
-        self.proxy.pools.release(connection, reusable=False)
+        self._release(connection, reusable=False)
         self.proxy.backend_failed(connection.address)
         if lost.relayed:
             raise ClientGone("backend lost in the middle of a result")
@@ -676,6 +727,8 @@ class ClientSession:
         reasons = set(held.reasons) if held else set()
         reasons.add("long data")
         self.held = Held(connection, hostgroup, reasons, held.wrote if held else False)
+        if self.in_flight is connection:
+            self.in_flight = None
 
     async def _on_stmt_reset(self, payload: bytes) -> None:
         statement = self._statement(payload, "mysqld_stmt_reset")
@@ -738,6 +791,13 @@ class ClientSession:
         if change.charset:
             self.settings = self.settings.with_names(charset_for_collation(change.charset))
         self._send(build_ok(status_flags=c.SERVER_STATUS_AUTOCOMMIT), seq)
+
+
+def command_label(command: int) -> str:
+    """What stats_mysql_processlist shows for a command in progress."""
+    if command in (c.COM_QUERY, c.COM_STMT_EXECUTE, c.COM_STMT_PREPARE):
+        return "Query"
+    return f"Command 0x{command:02x}"
 
 
 class BackendLost(Exception):

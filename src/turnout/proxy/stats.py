@@ -79,6 +79,7 @@ class GlobalCounters:
     statements_held: int = 0
     statements_refused_two_writers: int = 0
     statements_retried: int = 0
+    transactions_ended: int = 0
 
 
 class ProxyStats:

@@ -1,0 +1,97 @@
+"""`turnout up` as a real process in front of a sandbox, for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+
+from turnout.sandbox.deploy import sandbox_config
+from turnout.sandbox.ports import free_port_block
+from turnout.sandbox.sandbox import Sandbox
+
+
+@dataclass
+class RunningTurnout:
+    box: Sandbox
+    proxy_port: int
+    admin_port: int
+    api_port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def api(self, path: str, timeout: float = 60) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.api_port}/api/{path}", timeout=timeout) as response:
+            return json.loads(response.read())
+
+    def cluster(self) -> dict[str, Any]:
+        clusters = self.api("clusters-info", timeout=5)
+        assert clusters, "the manager knows no cluster"
+        return clusters[0]  # type: ignore[no-any-return]
+
+    def master(self) -> str:
+        master = self.cluster()["Master"]
+        return f"{master['Hostname']}:{master['Port']}"
+
+    def admin(self) -> pymysql.connections.Connection[Any]:
+        return pymysql.connect(host="127.0.0.1", port=self.admin_port, user="admin", password="admin", autocommit=True)
+
+    def global_status(self, name: str) -> str:
+        with self.admin() as conn, conn.cursor() as cur:
+            cur.execute("SELECT Variable_Value FROM stats_mysql_global WHERE Variable_Name = %s", (name,))
+            row = cur.fetchone()
+        assert row is not None, name
+        return str(row[0])
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except (OSError, AssertionError, pymysql.err.MySQLError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_turnout(box: Sandbox, workdir: Path, *extra: str) -> RunningTurnout:
+    base = free_port_block(3)
+    config = workdir / "turnout.toml"
+    config.write_text(sandbox_config(box, workdir / "data", base, base + 1, api_port=base + 2))
+    log = workdir / "turnout.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "turnout.cli", "up", "--config", str(config), *extra], stdout=out, stderr=out
+        )
+    running = RunningTurnout(box, base, base + 1, base + 2, process, log)
+    wait_for(lambda: running.master() is not None, 30, "the manager to discover the sandbox")
+    return running
+
+
+def stop_turnout(running: RunningTurnout) -> None:
+    running.process.terminate()
+    try:
+        running.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        running.process.kill()
+        running.process.wait(timeout=5)
+
+
+@pytest.fixture
+def turnout_up(fresh_sandbox: Sandbox, tmp_path: Path) -> Iterator[RunningTurnout]:
+    running = start_turnout(fresh_sandbox, tmp_path)
+    try:
+        yield running
+    finally:
+        stop_turnout(running)
