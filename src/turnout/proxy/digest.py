@@ -8,11 +8,10 @@ from functools import lru_cache
 
 _TOKENS = re.compile(
     r"""
-      (?P<comment>/\*(?!\s*[!+]).*?\*/|(?:--\s|\#)[^\n]*)
+      (?P<space>(?:\s|/\*(?!\s*[!+]).*?\*/|(?:--\s|\#)[^\n]*)+)
     | (?P<string>'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*")
     | (?P<ident>`(?:[^`]|``)*`)
     | (?P<number>(?<![\w@$.])[-+]?(?:0x[0-9a-fA-F]+|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)(?![\w$]))
-    | (?P<space>\s+)
     """,
     re.VERBOSE | re.DOTALL,
 )
@@ -21,8 +20,6 @@ _LISTS = re.compile(r"\?(?:\s*,\s*\?)+")
 
 def _replace(match: re.Match[str]) -> str:
     kind = match.lastgroup
-    if kind == "comment":
-        return " "
     if kind in ("string", "number"):
         return "?"
     if kind == "space":

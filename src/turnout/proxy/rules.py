@@ -64,17 +64,16 @@ def compile_rules(rules: Iterable[QueryRule]) -> tuple[CompiledRule, ...]:
 
 def _matches(rule: CompiledRule, query: str, digest: str, username: str, schema: str | None) -> bool:
     r = rule.rule
-    if r.username is not None and r.username != username:
+    # As ProxySQL: an empty username or schemaname matches anyone, like NULL.
+    if r.username and r.username != username:
         return False
-    if r.schemaname is not None and r.schemaname != schema:
+    if r.schemaname and r.schemaname != schema:
         return False
-    if rule.match_digest is not None and rule.match_digest.search(digest) is None:
+    # negate_match_pattern is a NOT in front of both regular expressions, match_digest included.
+    negate = bool(r.negate_match_pattern)
+    if rule.match_digest is not None and (rule.match_digest.search(digest) is not None) == negate:
         return False
-    if rule.match_pattern is not None:
-        found = rule.match_pattern.search(query) is not None
-        if found == bool(r.negate_match_pattern):
-            return False
-    return True
+    return rule.match_pattern is None or (rule.match_pattern.search(query) is not None) != negate
 
 
 def evaluate(

@@ -28,6 +28,13 @@ def charset_for_collation(collation_id: int) -> str:
     return "utf8mb4"
 
 
+# What SET NAMES sets (MySQL: character_set_client, _results, _connection, and the connection
+# collation with them).
+NAMES_VARIABLES = frozenset(
+    {"character_set_client", "character_set_results", "character_set_connection", "collation_connection"}
+)
+
+
 def _empty() -> Mapping[str, str]:
     return MappingProxyType({})
 
@@ -51,7 +58,7 @@ class SessionSettings:
         return replace(self, variables=MappingProxyType(merged))
 
     def with_names(self, names: str) -> SessionSettings:
-        merged = {k: v for k, v in self.variables.items() if not k.startswith("character_set_")}
+        merged = {k: v for k, v in self.variables.items() if k not in NAMES_VARIABLES}
         return replace(self, names=names, variables=MappingProxyType(merged))
 
     def with_schema(self, schema: str | None) -> SessionSettings:
@@ -66,12 +73,15 @@ def restore_statements(current: SessionSettings, wanted: SessionSettings) -> lis
     the caller, not here.
     """
     statements: list[str] = []
-    if current.names != wanted.names:
+    have = dict(current.variables)
+    # A character set variable the connection has and the session does not must go back to the
+    # session's SET NAMES, not to the server's default: SET NAMES resets them all.
+    stray_names = any(name in NAMES_VARIABLES and wanted.variables.get(name) != value for name, value in have.items())
+    if current.names != wanted.names or stray_names:
         statements.append(f"SET NAMES {wanted.names}")
-    assignments = [
-        f"{name} = {value}" for name, value in wanted.variables.items() if current.variables.get(name) != value
-    ]
-    assignments += [f"{name} = DEFAULT" for name in current.variables if name not in wanted.variables]
+        have = {name: value for name, value in have.items() if name not in NAMES_VARIABLES}
+    assignments = [f"{name} = {value}" for name, value in wanted.variables.items() if have.get(name) != value]
+    assignments += [f"{name} = DEFAULT" for name in have if name not in wanted.variables]
     if assignments:
         statements.append("SET SESSION " + ", ".join(assignments))
     return statements
