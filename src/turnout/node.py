@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from turnout.manager.service import ManagerService
+    from turnout.manager.settings import ManagerSettings
+    from turnout.state.base import StateStore
 
 log = logging.getLogger("turnout")
 
@@ -105,20 +107,37 @@ class Node:
         return self.routing.servers if self.routing is not None else self.runtime.servers
 
     # ---- the manager, in the same process ---------------------------------------------------
+    def _manager_settings(self) -> ManagerSettings:
+        from turnout.manager.settings import ManagerSettings
+
+        return ManagerSettings.from_mapping(dict(self.config_file.manager))
+
+    def _open_store(self, settings: ManagerSettings) -> StateStore:
+        """`[manager] StateStore` ("etcd://…" or a path), else the SQLite file in the datadir."""
+        from turnout.state import SQLiteStateStore, open_store
+
+        if settings.StateStore:
+            return open_store(settings.StateStore)
+        config_dir = self.config_file.path.parent if self.config_file.path is not None else Path(".")
+        base = self.config_file.datadir or config_dir
+        base.mkdir(parents=True, exist_ok=True)
+        return SQLiteStateStore(base / settings.SQLite3DataFile)
+
+    def _follow_store(self) -> None:
+        """A proxy without a manager of its own follows the manager that publishes in the store."""
+        self.state_store = self._open_store(self._manager_settings())
+        self._watch_task = asyncio.create_task(self._follow_clusters(), name="turnout-follow-clusters")
+
     async def _start_manager(self) -> None:
         from dataclasses import replace
 
         from turnout.api.app import serve
         from turnout.manager.service import ManagerService
-        from turnout.manager.settings import ManagerSettings
-        from turnout.state.sqlite import SQLiteStateStore
 
-        settings = ManagerSettings.from_mapping(dict(self.config_file.manager))
+        settings = self._manager_settings()
         seeds = tuple(dict.fromkeys(f"{s.hostname}:{s.port}" for s in self.runtime.servers))
         settings = replace(settings, DiscoverySeeds=tuple(dict.fromkeys(settings.DiscoverySeeds + seeds)))
-        datadir = self.config_file.datadir or Path(".")
-        datadir.mkdir(parents=True, exist_ok=True)
-        self.state_store = SQLiteStateStore(datadir / "turnout-state.db")
+        self.state_store = self._open_store(settings)
         self.manager = ManagerService(settings, self.state_store, drain=self._drain)
         await self.manager.start()
         host, _, port = settings.ListenAddress.rpartition(":")
@@ -205,10 +224,11 @@ class Node:
         log.info("proxy listening on %s:%d", host, port)
         if self.manage:
             await self._start_manager()
+        elif self.config_file.manager:
+            self._follow_store()
 
     async def stop(self) -> None:
-        if self.manage:
-            await self._stop_manager()
+        await self._stop_manager()
         await self.proxy.stop()
         if self.workers is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.workers.stop)

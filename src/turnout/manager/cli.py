@@ -84,9 +84,9 @@ def _run_manager(args: argparse.Namespace) -> int:
 async def _serve(settings: Any, data_file: Path) -> None:
     from turnout.api.app import serve
     from turnout.manager.service import ManagerService
-    from turnout.state import SQLiteStateStore
+    from turnout.state import open_store
 
-    store = SQLiteStateStore(data_file)
+    store = open_store(settings.StateStore or str(data_file))
     service = ManagerService(settings, store)
     host, port = settings.listen
     try:

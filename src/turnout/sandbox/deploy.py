@@ -19,6 +19,7 @@ def sandbox_config(
     api_port: int | None = None,
     monitor_interval_ms: int = 500,
     poll_seconds: int = 1,
+    state_store: str | None = None,
 ) -> str:
     """TOML with proxysql.cnf's sections: writer 10, readers 20, the classic read/write split."""
     servers = "".join(
@@ -44,6 +45,8 @@ MySQLReplicaPassword = "{REPLICATION.password}"
 InstancePollSeconds = {poll_seconds}
 RecoveryPeriodBlockSeconds = 1
 """
+    if state_store is not None:
+        manager = (manager or "\n[manager]\n") + f'StateStore = "{state_store}"\n'
     return f"""datadir = "{datadir}"
 
 [admin_variables]

@@ -1,0 +1,95 @@
+"""The proxy follows the manager's published master: a fenced old master that comes back
+writable gets no statement, and several proxies on one state store all follow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pymysql
+
+from system_harness import RunningTurnout, wait_for
+from turnout.sandbox.config import APP
+from turnout.sandbox.deploy import sandbox_config
+from turnout.sandbox.ports import free_port_block
+
+
+def _app(port: int) -> pymysql.connections.Connection:  # type: ignore[type-arg]
+    return pymysql.connect(host="127.0.0.1", port=port, user=APP.user, password=APP.password, autocommit=True)
+
+
+def _writer_port(proxy_port: int) -> int:
+    with _app(proxy_port) as conn, conn.cursor() as cur:
+        cur.execute("SELECT @@port FROM DUAL FOR UPDATE")  # the rules send FOR UPDATE to the writer
+        return int(cur.fetchone()[0])
+
+
+def test_fenced_master_back_with_read_only_off_gets_no_statement(turnout_up: RunningTurnout) -> None:
+    box = turnout_up.box
+    with _app(turnout_up.proxy_port) as conn, conn.cursor() as cur:
+        cur.execute("CREATE DATABASE IF NOT EXISTS f")
+        cur.execute("CREATE TABLE IF NOT EXISTS f.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+    old = turnout_up.master()
+    box.kill(0)
+    wait_for(lambda: turnout_up.master() != old, 60, "the manager to promote a replica")
+    wait_for(lambda: _writer_port(turnout_up.proxy_port) != box.nodes[0].port, 30, "writes to reach the new master")
+    # The old master comes back, and someone makes it writable: a second writer.
+    box.start(0)
+    box.execute(0, "SET GLOBAL userstat = 1", "FLUSH USER_STATISTICS", "SET GLOBAL read_only = OFF")
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def traffic() -> None:
+        try:
+            with _app(turnout_up.proxy_port) as conn, conn.cursor() as cur:
+                while not stop.is_set():
+                    cur.execute("INSERT INTO f.t (v) VALUES (1)")
+                    cur.execute("SELECT COUNT(*) FROM f.t")
+                    cur.fetchall()
+        except pymysql.err.MySQLError as exc:
+            failures.append(str(exc))
+
+    threads = [threading.Thread(target=traffic) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(3)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not failures, failures
+    app_stats = box.execute(0, f"SELECT * FROM information_schema.USER_STATISTICS WHERE USER = '{APP.user}'")
+    assert not app_stats or (app_stats[0]["SELECT_COMMANDS"], app_stats[0]["UPDATE_COMMANDS"]) == (0, 0)
+    # and the manager fences it for real: read_only back ON
+    wait_for(lambda: box.execute(0, "SELECT @@read_only AS ro")[0]["ro"] == 1, 30, "the fenced master to be set read_only")
+
+
+def test_several_proxies_follow_one_state_store(turnout_up: RunningTurnout, tmp_path: Path) -> None:
+    box = turnout_up.box
+    base = free_port_block(2)
+    config = tmp_path / "second.toml"
+    shared = (Path(turnout_up.log).parent / "data" / "turnout-state.db").resolve()
+    config.write_text(sandbox_config(box, tmp_path / "second-data", base, base + 1, state_store=str(shared)))
+    second = subprocess.Popen([sys.executable, "-m", "turnout.cli", "proxy", "--config", str(config)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: _writer_port(base) == box.nodes[0].port, 30, "the second proxy to serve writes")
+        cluster = turnout_up.cluster()["ClusterName"]
+        new_port = box.nodes[2].port
+        result = turnout_up.api(f"graceful-master-takeover-auto/{cluster}/127.0.0.1/{new_port}")
+        assert result["Code"] == "OK", result
+        for proxy_port in (turnout_up.proxy_port, base):
+            wait_for(lambda port=proxy_port: _writer_port(port) == new_port, 30, f"proxy {proxy_port} to follow")
+        # The second proxy knows the master from the store, not from read_only alone: another
+        # server turning writable is fenced there, writes keep going to the published master.
+        box.execute(1, "SET GLOBAL read_only = OFF")
+        try:
+            time.sleep(1.5)  # a few monitor intervals
+            assert _writer_port(base) == new_port
+        finally:
+            box.execute(1, "SET GLOBAL read_only = ON")
+    finally:
+        second.terminate()
+        second.wait(timeout=15)
