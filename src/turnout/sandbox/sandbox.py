@@ -437,7 +437,9 @@ class Sandbox:
                 if time.monotonic() > deadline:
                     raise SandboxError(
                         f"node {node.index} did not catch up with node {master_index} in {timeout:.0f}s "
-                        f"(applied {applied or 'nothing'}, master at {master_pos}); "
+                        f"(applied {applied or 'nothing'}, master at {master_pos}; IO thread {status['Slave_IO_Running']}, "
+                        f"SQL thread {status['Slave_SQL_Running']}, last error: "
+                        f"{status['Last_IO_Error'] or status['Last_SQL_Error'] or 'none'}); "
                         f"see `turnout sandbox status --dir {self.dir}`"
                     )
                 time.sleep(0.05)

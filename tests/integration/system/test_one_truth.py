@@ -38,7 +38,7 @@ def test_fenced_master_back_with_read_only_off_gets_no_statement(turnout_up: Run
     wait_for(lambda: _writer_port(turnout_up.proxy_port) != box.nodes[0].port, 30, "writes to reach the new master")
     # The old master comes back, and someone makes it writable: a second writer.
     box.start(0)
-    box.execute(0, "SET GLOBAL userstat = 1", "FLUSH USER_STATISTICS", "SET GLOBAL read_only = OFF")
+    box.execute(0, "SET GLOBAL userstat = 1", "FLUSH LOCAL USER_STATISTICS", "SET GLOBAL read_only = OFF")
     stop = threading.Event()
     failures: list[str] = []
 
