@@ -130,7 +130,7 @@ class BackendConnection:
         return framer
 
     async def query(self, sql: str) -> ResponseFramer:
-        return await self.exchange(bytes([COM_QUERY]) + sql.encode())
+        return await self.exchange(bytes([COM_QUERY]) + sql.encode("utf-8", "surrogateescape"))
 
     async def apply_settings(self, wanted: SessionSettings) -> ErrPacket | None:
         """Make this connection's session match `wanted`; returns the server's error, if any."""
@@ -141,7 +141,7 @@ class BackendConnection:
             if framer.error is not None:
                 return framer.error
         if wanted.schema is not None and wanted.schema != self.settings.schema:
-            framer = await self.exchange(bytes([COM_INIT_DB]) + wanted.schema.encode())
+            framer = await self.exchange(bytes([COM_INIT_DB]) + wanted.schema.encode("utf-8", "surrogateescape"))
             if framer.error is not None:
                 return framer.error
         if wanted.multi_statements != self.settings.multi_statements:
@@ -180,7 +180,7 @@ class BackendConnection:
         known = self.statements.get(sql)
         if known is not None:
             return known
-        framer = await self.exchange(bytes([COM_STMT_PREPARE]) + sql.encode())
+        framer = await self.exchange(bytes([COM_STMT_PREPARE]) + sql.encode("utf-8", "surrogateescape"))
         if framer.error is not None:
             return framer.error
         assert framer.prepare is not None

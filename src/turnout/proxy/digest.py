@@ -37,4 +37,4 @@ def digest_text(query: str) -> str:
 
 def digest_hash(text: str) -> str:
     """A 64-bit hex digest id, shaped like ProxySQL's `0x...` digest column."""
-    return "0x" + hashlib.blake2b(text.encode(), digest_size=8).hexdigest().upper()
+    return "0x" + hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest().upper()

@@ -592,7 +592,7 @@ class ClientSession:
             self._backend_lost(connection, lost)
             return
         if payload[0] == c.COM_INIT_DB and framer.error is None:
-            schema = payload[1:].decode(errors="replace")
+            schema = payload[1:].decode("utf-8", "surrogateescape")
             info = StatementInfo(is_write=False, use_schema=schema)
         self._after_statement(connection, hostgroup, framer, info, NO_MATCH)
 

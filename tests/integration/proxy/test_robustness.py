@@ -55,6 +55,7 @@ class RawClient:
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
         self.packets = PacketBuffer(max_payload=1 << 30)
+        self.response = b""  # the bytes of the last command's response
 
     def read_packet(self) -> Packet | None:
         """The next packet, or None when the proxy closed the connection."""
@@ -98,9 +99,11 @@ class RawClient:
         self.send(payload)
         framer = ResponseFramer(payload[0])
         pending = b""
+        self.response = b""
         while not framer.done:
             data = self.sock.recv(65536)
             assert data, "the proxy closed the connection instead of answering"
+            self.response += data
             pending += data
             used = framer.feed(pending)
             pending = pending[used:]
@@ -408,6 +411,23 @@ def test_malformed_known_commands(robust: RunningProxy, healthy: Healthy, name: 
         answered.append(packet)
         if packet.seq == 1 and packet.payload[:1] == b"\x00" and len(packet.payload) < 16:
             break
+    healthy.check()
+    raw.close()
+    settled(robust, sessions=1)
+
+
+def test_queries_that_are_not_utf8(robust: RunningProxy, healthy: Healthy) -> None:
+    """A latin1 client's bytes are relayed as they are, in queries and prepared statements
+    (they used to end the session when they reached the digest or a backend prepare)."""
+    raw = RawClient(robust.port).logged_in()
+    assert raw.query("SET NAMES latin1").error is None
+    framer = raw.command(bytes([c.COM_QUERY]) + b"SELECT 'caf\xe9' AS caf\xe9 FROM rb.t WHERE id = 1")
+    assert framer.error is None and b"caf\xe9" in raw.response
+    framer = raw.command(bytes([c.COM_STMT_PREPARE]) + b"SELECT 'th\xe9' AS t\xe9 FROM rb.t WHERE id = 1")
+    assert framer.error is None and framer.prepare is not None
+    statement_id = framer.prepare.statement_id.to_bytes(4, "little")
+    framer = raw.command(bytes([c.COM_STMT_EXECUTE]) + statement_id + b"\x00\x01\x00\x00\x00")
+    assert framer.error is None and b"th\xe9" in raw.response
     healthy.check()
     raw.close()
     settled(robust, sessions=1)
