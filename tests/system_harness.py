@@ -95,3 +95,12 @@ def turnout_up(fresh_sandbox: Sandbox, tmp_path: Path) -> Iterator[RunningTurnou
         yield running
     finally:
         stop_turnout(running)
+
+
+@pytest.fixture
+def turnout_up_semisync(make_sandbox: Any, tmp_path: Path) -> Iterator[RunningTurnout]:
+    running = start_turnout(make_sandbox(replicas=2, semi_sync=True), tmp_path)
+    try:
+        yield running
+    finally:
+        stop_turnout(running)
