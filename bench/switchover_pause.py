@@ -128,7 +128,9 @@ class Event:
     started: float  # time.time() of the API call / the SIGKILL
     new_master: str = ""
     published: float = 0.0  # new master seen in clusters-info
-    first_write: float = 0.0  # first write acknowledged after the event began
+    first_write: float = 0.0  # first write acknowledged after the new master was published
+    pause_began: float = 0.0  # the longest gap between acknowledged writes in [started, first_write]
+    resumed: float = 0.0  # ... and its end: the first write after the outage
     ended: float = 0.0  # start of the next event (errors until then belong to this one)
     write_pause_s: float = 0.0
     kill_to_first_write_s: float | None = None
@@ -140,10 +142,37 @@ class Event:
 
 
 def first_write_after(workload: Workload, since: float) -> float | None:
-    with workload._lock:
-        times = workload.counters.write_times[-2000:]
-    later = [t for t in times if t > since]
+    later = [t for t in list(workload.counters.write_times[-5000:]) if t > since]
     return min(later) if later else None
+
+
+def longest_gap(workload: Workload, start: float, end: float) -> tuple[float, float]:
+    """(begin, end) of the longest gap between acknowledged writes ending in (start, end]: the same
+    measure as Workload.write_pause, with its bounds. A gap may begin before `start`."""
+    times = sorted(list(workload.counters.write_times))
+    previous = max((t for t in times if t <= start), default=start)
+    best = (previous, previous)
+    for t in times:
+        if t <= start:
+            continue
+        if t > end:
+            break
+        if t - previous > best[1] - best[0]:
+            best = (previous, t)
+        previous = t
+    return best
+
+
+def measure(event: Event, workload: Workload, since: float, what: str) -> None:
+    """Wait for the first write acknowledged after `since` (the new master published), then take
+    the event's pause as the longest gap between acknowledged writes from its start to there.
+
+    Not simply the first write after the kill: the proxy can still relay, a few milliseconds
+    after the SIGKILL, acknowledgements the dying master had sent."""
+    wait_until(lambda: first_write_after(workload, since) is not None, 30, what)
+    event.first_write = first_write_after(workload, since) or 0.0
+    event.pause_began, event.resumed = longest_gap(workload, event.started, event.first_write)
+    event.write_pause_s = event.resumed - event.pause_began
 
 
 def node_of(box: Sandbox, key: str) -> Node:
@@ -191,9 +220,7 @@ def takeover(box: Sandbox, turnout: Turnout, workload: Workload, number: int) ->
         raise BenchFailed(f"takeover {number} {old} -> {target.address} failed: {answer}")
     returned = time.time()
     event.published = wait_until(lambda: turnout.master() == target.address, 30, f"{target.address} published")
-    # Writes flow until the drain: the pause ends with the first write acknowledged after the API answered.
-    wait_until(lambda: first_write_after(workload, returned) is not None, 30, "writes to resume after the takeover")
-    event.first_write = first_write_after(workload, returned) or 0.0
+    measure(event, workload, max(returned, event.published), "writes to resume after the takeover")
     return event
 
 
@@ -211,12 +238,11 @@ def kill(box: Sandbox, turnout: Turnout, workload: Workload, store_path: Path, n
         raise BenchFailed(f"kill {number}: {old} killed, no new master published within 30 s") from None
     event.new_master = turnout.master() or ""
     try:
-        wait_until(lambda: first_write_after(workload, dead) is not None, 30, "writes to resume")
+        measure(event, workload, max(dead, event.published), "writes to resume")
     except BenchFailed:
         raise BenchFailed(f"kill {number}: {event.new_master} published but no write acknowledged "
-                          "within 30 s of the kill") from None
-    event.first_write = first_write_after(workload, dead) or 0.0
-    event.kill_to_first_write_s = event.first_write - started
+                          "within 30 s of its publication") from None
+    event.kill_to_first_write_s = event.resumed - started
     cluster = turnout.cluster() or {}
     ack = turnout.api(f"ack-recovery/cluster/{urllib.parse.quote(cluster['ClusterName'], safe='')}"
                       f"?comment={urllib.parse.quote(f'benchmark kill {number}')}")
@@ -342,10 +368,12 @@ def _errors_text(errors: dict[str, int]) -> str:
 
 def print_table(events: list[Event], totals: dict[str, Any]) -> None:
     print()
-    print(f"{'event':<12} {'from':>16} {'to':>16} {'write pause':>12} {'kill->write':>12}  client errors")
+    print(f"{'event':<12} {'from':>16} {'to':>16} {'published':>10} {'write pause':>12} {'kill->write':>12}"
+          "  client errors")
     for e in events:
         recovery = f"{e.kill_to_first_write_s * 1000:.0f} ms" if e.kill_to_first_write_s is not None else "-"
         print(f"{e.kind + ' ' + str(e.number):<12} {e.old_master:>16} {e.new_master:>16} "
+              f"{(e.published - e.started) * 1000:>7.0f} ms "
               f"{e.write_pause_s * 1000:>9.0f} ms {recovery:>12}  {_errors_text(e.errors)}")
     print()
     for kind, entry in totals["summary"].items():
@@ -440,7 +468,7 @@ def run(args: argparse.Namespace) -> int:
                                 if event.kill_to_first_write_s is not None else "")
                     log(f"{kind} {number}: {event.old_master} -> {event.new_master}, published after "
                         f"{(event.published - event.started) * 1000:.0f} ms, "
-                        f"pause so far {workload.write_pause(event.started, event.first_write) * 1000:.0f} ms"
+                        f"write pause {event.write_pause_s * 1000:.0f} ms"
                         f"{recovery}{'; ' + event.rejoin if event.rejoin else ''}")
                     time.sleep(args.steady_seconds)
                 final_master = settled(box, turnout)
@@ -448,8 +476,6 @@ def run(args: argparse.Namespace) -> int:
                 if events:
                     events[-1].ended = end
                 workload.stop()
-                for event in events:
-                    event.write_pause_s = workload.write_pause(event.started, event.first_write)
                 attribute_errors(events, workload)
                 master_node = node_of(box, final_master)
                 box.wait_replicas_caught_up()
@@ -496,7 +522,7 @@ def _event_json(event: Event) -> dict[str, Any]:
     for name in ("write_pause_s", "kill_to_first_write_s", "api_seconds"):
         if data[name] is not None:
             data[name] = round(data[name], 4)
-    for name in ("started", "published", "first_write", "ended"):
+    for name in ("started", "published", "first_write", "pause_began", "resumed", "ended"):
         data[name] = round(data[name], 3)
     return data
 
@@ -535,6 +561,9 @@ def main() -> int:
     except BenchFailed as exc:
         log(f"FAILED: {exc}")
         return 2
+    except KeyboardInterrupt:
+        log("interrupted; everything the benchmark started is stopped")
+        return 130
 
 
 if __name__ == "__main__":
