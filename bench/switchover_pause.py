@@ -207,10 +207,14 @@ def settled(box: Sandbox, turnout: Turnout) -> str:
     return turnout.master() or ""
 
 
-def takeover(box: Sandbox, turnout: Turnout, workload: Workload, number: int) -> Event:
+def takeover(box: Sandbox, turnout: Turnout, workload: Workload, number: int, mastered: dict[str, int]) -> Event:
+    """A graceful takeover to the server that has been master the fewest times so far (the kills'
+    promotions included), so the master rotates among the three."""
     old = settled(box, turnout)
     cluster = turnout.cluster() or {}
-    target = box.node((node_of(box, old).index + 1) % len(box.nodes))
+    start = node_of(box, old).index
+    target = min((n for n in box.nodes if n.address != old),
+                 key=lambda n: (mastered.get(n.address, 0), (n.index - start) % len(box.nodes)))
     event = Event("takeover", number, old, time.time(), new_master=target.address)
     answer = turnout.api(f"graceful-master-takeover-auto/{urllib.parse.quote(cluster['ClusterName'], safe='')}/"
                          f"127.0.0.1/{target.port}")
@@ -405,10 +409,6 @@ def plot(events: list[Event], path: Path) -> Path | None:
         if chosen:
             ax.plot([e.number for e in chosen], [e.write_pause_s * 1000 for e in chosen], marker=marker,
                     color=color, label=f"{label}: write pause")
-    kills = [e for e in events if e.kind == "kill" and e.kill_to_first_write_s is not None]
-    if kills:
-        ax.plot([e.number for e in kills], [(e.kill_to_first_write_s or 0) * 1000 for e in kills], marker="x",
-                linestyle=":", color="tab:red", alpha=0.6, label="kill -9: kill to first acknowledged write")
     ax.axhline(TAKEOVER_TARGET_S * 1000, color="tab:blue", linestyle="--", linewidth=0.8,
                label=f"takeover target {TAKEOVER_TARGET_S:g} s")
     ax.axhline(RECOVERY_TARGET_S * 1000, color="tab:red", linestyle="--", linewidth=0.8,
@@ -442,7 +442,8 @@ def run(args: argparse.Namespace) -> int:
             ports = free_port_block(3)
             datadir = tmp / "data"
             config = tmp / "turnout.toml"
-            config.write_text(sandbox_config(box, datadir, ports, ports + 1, api_port=ports + 2))
+            config.write_text(sandbox_config(box, datadir, ports, ports + 1, api_port=ports + 2,
+                                               monitor_interval_ms=args.monitor_interval_ms))
             turnout = Turnout(ports, ports + 1, ports + 2, tmp / "turnout.log")
             log(f"starting turnout up: proxy {ports}, admin {ports + 1}, API {ports + 2}")
             with child([sys.executable, "-m", "turnout.cli", "up", "--config", str(config)], turnout.log_path) as proc:
@@ -454,13 +455,15 @@ def run(args: argparse.Namespace) -> int:
                 log(f"workload: {args.writers} writers, {args.readers} readers; {args.steady_seconds:g} s of steady load")
                 time.sleep(args.steady_seconds)
                 plan = _plan(args.takeovers, args.kills)
+                mastered = {turnout.master() or "": 1}
                 for kind, number in plan:
                     if proc.poll() is not None:
                         raise BenchFailed(f"turnout exited with {proc.returncode}")
                     if kind == "takeover":
-                        event = takeover(box, turnout, workload, number)
+                        event = takeover(box, turnout, workload, number, mastered)
                     else:
                         event = kill(box, turnout, workload, datadir / STATE_FILE, number)
+                    mastered[event.new_master] = mastered.get(event.new_master, 0) + 1
                     if events:
                         events[-1].ended = event.started
                     events.append(event)
@@ -485,6 +488,7 @@ def run(args: argparse.Namespace) -> int:
                 totals: dict[str, Any] = {
                     "writes": counters.writes, "reads": counters.reads, "errors": len(counters.errors),
                     "missing": len(missing), "final_master": final_master,
+                    "times_master": dict(sorted(mastered.items())),
                     "errors_outside_events": len(workload.errors_between(0, events[0].started)) if events else 0,
                     "summary": summary(events),
                 }
@@ -504,7 +508,7 @@ def run(args: argparse.Namespace) -> int:
         "machine": machine(),
         "settings": {"takeovers": args.takeovers, "kills": args.kills, "steady_seconds": args.steady_seconds,
                      "writers": args.writers, "readers": args.readers, "semi_sync": True,
-                     "InstancePollSeconds": 1, "RecoveryPeriodBlockSeconds": 1, "monitor_interval_ms": 500},
+                     "InstancePollSeconds": 1, "RecoveryPeriodBlockSeconds": 1, "monitor_interval_ms": args.monitor_interval_ms},
         **totals,
         "events": [_event_json(e) for e in events],
     }
@@ -553,6 +557,8 @@ def main() -> int:
     parser.add_argument("--steady-seconds", type=float, default=3.0, help="steady load between events")
     parser.add_argument("--writers", type=int, default=4)
     parser.add_argument("--readers", type=int, default=2)
+    parser.add_argument("--monitor-interval-ms", type=int, default=500,
+                        help="the proxy's ping / read_only / lag check interval (the sandbox config's default)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
     install_signal_handlers()
