@@ -149,15 +149,18 @@ class Node:
         cluster that is switching or recovering has its writes held, not failed."""
         states: dict[str, ClusterState] = {}
         async for state in self.state_store.watch():
+            previous = states.get(state.name)
             states[state.name] = state
+            if previous is None or (previous.master, previous.phase) != (state.master, state.phase):
+                # the servers' read_only just changed or is about to: look now, not at the next check
+                self.monitor.check_now(_address(key) for key in {state.master, *state.members})
             masters: dict[int, tuple[str, int]] = {}
             held: set[int] = set()
             for cluster in states.values():
                 writer = self._writer_hostgroup_of(cluster)
                 if writer is None:
                     continue
-                host, _, port = cluster.master.rpartition(":")
-                masters[writer] = (host, int(port))
+                masters[writer] = _address(cluster.master)
                 if cluster.phase != "stable":
                     held.add(writer)
             self.set_cluster_view(masters, frozenset(held))
@@ -246,3 +249,8 @@ class Node:
             await self._stopped.wait()
         finally:
             await self.stop()
+
+
+def _address(key: str) -> tuple[str, int]:
+    host, _, port = key.rpartition(":")
+    return (host, int(port))

@@ -33,6 +33,7 @@ class ServerChecks:
         self._logs = logs
         self._conn = MonitorConnection(address, settings.username, settings.password, self._connected)
         self._replication_now = asyncio.Event()
+        self._read_only_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -46,13 +47,18 @@ class ServerChecks:
                 self._every(s.ping_interval_ms, self._check_ping), name=f"ping {host}:{port}"
             ),
             asyncio.create_task(
-                self._every(s.read_only_interval_ms, self._check_read_only), name=f"read_only {host}:{port}"
+                self._every(s.read_only_interval_ms, self._check_read_only, self._read_only_now),
+                name=f"read_only {host}:{port}",
             ),
             asyncio.create_task(
                 self._every(s.replication_lag_interval_ms, self._check_replication, self._replication_now),
                 name=f"replication {host}:{port}",
             ),
         ]
+
+    def check_read_only_now(self) -> None:
+        """Run the read_only check at once (the manager published a change of master)."""
+        self._read_only_now.set()
 
     def check_replication_now(self) -> None:
         """Run the replication check at once (read_only changed: routing needs both together)."""

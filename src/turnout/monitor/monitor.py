@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from turnout.config.model import RuntimeConfig
 from turnout.monitor.checks import ServerChecks, Update
@@ -56,6 +56,13 @@ class Monitor:
             self._stopping += checks.cancel()
         self._checks.clear()
         await self._drain()
+
+    def check_now(self, addresses: Iterable[Address]) -> None:
+        """Check read_only (and then replication) of these servers now, not at their next interval."""
+        for address in addresses:
+            checks = self._checks.get(address)
+            if checks is not None:
+                checks.check_read_only_now()
 
     def update_config(self, config: RuntimeConfig) -> None:
         settings = MonitorSettings.from_config(config)
