@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from turnout.protocol.client import ClientHandshake
-from turnout.protocol.commands import build_stmt_execute, parse_stmt_execute
+from turnout.protocol.commands import StmtExecute, build_stmt_execute
 from turnout.protocol.constants import (
     CLIENT_FOUND_ROWS,
     CLIENT_MULTI_RESULTS,
@@ -61,6 +61,7 @@ class BackendStatement:
     statement_id: int
     num_params: int
     num_columns: int
+    bound_types: bytes | None = None  # parameter types the server-side statement last received
 
 
 class BackendConnection:
@@ -189,21 +190,27 @@ class BackendConnection:
         return statement
 
 
-def execute_payload(client_payload: bytes, statement: BackendStatement, param_types: bytes | None) -> bytes:
-    """A client's COM_STMT_EXECUTE for this backend: its statement id, parameter types always bound.
-
-    Types are sent on every execute: the backend statement may have been bound by another client's
-    session, or never, and the client only sends types when they change.
-    """
+def execute_payload(
+    client_payload: bytes, execute: StmtExecute | None, statement: BackendStatement, param_types: bytes | None
+) -> bytes:
+    """A client's COM_STMT_EXECUTE for this backend statement: its id, and the parameter types
+    whenever the server-side statement does not have these types bound already (it may have
+    been bound by another client's session, or never)."""
+    with_id = client_payload[:1] + statement.statement_id.to_bytes(4, "little") + client_payload[5:]
     if statement.num_params == 0:
-        return client_payload[:1] + statement.statement_id.to_bytes(4, "little") + client_payload[5:]
-    execute = parse_stmt_execute(client_payload, statement.num_params)
-    types = execute.param_types if execute.new_params_bound else param_types
-    if types is None:
+        return with_id
+    assert execute is not None
+    if execute.new_params_bound:
+        statement.bound_types = execute.param_types
+        return with_id
+    if param_types is None:
         raise ValueError("COM_STMT_EXECUTE without parameter types for a statement never bound")
-    from dataclasses import replace
-
-    return build_stmt_execute(replace(execute, stmt_id=statement.statement_id, new_params_bound=True, param_types=types))
+    if statement.bound_types == param_types:
+        return with_id
+    statement.bound_types = param_types
+    return build_stmt_execute(
+        replace(execute, stmt_id=statement.statement_id, new_params_bound=True, param_types=param_types)
+    )
 
 
 async def connect_backend(

@@ -191,6 +191,16 @@ class Proxy:
             return False
         return self.pools.has_capacity(server.address, server.max_connections)
 
+    def take_idle(self, hostgroup: int, session: ClientSession) -> BackendConnection | None:
+        """An idle pooled connection to a server of the hostgroup, if one is at hand now."""
+        table = self.routing
+        if hostgroup in table.held or session.user is None:
+            return None
+        server = pick_server(table.online(hostgroup), self._usable, self._rng)
+        if server is None:
+            return None
+        return self.pools.take_idle(server.address, session.user.user.username, session.found_rows)
+
     async def acquire(self, hostgroup: int, session: ClientSession) -> BackendConnection:
         """A logged-in connection to an ONLINE server of the hostgroup, waiting for one if none is.
 

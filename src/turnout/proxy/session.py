@@ -74,6 +74,8 @@ class ClientStatement:
     num_columns: int
     info: StatementInfo
     rule: RuleOutcome
+    digest: str  # digest hash, for stats
+    command: str  # stats_mysql_commands_counters' Command
     param_types: bytes | None = None
 
 
@@ -353,15 +355,19 @@ class ClientSession:
             self.proxy.stats.counters.statements_refused_two_writers += 1
             self._send_error(c.ER_OPTION_PREVENTS_STATEMENT, blocked)
             return None
-        try:
-            connection = await self.proxy.acquire(hostgroup, self)
-        except NoServer as exc:
-            self._send_error(ER_PROXY_NO_SERVER, str(exc))
-            return None
-        except BackendRefused as exc:
-            self._send(build_err(exc.err.code, exc.err.message, exc.err.sql_state), 1)
-            return None
+        connection = self.proxy.take_idle(hostgroup, self)  # the common case, without awaiting
+        if connection is None:
+            try:
+                connection = await self.proxy.acquire(hostgroup, self)
+            except NoServer as exc:
+                self._send_error(ER_PROXY_NO_SERVER, str(exc))
+                return None
+            except BackendRefused as exc:
+                self._send(build_err(exc.err.code, exc.err.message, exc.err.sql_state), 1)
+                return None
         self.in_flight = connection
+        if connection.settings == self.settings:
+            return connection, hostgroup
         error = await self._prepare_connection(connection)
         if error is not None:
             self._release(connection, reusable=not connection.broken)
@@ -601,7 +607,7 @@ class ClientSession:
         classified = self._classify(sql)
         if classified is None:
             return
-        info, _, rule = classified
+        info, digest, rule = classified
         statement_id = self.next_statement_id
         cached = self.proxy.prepared_responses.get((self.settings.schema, sql))
         if cached is None:
@@ -623,7 +629,10 @@ class ClientSession:
             self.proxy.prepared_responses[(self.settings.schema, sql)] = cached
         response, num_params, num_columns = cached
         self.next_statement_id += 1
-        self.statements[statement_id] = ClientStatement(sql, num_params, num_columns, info, rule)
+        command = "EXECUTE" if not info.is_write else command_name(first_word(sql), True)
+        self.statements[statement_id] = ClientStatement(
+            sql, num_params, num_columns, info, rule, digest_hash(digest), command
+        )
         # The first packet is the PrepareOk: 4-byte header, 0x00, then the 4-byte statement id.
         self.writer.write(response[:5] + statement_id.to_bytes(4, "little") + response[9:])
 
@@ -664,6 +673,9 @@ class ClientSession:
         if target is None:
             return None
         connection, hostgroup = target
+        known = connection.statements.get(statement.sql)
+        if known is not None:
+            return connection, hostgroup, known.statement_id
         try:
             prepared = await connection.prepare(statement.sql)
         except BackendError as exc:
@@ -679,6 +691,7 @@ class ClientSession:
         statement = self._statement(payload, "mysqld_stmt_execute")
         if statement is None:
             return
+        execute = None
         if statement.num_params:
             execute = parse_stmt_execute(payload, statement.num_params)
             if execute.new_params_bound:
@@ -689,7 +702,7 @@ class ClientSession:
         connection, hostgroup, _ = target
         backend_statement = connection.statements[statement.sql]
         try:
-            backend_payload = execute_payload(payload, backend_statement, statement.param_types)
+            backend_payload = execute_payload(payload, execute, backend_statement, statement.param_types)
         except ValueError as exc:
             self._not_executed(connection, hostgroup)
             self._send_error(c.ER_MALFORMED_PACKET, str(exc))
@@ -700,14 +713,16 @@ class ClientSession:
         except BackendLost as lost:
             self._backend_lost(connection, lost)
             return
+        if framer.error is not None:
+            backend_statement.bound_types = None  # the server may not have taken the types
         self._after_statement(connection, hostgroup, framer, statement.info, statement.rule)
         assert self.user is not None
         self.proxy.record(
-            "EXECUTE" if not statement.info.is_write else command_name(first_word(statement.sql), True),
+            statement.command,
             hostgroup,
             self.settings.schema or "",
             self.user.user.username,
-            digest_hash(digest_text(statement.sql)),
+            statement.digest,
             int((time.perf_counter() - started) * 1e6),
             framer.ok.affected_rows if framer.ok is not None else 0,
             connection.address,
