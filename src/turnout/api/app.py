@@ -200,6 +200,12 @@ async def end_downtime(request: web.Request) -> web.Response:
     return ok(f"Downtime ended: {make_key(host, port)}" if ended else f"{make_key(host, port)} was not downtimed")
 
 
+async def unfence(request: web.Request) -> web.Response:
+    host, port = request.match_info["host"], _port(request)
+    lifted = await _service(request).unfence(host, port)
+    return ok(f"Fence lifted: {make_key(host, port)}" if lifted else f"{make_key(host, port)} was not fenced")
+
+
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
@@ -209,7 +215,7 @@ HANDLERS: dict[str, Handler] = {
     "clusters_info": clusters_info, "cluster": cluster, "cluster_by_alias": cluster_by_alias, "topology": topology,
     "replication_analysis": replication_analysis, "takeover": takeover, "recover": recover,
     "ack_recovery": ack_recovery, "audit_recovery": audit_recovery, "audit": audit,
-    "begin_downtime": begin_downtime, "end_downtime": end_downtime, "openapi": openapi,
+    "begin_downtime": begin_downtime, "end_downtime": end_downtime, "unfence": unfence, "openapi": openapi,
 }
 
 

@@ -48,6 +48,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/begin-downtime" + _I + "/{owner}/{reason}/{duration}", "begin_downtime",
           "Downtime an instance: no automated recovery acts on it (duration: 300, 30s, 10m, 2h, 1d)"),
     Route("GET", "/api/end-downtime" + _I, "end_downtime", "End an instance's downtime"),
+    Route("GET", "/api/unfence" + _I, "unfence",
+          "Lift the fence of a failed master (turnout's own: after it was rebuilt as a replica)"),
     Route("GET", "/api/openapi.json", "openapi", "This document"),
 )
 

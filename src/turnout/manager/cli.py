@@ -57,6 +57,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("-c", "--cluster", required=True, help="cluster name, alias or a member's HOST:PORT")
     p.add_argument("--comment", default="acknowledged from the command line")
     p.set_defaults(handler=_ack)
+    p = client("unfence", "lift the fence of a failed master once it has been rebuilt")
+    p.add_argument("-i", "--instance", required=True, metavar="HOST:PORT")
+    p.set_defaults(handler=_unfence)
     p = client("audit", "recent recoveries and audit log")
     p.add_argument("-c", "--cluster", help="only this cluster")
     p.add_argument("--limit", type=int, default=30)
@@ -232,6 +235,12 @@ def _recover(args: argparse.Namespace) -> int:
 def _ack(args: argparse.Namespace) -> int:
     query = urllib.parse.urlencode({"comment": args.comment, "owner": os.environ.get("USER", "cli")})
     data = call(args.api, f"ack-recovery/cluster/{urllib.parse.quote(args.cluster, safe='')}?{query}")
+    print_json(data) if args.json else console.print(data["Message"], highlight=False)
+    return 0
+
+
+def _unfence(args: argparse.Namespace) -> int:
+    data = call(args.api, f"unfence/{_instance_path(args.instance)}")
     print_json(data) if args.json else console.print(data["Message"], highlight=False)
     return 0
 

@@ -331,6 +331,14 @@ class ManagerService:
         await self.store.audit(self.cluster_of.get(key, key), "end-downtime", f"{key} downtime ended", key)
         return ended
 
+    async def unfence(self, host: str, port: int) -> bool:
+        """Lift a fence once the operator has rebuilt the instance (or decided it is safe)."""
+        key = make_key(host, port)
+        lifted = await self.store.unfence(key)
+        await self.store.audit(self.cluster_of.get(key, key), "unfence",
+                               f"{key} fence lifted" if lifted else f"{key} was not fenced", key)
+        return lifted
+
     async def wait_ticks(self, count: int = 1, timeout: float = 60) -> None:
         """Wait until `count` more discovery rounds have completed (for tests and tools)."""
         target = self.ticks + count

@@ -64,6 +64,16 @@ def test_fenced_master_back_with_read_only_off_gets_no_statement(turnout_up: Run
     assert not app_stats or (app_stats[0]["SELECT_COMMANDS"], app_stats[0]["UPDATE_COMMANDS"]) == (0, 0)
     # and the manager fences it for real: read_only back ON
     wait_for(lambda: box.execute(0, "SELECT @@read_only AS ro")[0]["ro"] == 1, 30, "the fenced master to be set read_only")
+    port = box.nodes[0].port
+    assert turnout_up.api(f"instance/127.0.0.1/{port}")["IsFenced"] is True
+    # the operator rebuilt it: lift the fence from the command line
+    lifted = subprocess.run(
+        [sys.executable, "-m", "turnout.cli", "unfence", "-i", f"127.0.0.1:{port}",
+         "--api", f"http://127.0.0.1:{turnout_up.api_port}"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert lifted.returncode == 0 and "Fence lifted" in lifted.stdout, lifted.stderr
+    assert turnout_up.api(f"instance/127.0.0.1/{port}")["IsFenced"] is False
 
 
 def test_several_proxies_follow_one_state_store(turnout_up: RunningTurnout, tmp_path: Path) -> None:
