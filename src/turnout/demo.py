@@ -209,6 +209,7 @@ def _demo(args: argparse.Namespace) -> int:
                 )
         except SandboxError as exc:
             raise UserError(str(exc)) from exc
+    console.print()
     timeline = Table(title="timeline", header_style="bold")
     for col in ("event", "detail", "write pause", "write errors"):
         timeline.add_column(col)
@@ -220,6 +221,9 @@ def _demo(args: argparse.Namespace) -> int:
         summary.add_column(col)
     summary.add_row(str(result.writes), str(result.reads), str(result.errors), str(result.missing), result.final_master)
     console.print(summary)
+    if result.error_messages:
+        console.print("errors the application saw (a statement in flight on a killed master is never retried:")
+        console.print("it may have executed there):")
     for message in result.error_messages:
         console.print(f"  [yellow]{message}[/]", highlight=False)
     return 0 if result.missing == 0 else 1
