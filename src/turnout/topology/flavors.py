@@ -11,7 +11,7 @@ Everything here is pure: statements out, rows in, `Instance` values built from r
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from turnout.topology.gtid import MariaGtidList, MysqlGtidSet
@@ -149,48 +149,17 @@ class MariaDBGtid(Flavor):
         }
 
     def build(self, host: str, port: int, results: Mapping[str, Rows]) -> Instance:
-        var = dict(results["variables"][0]) if results.get("variables") else {}
-        replica = next((r for r in results.get("replica", ()) if not r.get("Connection_name")), None)
-        semi = _variables(results.get("semi_sync", ()))
-        binlog = results["binlog"][0] if results.get("binlog") else {}
-        fields: dict[str, Any] = {
-            "flavor": self.name,
-            "server_id": _int(var.get("server_id")),
-            "version": str(var.get("version", "")),
-            "read_only": _on(var.get("read_only")),
-            "gtid_current_pos": str(var.get("gtid_current_pos") or ""),
-            "gtid_slave_pos": str(var.get("gtid_slave_pos") or ""),
-            "gtid_binlog_pos": str(var.get("gtid_binlog_pos") or ""),
-            "slave_net_timeout": _float(var.get("slave_net_timeout")),
-            "semi_sync_available": "rpl_semi_sync_master_enabled" in semi,
-            "semi_sync_master_enabled": _on(semi.get("rpl_semi_sync_master_enabled")),
-            "semi_sync_replica_enabled": _on(semi.get("rpl_semi_sync_slave_enabled")),
-            "binlog_file": str(binlog.get("File") or ""),
-            "binlog_pos": _int(binlog.get("Position")),
-            "replica_hosts": tuple(
-                sorted(make_key(str(r["Host"]), _int(r["Port"])) for r in results.get("replica_hosts", ()))
-            ),
-        }
-        if replica is not None and replica.get("Master_Host"):
+        fields, var, replica = _common_fields(self.name, results, "Connection_name", _mariadb_name)
+        fields.update(
+            gtid_current_pos=str(var.get("gtid_current_pos") or ""),
+            gtid_slave_pos=str(var.get("gtid_slave_pos") or ""),
+            gtid_binlog_pos=str(var.get("gtid_binlog_pos") or ""),
+        )
+        if replica is not None:
             fields.update(
-                master_host=str(replica["Master_Host"]),
-                master_port=_int(replica["Master_Port"]),
-                io_running=str(replica["Slave_IO_Running"]),
-                sql_running=str(replica["Slave_SQL_Running"]) == "Yes",
-                last_io_errno=_int(replica.get("Last_IO_Errno")),
-                last_io_error=str(replica.get("Last_IO_Error") or ""),
-                last_sql_errno=_int(replica.get("Last_SQL_Errno")),
-                last_sql_error=str(replica.get("Last_SQL_Error") or ""),
-                seconds_behind_master=_opt_int(replica.get("Seconds_Behind_Master")),
-                sql_delay=_int(replica.get("SQL_Delay")),
                 using_gtid=str(replica.get("Using_Gtid") or ""),
                 gtid_io_pos=str(replica.get("Gtid_IO_Pos") or ""),
-                connect_retry=_int(replica.get("Connect_Retry"), 60),
                 heartbeat_period=_float(replica.get("Slave_heartbeat_period")),
-                master_log_file=str(replica.get("Master_Log_File") or ""),
-                read_master_log_pos=_int(replica.get("Read_Master_Log_Pos")),
-                relay_master_log_file=str(replica.get("Relay_Master_Log_File") or ""),
-                exec_master_log_pos=_int(replica.get("Exec_Master_Log_Pos")),
             )
         return Instance(host=host, port=port, **fields)
 
@@ -292,48 +261,17 @@ class MySQLGtid(Flavor):
         }
 
     def build(self, host: str, port: int, results: Mapping[str, Rows]) -> Instance:
-        var = dict(results["variables"][0]) if results.get("variables") else {}
-        replica = next((r for r in results.get("replica", ()) if not r.get("Channel_Name")), None)
-        semi = _variables(results.get("semi_sync", ()))
-        binlog = results["binlog"][0] if results.get("binlog") else {}
+        fields, var, replica = _common_fields(self.name, results, "Channel_Name", _mysql_name)
         connection = results["connection"][0] if results.get("connection") else {}
-        fields: dict[str, Any] = {
-            "flavor": self.name,
-            "server_id": _int(var.get("server_id")),
-            "version": str(var.get("version", "")),
-            "read_only": _on(var.get("read_only")),
-            "super_read_only": _on(var.get("super_read_only")),
-            "executed_gtid_set": str(var.get("gtid_executed") or "").replace("\n", ""),
-            "slave_net_timeout": _float(var.get("replica_net_timeout")),
-            "semi_sync_available": "rpl_semi_sync_source_enabled" in semi,
-            "semi_sync_master_enabled": _on(semi.get("rpl_semi_sync_source_enabled")),
-            "semi_sync_replica_enabled": _on(semi.get("rpl_semi_sync_replica_enabled")),
-            "binlog_file": str(binlog.get("File") or ""),
-            "binlog_pos": _int(binlog.get("Position")),
-            "replica_hosts": tuple(
-                sorted(make_key(str(r["Host"]), _int(r["Port"])) for r in results.get("replica_hosts", ()))
-            ),
-        }
-        if replica is not None and replica.get("Source_Host"):
+        fields.update(
+            super_read_only=_on(var.get("super_read_only")),
+            executed_gtid_set=str(var.get("gtid_executed") or "").replace("\n", ""),
+        )
+        if replica is not None:
             fields.update(
-                master_host=str(replica["Source_Host"]),
-                master_port=_int(replica["Source_Port"]),
-                io_running=str(replica["Replica_IO_Running"]),
-                sql_running=str(replica["Replica_SQL_Running"]) == "Yes",
-                last_io_errno=_int(replica.get("Last_IO_Errno")),
-                last_io_error=str(replica.get("Last_IO_Error") or ""),
-                last_sql_errno=_int(replica.get("Last_SQL_Errno")),
-                last_sql_error=str(replica.get("Last_SQL_Error") or ""),
-                seconds_behind_master=_opt_int(replica.get("Seconds_Behind_Source")),
-                sql_delay=_int(replica.get("SQL_Delay")),
                 using_gtid="Auto_Position" if _on(replica.get("Auto_Position")) else "No",
                 retrieved_gtid_set=str(replica.get("Retrieved_Gtid_Set") or "").replace("\n", ""),
-                connect_retry=_int(replica.get("Connect_Retry"), 60),
                 heartbeat_period=_float(connection.get("heartbeat")),
-                master_log_file=str(replica.get("Source_Log_File") or ""),
-                read_master_log_pos=_int(replica.get("Read_Source_Log_Pos")),
-                relay_master_log_file=str(replica.get("Relay_Source_Log_File") or ""),
-                exec_master_log_pos=_int(replica.get("Exec_Source_Log_Pos")),
             )
         return Instance(host=host, port=port, **fields)
 
@@ -495,3 +433,61 @@ def detect_flavor(version: str, prefer: str | None = None) -> Flavor:
     if prefer:
         return flavor_for(prefer)
     return FLAVORS["mariadb"] if "mariadb" in version.lower() else FLAVORS["mysql"]
+
+
+# ---- what both flavours report, under MariaDB's names or MySQL 8's --------------------------------
+def _mariadb_name(name: str) -> str:
+    return name
+
+
+def _mysql_name(name: str) -> str:
+    """MySQL 8.0.22+ renamed master/slave columns and variables to source/replica."""
+    return (
+        name.replace("Master", "Source").replace("Slave", "Replica")
+        .replace("master", "source").replace("slave", "replica")
+    )
+
+
+def _common_fields(
+    flavor: str, results: Mapping[str, Rows], channel_column: str, named: Callable[[str], str]
+) -> tuple[dict[str, Any], dict[str, Any], Mapping[str, Any] | None]:
+    """The instance fields both flavours fill the same way: (fields, variables row, replica row)."""
+    var = dict(results["variables"][0]) if results.get("variables") else {}
+    replica = next((r for r in results.get("replica", ()) if not r.get(channel_column)), None)
+    semi = _variables(results.get("semi_sync", ()))
+    binlog = results["binlog"][0] if results.get("binlog") else {}
+    fields: dict[str, Any] = {
+        "flavor": flavor,
+        "server_id": _int(var.get("server_id")),
+        "version": str(var.get("version", "")),
+        "read_only": _on(var.get("read_only")),
+        "slave_net_timeout": _float(var.get(named("slave_net_timeout"))),
+        "semi_sync_available": named("rpl_semi_sync_master_enabled") in semi,
+        "semi_sync_master_enabled": _on(semi.get(named("rpl_semi_sync_master_enabled"))),
+        "semi_sync_replica_enabled": _on(semi.get(named("rpl_semi_sync_slave_enabled"))),
+        "binlog_file": str(binlog.get("File") or ""),
+        "binlog_pos": _int(binlog.get("Position")),
+        "replica_hosts": tuple(
+            sorted(make_key(str(r["Host"]), _int(r["Port"])) for r in results.get("replica_hosts", ()))
+        ),
+    }
+    if replica is None or not replica.get(named("Master_Host")):
+        return fields, var, None
+    fields.update(
+        master_host=str(replica[named("Master_Host")]),
+        master_port=_int(replica[named("Master_Port")]),
+        io_running=str(replica[named("Slave_IO_Running")]),
+        sql_running=str(replica[named("Slave_SQL_Running")]) == "Yes",
+        last_io_errno=_int(replica.get("Last_IO_Errno")),
+        last_io_error=str(replica.get("Last_IO_Error") or ""),
+        last_sql_errno=_int(replica.get("Last_SQL_Errno")),
+        last_sql_error=str(replica.get("Last_SQL_Error") or ""),
+        seconds_behind_master=_opt_int(replica.get(named("Seconds_Behind_Master"))),
+        sql_delay=_int(replica.get("SQL_Delay")),
+        connect_retry=_int(replica.get("Connect_Retry"), 60),
+        master_log_file=str(replica.get(named("Master_Log_File")) or ""),
+        read_master_log_pos=_int(replica.get(named("Read_Master_Log_Pos"))),
+        relay_master_log_file=str(replica.get(named("Relay_Master_Log_File")) or ""),
+        exec_master_log_pos=_int(replica.get(named("Exec_Master_Log_Pos"))),
+    )
+    return fields, var, replica
