@@ -205,9 +205,8 @@ def _steps(details: dict[str, Any]) -> None:
         console.print(f"  {step}", highlight=False, markup=False)
 
 
-def _takeover(args: argparse.Namespace) -> int:
-    command = "graceful-master-takeover-auto" if args.auto else "graceful-master-takeover"
-    path = f"{command}/{urllib.parse.quote(args.instance, safe='')}"
+def _operation(args: argparse.Namespace, path: str) -> int:
+    """Run a takeover or a recovery through the API and show its audited steps."""
     if args.destination:
         path += "/" + _instance_path(args.destination)
     data = call(args.api, path)
@@ -217,19 +216,15 @@ def _takeover(args: argparse.Namespace) -> int:
         console.print(data["Details"]["Message"], highlight=False)
         _steps(data["Details"])
     return 0
+
+
+def _takeover(args: argparse.Namespace) -> int:
+    command = "graceful-master-takeover-auto" if args.auto else "graceful-master-takeover"
+    return _operation(args, f"{command}/{urllib.parse.quote(args.instance, safe='')}")
 
 
 def _recover(args: argparse.Namespace) -> int:
-    path = f"recover/{_instance_path(args.instance)}"
-    if args.destination:
-        path += "/" + _instance_path(args.destination)
-    data = call(args.api, path)
-    if args.json:
-        print_json(data)
-    else:
-        console.print(data["Details"]["Message"], highlight=False)
-        _steps(data["Details"])
-    return 0
+    return _operation(args, f"recover/{_instance_path(args.instance)}")
 
 
 def _ack(args: argparse.Namespace) -> int:
