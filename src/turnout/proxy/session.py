@@ -40,7 +40,14 @@ from turnout.proxy.backend import (
 from turnout.proxy.digest import digest_hash, digest_text
 from turnout.proxy.rules import NO_MATCH, RuleOutcome, evaluate
 from turnout.proxy.settings import SessionSettings, charset_for_collation
-from turnout.proxy.statement import NEXT_TRANSACTION, TABLE_LOCK, StatementInfo, analyze, first_word
+from turnout.proxy.statement import (
+    NEXT_TRANSACTION,
+    TABLE_LOCK,
+    StatementInfo,
+    analyze,
+    first_word,
+    settles_locally,
+)
 from turnout.proxy.stats import command_name
 
 if TYPE_CHECKING:
@@ -296,7 +303,7 @@ class ClientSession:
 
     def _status_flags(self) -> int:
         flags = c.SERVER_STATUS_AUTOCOMMIT
-        if self.settings.variables.get("autocommit", "1").strip("'\"").upper() in ("0", "OFF"):
+        if self.settings.variables.get("autocommit", "1").strip("'\"").upper() in ("0", "OFF", "FALSE"):
             flags = 0
         if self.held is not None and "transaction" in self.held.reasons:
             flags |= c.SERVER_STATUS_IN_TRANS
@@ -581,6 +588,12 @@ class ClientSession:
         info, digest, rule = classified
         if rule.ok_msg is not None:
             self._send(build_ok(status_flags=self._status_flags(), info=rule.ok_msg.encode()), 1)
+            return
+        if self.held is None and rule.hostgroup is None and settles_locally(info):
+            if info.names is not None:
+                self.settings = self.settings.with_names(info.names)
+            self.settings = self.settings.with_variables(info.sets)
+            self._send(build_ok(status_flags=self._status_flags()), 1)
             return
         await self._run(payload, info, rule, self._hostgroup_for(rule), digest_hash(digest), sql)
 

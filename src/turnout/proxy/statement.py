@@ -52,10 +52,10 @@ _SET_ASSIGN = re.compile(
     r"""\s*(?:(?:SESSION|LOCAL)\s+|@@(?:SESSION\.|LOCAL\.)?)?
         (?P<name>[A-Za-z_][\w]*)\s*(?::=|=)\s*
         (?P<value>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[-+]?\d+(?:\.\d+)?|[A-Za-z_][\w]*|\([^()]*\))\s*""",
-    re.VERBOSE,
+    re.VERBOSE | re.IGNORECASE,
 )
 _SET_NAMES = re.compile(
-    r"^\s*SET\s+(?:NAMES|CHARACTER\s+SET|CHARSET)\s+('?)(?P<charset>[\w]+)\1(?:\s+COLLATE\s+('?)(?P<collate>[\w]+)\4)?\s*;?\s*$",
+    r"^\s*SET\s+(?:NAMES|CHARACTER\s+SET|CHARSET)\s+('?)(?P<charset>[\w]+)\1(?:\s+COLLATE\s+('?)(?P<collate>[\w]+)\3)?\s*;?\s*$",
     re.IGNORECASE,
 )
 _USE = re.compile(r"^\s*USE\s+`?(?P<schema>[^`;\s]+)`?\s*;?\s*$", re.IGNORECASE)
@@ -152,4 +152,29 @@ def analyze(sql: str) -> StatementInfo:
         reads_last_insert_id=reads_last_id,
         calc_found_rows=calc_found,
         reads_found_rows=reads_found,
+    )
+
+
+# Character sets MariaDB knows; SET NAMES with one of these cannot fail.
+KNOWN_CHARSETS = frozenset({
+    "armscii8", "ascii", "big5", "binary", "cp1250", "cp1251", "cp1256", "cp1257", "cp850", "cp852",
+    "cp866", "cp932", "dec8", "eucjpms", "euckr", "gb2312", "gbk", "geostd8", "greek", "hebrew", "hp8",
+    "keybcs2", "koi8r", "koi8u", "latin1", "latin2", "latin5", "latin7", "macce", "macroman", "sjis",
+    "swe7", "tis620", "ucs2", "ujis", "utf16", "utf16le", "utf32", "utf8", "utf8mb3", "utf8mb4",
+})
+_BOOLEAN_VALUES = frozenset({"0", "1", "on", "off", "true", "false"})
+
+
+def settles_locally(info: StatementInfo) -> bool:
+    """A settings change that cannot fail on any server, so the proxy may answer it itself and
+    replay it on the next backend connection: what connectors send right after connecting
+    (SET NAMES with a known charset, SET autocommit). Answering these without a backend lets a
+    client connect and read while its default hostgroup has no usable server."""
+    if info.names is not None:
+        charset, _, collation = info.names.partition(" COLLATE ")
+        return charset.lower() in KNOWN_CHARSETS and (
+            not collation or collation.lower().startswith(charset.lower() + "_") or collation.lower() == "binary"
+        )
+    return bool(info.sets) and all(
+        name == "autocommit" and value.strip("'\"").lower() in _BOOLEAN_VALUES for name, value in info.sets
     )

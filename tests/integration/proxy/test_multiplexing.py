@@ -118,3 +118,30 @@ def test_session_settings_follow_the_session(writer_only: RunningProxy) -> None:
         assert used == 0  # replayable settings do not pin a backend
     first.close()
     second.close()
+
+
+def test_clients_connect_and_read_while_the_writer_hostgroup_is_empty(
+    sandbox: Sandbox, split_proxy: RunningProxy
+) -> None:
+    """Two writers refused (no ONLINE writer): connectors still connect — their SET NAMES and
+    SET autocommit are answered by the proxy — and reads keep flowing to the replicas."""
+    import mysql.connector
+
+    from turnout.config.model import MysqlServer
+
+    readers = [MysqlServer(20, "127.0.0.1", node.port) for node in sandbox.nodes[1:]]
+    blocked = {10: "turnout: writes refused, two servers report read_only=OFF"}
+    split_proxy.set_servers([MysqlServer(10, "127.0.0.1", sandbox.nodes[0].port, status="SHUNNED"), *readers],
+                            blocked)
+    conn = mysql.connector.connect(host="127.0.0.1", port=split_proxy.port, user="app", password="app_pass",
+                                   use_pure=True, charset="utf8mb4", autocommit=True, connection_timeout=5)
+    try:
+        cur = conn.cursor()
+        cur.execute("SET NAMES latin1")
+        cur.execute("SELECT @@character_set_client, @@read_only")
+        assert cur.fetchall() == [("latin1", 1)]
+    finally:
+        conn.close()
+    with split_proxy.connect(init_command="SET autocommit = 1") as pconn, pconn.cursor() as pcur:
+        pcur.execute("SELECT @@read_only")
+        assert pcur.fetchone() == (1,)
