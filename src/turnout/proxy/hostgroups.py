@@ -54,8 +54,11 @@ def pick_server(
 ) -> MysqlServer | None:
     """Weighted random choice among the candidates that are usable (capacity, not failing)."""
     pool = [s for s in candidates if s.weight > 0 and usable(s)]
-    if not pool:
-        return None
-    if len(pool) == 1:
-        return pool[0]
-    return rng.choices(pool, weights=[s.weight for s in pool], k=1)[0]
+    if len(pool) <= 1:
+        return pool[0] if pool else None
+    point = rng.random() * sum(s.weight for s in pool)
+    for server in pool:
+        point -= server.weight
+        if point < 0:
+            return server
+    return pool[-1]

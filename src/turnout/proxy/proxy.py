@@ -187,7 +187,8 @@ class Proxy:
 
     # ---- backend connections ------------------------------------------------------------------
     def _usable(self, server: MysqlServer) -> bool:
-        if self._failed_until.get(server.address, 0.0) > time.monotonic():
+        failed_until = self._failed_until.get(server.address)
+        if failed_until is not None and failed_until > time.monotonic():
             return False
         return self.pools.has_capacity(server.address, server.max_connections)
 
