@@ -21,6 +21,7 @@ from turnout.monitor.logs import LOG_COLUMNS
 from turnout.monitor.monitor import Monitor
 from turnout.monitor.routing import RoutingSnapshot
 from turnout.monitor.routing import RoutingTable as HealthRouting
+from turnout.output import UserError
 from turnout.proxy.hostgroups import RoutingTable
 from turnout.proxy.proxy import Proxy, parse_interface
 from turnout.proxy.workers import Workers
@@ -135,6 +136,11 @@ class Node:
         from turnout.manager.service import ManagerService
 
         settings = self._manager_settings()
+        if not settings.MySQLTopologyUser:
+            raise UserError(
+                "set MySQLTopologyUser and MySQLTopologyPassword in the [manager] table of the configuration "
+                "file, or run `turnout proxy` for the proxy role alone"
+            )
         seeds = tuple(dict.fromkeys(f"{s.hostname}:{s.port}" for s in self.runtime.servers))
         settings = replace(settings, DiscoverySeeds=tuple(dict.fromkeys(settings.DiscoverySeeds + seeds)))
         self.state_store = self._open_store(settings)

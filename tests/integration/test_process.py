@@ -130,3 +130,16 @@ def test_workers_share_the_port_and_follow_load_to_runtime(sandbox: Sandbox, tmp
             process.kill()
             pytest.fail("turnout did not stop on SIGTERM")
     assert not _serving_pids(proxy_port)
+
+
+def test_up_without_manager_credentials_says_what_to_do(tmp_path: Path) -> None:
+    base = free_port_block(2)
+    config = tmp_path / "turnout.toml"
+    config.write_text(
+        f'datadir = "{tmp_path / "data"}"\n[admin_variables]\nmysql_ifaces = "127.0.0.1:{base + 1}"\n'
+        f'[mysql_variables]\ninterfaces = "127.0.0.1:{base}"\n'
+    )
+    result = subprocess.run([sys.executable, "-m", "turnout.cli", "up", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "MySQLTopologyUser" in result.stderr and "[manager]" in result.stderr
