@@ -4,12 +4,10 @@ and a kill -9 of the master, with a timeline of what the application saw."""
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ import pymysql
 from rich.live import Live
 from rich.table import Table
 
+from turnout.api.client import call, master_of
 from turnout.output import UserError, console
 from turnout.sandbox.deploy import sandbox_config
 from turnout.sandbox.sandbox import Sandbox, SandboxError, port_in_use
@@ -55,25 +54,21 @@ class DemoResult:
 
 class Api:
     def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}/api"
+        self.base = f"http://127.0.0.1:{port}"
 
     def get(self, path: str, timeout: float = 60) -> Any:
-        with urllib.request.urlopen(f"{self.base}/{path}", timeout=timeout) as response:
-            return json.loads(response.read())
+        return call(self.base, path, timeout)
 
     def cluster(self) -> dict[str, Any] | None:
         try:
             clusters = self.get("clusters-info", timeout=5)
-        except OSError:
+        except UserError:  # not up yet
             return None
         return clusters[0] if clusters else None
 
     def master(self) -> str | None:
         cluster = self.cluster()
-        if not cluster:
-            return None
-        master = cluster["Master"]
-        return f"{master['Hostname']}:{master['Port']}"
+        return master_of(cluster) if cluster else None
 
 
 def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -124,7 +119,7 @@ def run_demo(
         host, port = new.split(":")
         try:
             api.get(f"graceful-master-takeover-auto/{cluster.get('ClusterName')}/{host}/{port}")
-        except OSError as exc:
+        except UserError as exc:
             event.detail += f" (API answered: {exc})"
         _wait(lambda: api.master() == new, 30, "the takeover to be published")
         _wait(lambda: _writes_after(workload, time.time() - 0.01), 30, "writes to resume after the takeover")

@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from turnout.api.client import call
 from turnout.output import UserError, console, print_json, print_table
 
 DEFAULT_API = "http://127.0.0.1:3000"
@@ -111,31 +109,6 @@ async def _serve(settings: Any, data_file: Path) -> None:
 
 
 # ---- the client -------------------------------------------------------------------------------------
-def call(api: str, path: str, timeout: float = 120) -> Any:
-    """GET /api/<path>; the decoded JSON. Errors become UserErrors that say what to do."""
-    url = api.rstrip("/") + "/api/" + path
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:
-            body = answer.read()
-    except urllib.error.HTTPError as exc:
-        body = exc.read()
-        try:
-            message = json.loads(body).get("Message") or exc.reason
-        except (ValueError, AttributeError):
-            message = exc.reason
-        raise UserError(f"{message}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise UserError(
-            f"cannot reach the manager at {api} ({reason}); start it with `turnout manager --config FILE`, "
-            "or point --api / TURNOUT_API at it"
-        ) from exc
-    data = json.loads(body)
-    if isinstance(data, dict) and data.get("Code") == "ERROR":
-        raise UserError(str(data.get("Message")))
-    return data
-
-
 def _instance_path(text: str) -> str:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit():
