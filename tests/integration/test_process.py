@@ -63,6 +63,14 @@ def test_proxy_process_with_admin(sandbox: Sandbox, tmp_path: Path) -> None:
             assert int(cur.fetchone()[1]) >= 1
             cur.execute("SELECT COUNT(*) FROM stats_mysql_connection_pool")
             assert int(cur.fetchone()[0]) >= 1
+            cur.execute("SELECT digest, digest_text, count_star FROM stats_mysql_query_digest "
+                        "WHERE digest_text = 'SELECT @@port'")
+            digest, _, count = cur.fetchone()
+            assert digest.startswith("0x") and int(count) >= 1
+            cur.execute("SELECT COUNT(*) FROM stats_mysql_query_digest_reset")
+            assert int(cur.fetchone()[0]) >= 1
+            cur.execute("SELECT COUNT(*) FROM stats_mysql_query_digest")
+            assert int(cur.fetchone()[0]) == 0
         app.close()
         admin.close()
     finally:

@@ -135,12 +135,12 @@ class Proxy:
         hostgroup: int,
         schema: str,
         username: str,
-        digest: str,
+        digest_text: str,
         elapsed_us: int,
         rows_affected: int,
         address: ServerAddress,
     ) -> None:
-        self.stats.record(command, hostgroup, schema, username, digest, "", elapsed_us, rows_affected)
+        self.stats.record(command, hostgroup, schema, username, digest_text, elapsed_us, rows_affected)
         stats = self.pools.server(address).stats
         stats.queries += 1
 
@@ -164,7 +164,10 @@ class Proxy:
         if table.startswith("stats_mysql_commands_counters"):
             return [dict(zip(COMMAND_COLUMNS, row, strict=True)) for row in self.stats.command_rows()]
         if table.startswith("stats_mysql_query_digest"):
-            return [dict(zip(DIGEST_COLUMNS, row, strict=True)) for row in self.stats.digest_rows()]
+            rows = [dict(zip(DIGEST_COLUMNS, row, strict=True)) for row in self.stats.digest_rows()]
+            if table.endswith("_reset"):  # ProxySQL: reading the _reset table zeroes the counters
+                self.stats.digests.clear()
+            return rows
         if table == "stats_mysql_global":
             counters = self.stats.counters
             values = {

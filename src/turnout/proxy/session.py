@@ -37,7 +37,7 @@ from turnout.proxy.backend import (
     BackendRefused,
     execute_payload,
 )
-from turnout.proxy.digest import digest_hash, digest_text
+from turnout.proxy.digest import digest_text
 from turnout.proxy.rules import NO_MATCH, RuleOutcome, evaluate
 from turnout.proxy.settings import SessionSettings, charset_for_collation
 from turnout.proxy.statement import (
@@ -81,7 +81,7 @@ class ClientStatement:
     num_columns: int
     info: StatementInfo
     rule: RuleOutcome
-    digest: str  # digest hash, for stats
+    digest_text: str  # for stats_mysql_query_digest
     command: str  # stats_mysql_commands_counters' Command
     param_types: bytes | None = None
 
@@ -595,7 +595,7 @@ class ClientSession:
             self.settings = self.settings.with_variables(info.sets)
             self._send(build_ok(status_flags=self._status_flags()), 1)
             return
-        await self._run(payload, info, rule, self._hostgroup_for(rule), digest_hash(digest), sql)
+        await self._run(payload, info, rule, self._hostgroup_for(rule), digest, sql)
 
     async def _on_simple(self, payload: bytes) -> None:
         """COM_INIT_DB, COM_FIELD_LIST, COM_STATISTICS: to the held backend or the default hostgroup."""
@@ -644,7 +644,7 @@ class ClientSession:
         self.next_statement_id += 1
         command = "EXECUTE" if not info.is_write else command_name(first_word(sql), True)
         self.statements[statement_id] = ClientStatement(
-            sql, num_params, num_columns, info, rule, digest_hash(digest), command
+            sql, num_params, num_columns, info, rule, digest, command
         )
         # The first packet is the PrepareOk: 4-byte header, 0x00, then the 4-byte statement id.
         self.writer.write(response[:5] + statement_id.to_bytes(4, "little") + response[9:])
@@ -735,7 +735,7 @@ class ClientSession:
             hostgroup,
             self.settings.schema or "",
             self.user.user.username,
-            statement.digest,
+            statement.digest_text,
             int((time.perf_counter() - started) * 1e6),
             framer.ok.affected_rows if framer.ok is not None else 0,
             connection.address,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from turnout.proxy.digest import digest_hash
+
 _BUCKETS_US = (100, 500, 1000, 5000, 10000, 50000, 100000, 500000, 1000000, 5000000, 10000000)
 COMMAND_COLUMNS = (
     "Command", "Total_Time_us", "Total_cnt", "cnt_100us", "cnt_500us", "cnt_1ms", "cnt_5ms", "cnt_10ms",
@@ -95,7 +97,6 @@ class ProxyStats:
         hostgroup: int,
         schema: str,
         username: str,
-        digest: str,
         digest_text: str,
         elapsed_us: int,
         rows_affected: int,
@@ -105,7 +106,7 @@ class ProxyStats:
         if counter is None:
             counter = self.commands[command] = CommandCounter()
         counter.add(elapsed_us)
-        key = (hostgroup, schema, username, digest)
+        key = (hostgroup, schema, username, digest_text)
         entry = self.digests.get(key)
         now = int(time.time())
         if entry is None:
@@ -125,7 +126,7 @@ class ProxyStats:
 
     def digest_rows(self) -> list[tuple[object, ...]]:
         return [
-            (hg, schema, user, "", digest, e.digest_text, e.count, e.first_seen, e.last_seen,
-             e.sum_time, e.min_time, e.max_time, e.rows_affected, 0)
-            for (hg, schema, user, digest), e in self.digests.items()
+            (hg, schema, user, "", digest_hash(e.digest_text), e.digest_text, e.count, e.first_seen,
+             e.last_seen, e.sum_time, e.min_time, e.max_time, e.rows_affected, 0)
+            for (hg, schema, user, _), e in self.digests.items()
         ]
