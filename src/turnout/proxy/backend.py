@@ -26,10 +26,10 @@ from turnout.protocol.generic import ErrPacket
 from turnout.protocol.packets import PacketBuffer, encode_packet
 from turnout.protocol.prepared import PrepareOk
 from turnout.protocol.response import ResponseFramer
+from turnout.proxy.channel import Channel, open_channel
 from turnout.proxy.settings import SessionSettings, restore_statements
 
 ServerAddress = tuple[str, int]
-READ_SIZE = 256 * 1024
 MAX_CACHED_STATEMENTS = 256
 
 # What the proxy asks of every backend connection; a client's FOUND_ROWS choice is part of the
@@ -65,15 +65,14 @@ class BackendStatement:
 
 
 class BackendConnection:
-    """A logged-in server connection; the session that holds it reads and writes its streams."""
+    """A logged-in server connection; the session that holds it reads and writes its channel."""
 
     def __init__(
         self,
         address: ServerAddress,
         user: str,
         found_rows: bool,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        channel: Channel,
         thread_id: int,
         settings: SessionSettings,
     ) -> None:
@@ -81,8 +80,7 @@ class BackendConnection:
         self.address = address
         self.user = user
         self.found_rows = found_rows
-        self.reader = reader
-        self.writer = writer
+        self.channel = channel
         self.thread_id = thread_id
         self.settings = settings
         self.statements: dict[str, BackendStatement] = {}
@@ -96,25 +94,23 @@ class BackendConnection:
 
     def idle_usable(self) -> bool:
         """Whether an idle connection can take a command: an idle connection the server closed
-        (KILL, wait_timeout, a restart) shows end-of-file or an error on its reader, which nobody
-        reads while it sits in the pool."""
-        return not (
-            self.broken or self.writer.is_closing() or self.reader.at_eof() or self.reader.exception() is not None
-        )
+        (KILL, wait_timeout, a restart) shows end-of-file or an error on its channel, which nobody
+        reads while it sits in the pool; one the server sent anything to since is in no known state."""
+        channel = self.channel
+        return not (self.broken or channel.is_closing() or channel.at_eof() or channel.has_unread())
 
     def close(self) -> None:
         self.broken = True
-        if not self.writer.is_closing():
-            self.writer.close()
+        self.channel.close()
 
     # ---- internal exchanges (the proxy's own commands, never relayed to a client) -------------
     async def exchange(self, payload: bytes) -> ResponseFramer:
         """Send one command and consume its whole response."""
         framer = ResponseFramer(payload[0])
-        self.writer.write(encode_packet(payload, 0))
+        self.channel.write(encode_packet(payload, 0))
         try:
             while not framer.done:
-                data = await self.reader.read(READ_SIZE)
+                data = await self.channel.read()
                 if not data:
                     raise BackendError(f"server {self.address[0]}:{self.address[1]} closed the connection")
                 used = framer.feed(data)
@@ -122,7 +118,7 @@ class BackendConnection:
                     raise BackendError("unexpected data from the server")
             if framer.error is not None and framer.error.code in CONNECTION_ENDING_ERRORS:
                 raise BackendError(f"server {self.address[0]}:{self.address[1]}: {framer.error.message}")
-        except (OSError, asyncio.IncompleteReadError) as exc:
+        except OSError as exc:
             self.broken = True
             raise BackendError(str(exc)) from exc
         except BackendError:
@@ -174,7 +170,7 @@ class BackendConnection:
         self.statements[sql] = statement
 
     def _close_statement(self, statement: BackendStatement) -> None:
-        self.writer.write(encode_packet(bytes([COM_STMT_CLOSE]) + statement.statement_id.to_bytes(4, "little"), 0))
+        self.channel.write(encode_packet(bytes([COM_STMT_CLOSE]) + statement.statement_id.to_bytes(4, "little"), 0))
 
     async def prepare(self, sql: str) -> BackendStatement | ErrPacket:
         """The server-side statement for `sql` on this connection, prepared if needed."""
@@ -225,7 +221,7 @@ async def connect_backend(
     """Open and log in a backend connection as `user` (with SHA1(password) or the password)."""
     capabilities = BACKEND_CAPABILITIES | (CLIENT_FOUND_ROWS if found_rows else 0)
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), timeout)
+        channel = await asyncio.wait_for(open_channel(*address), timeout)
     except (OSError, TimeoutError) as exc:
         raise BackendError(f"cannot connect to {address[0]}:{address[1]}: {exc or 'timed out'}") from exc
     handshake = ClientHandshake(
@@ -238,12 +234,12 @@ async def connect_backend(
     )
     packets = PacketBuffer()
     try:
-        return await asyncio.wait_for(_login(address, user, found_rows, settings, reader, writer, handshake, packets), timeout)
+        return await asyncio.wait_for(_login(address, user, found_rows, channel, handshake, packets), timeout)
     except TimeoutError as exc:
-        writer.close()
+        channel.close()
         raise BackendError(f"login to {address[0]}:{address[1]} timed out") from exc
     except BaseException:
-        writer.close()
+        channel.close()
         raise
 
 
@@ -251,14 +247,12 @@ async def _login(
     address: ServerAddress,
     user: str,
     found_rows: bool,
-    settings: SessionSettings,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
+    channel: Channel,
     handshake: ClientHandshake,
     packets: PacketBuffer,
 ) -> BackendConnection:
     while True:
-        data = await reader.read(READ_SIZE)
+        data = await channel.read()
         if not data:
             raise BackendError(f"{address[0]}:{address[1]} closed the connection during login")
         packets.feed(data)
@@ -266,10 +260,10 @@ async def _login(
             outcome = handshake.receive(packet)
             if isinstance(outcome, AuthDone):
                 return BackendConnection(
-                    address, user, found_rows, reader, writer, outcome.greeting.connection_id,
+                    address, user, found_rows, channel, outcome.greeting.connection_id,
                     SessionSettings(names="utf8mb4", schema=None),
                 )
             if isinstance(outcome, AuthFailed):
                 raise BackendRefused(outcome.error)
             if outcome is not None:
-                writer.write(outcome)
+                channel.write(outcome)

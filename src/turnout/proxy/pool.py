@@ -85,7 +85,7 @@ class Pools:
         """Give a connection back; one in an unknown state is closed, never pooled."""
         pool = self.server(connection.address)
         pool.stats.conn_used -= 1
-        if not reusable or connection.broken or connection.writer.is_closing():
+        if not reusable or connection.broken or connection.channel.is_closing():
             connection.close()
             return
         connection.last_used = time.monotonic()

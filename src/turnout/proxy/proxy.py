@@ -22,6 +22,7 @@ from turnout.proxy.backend import (
     ServerAddress,
     connect_backend,
 )
+from turnout.proxy.channel import Channel
 from turnout.proxy.hostgroups import RoutingTable, pick_server
 from turnout.proxy.pool import Pools
 from turnout.proxy.rules import CompiledRule, compile_rules
@@ -67,6 +68,7 @@ class Proxy:
         self._servers: dict[ServerAddress, MysqlServer] = {}
         self._session_ids = itertools.count(1)
         self._listeners: list[asyncio.Server] = []
+        self._session_tasks: set[asyncio.Task[None]] = set()
         self._rng = random.Random()
         self.on_backend_error: Callable[[ServerAddress], None] | None = None
         self.config = config
@@ -301,8 +303,9 @@ class Proxy:
 
     # ---- listening ----------------------------------------------------------------------------
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
-        server = await asyncio.start_server(
-            self._accept, host, port, reuse_port=reuse_port or None, backlog=1024, limit=1 << 20
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: Channel(self._accept), host, port, reuse_port=reuse_port or None, backlog=1024
         )
         self._listeners.append(server)
 
@@ -310,11 +313,16 @@ class Proxy:
     def ports(self) -> list[int]:
         return [sock.getsockname()[1] for server in self._listeners for sock in server.sockets]
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+    def _accept(self, client: Channel) -> None:
+        sock = client.get_extra_info("socket")
+        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        session = ClientSession(self, reader, writer, next(self._session_ids))
+        session = ClientSession(self, client, next(self._session_ids))
+        task = asyncio.get_running_loop().create_task(self._serve(session))
+        self._session_tasks.add(task)
+        task.add_done_callback(self._session_tasks.discard)
+
+    async def _serve(self, session: ClientSession) -> None:
         try:
             await session.run()
         except Exception:  # a bug in one session must never take the proxy down

@@ -31,12 +31,12 @@ from turnout.protocol.response import ResponseFramer, expects_response
 from turnout.protocol.server import ServerHandshake
 from turnout.proxy.backend import (
     CONNECTION_ENDING_ERRORS,
-    READ_SIZE,
     BackendConnection,
     BackendError,
     BackendRefused,
     execute_payload,
 )
+from turnout.proxy.channel import Channel
 from turnout.proxy.digest import digest_text
 from turnout.proxy.rules import NO_MATCH, RuleOutcome, evaluate
 from turnout.proxy.settings import SessionSettings, charset_for_collation
@@ -97,12 +97,11 @@ class Held:
 
 
 class ClientSession:
-    def __init__(self, proxy: Proxy, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session_id: int) -> None:
+    def __init__(self, proxy: Proxy, client: Channel, session_id: int) -> None:
         self.proxy = proxy
-        self.reader = reader
-        self.writer = writer
+        self.client = client
         self.id = session_id
-        peer = writer.get_extra_info("peername") or ("", 0)
+        peer = client.get_extra_info("peername") or ("", 0)
         self.client_address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.packets = PacketBuffer(max_payload=proxy.max_allowed_packet)
         self.user: UserEntry | None = None
@@ -151,7 +150,7 @@ class ClientSession:
             self._send_error(c.ER_NET_PACKET_TOO_LARGE, "Got a packet bigger than 'max_allowed_packet' bytes", seq=1)
         except ProtocolError as exc:
             self._send_error(c.ER_MALFORMED_PACKET, f"Malformed communication packet: {exc}", seq=1)
-        except (ConnectionError, OSError, asyncio.IncompleteReadError):
+        except OSError:
             pass
         finally:
             if self.in_flight is not None:
@@ -163,8 +162,7 @@ class ClientSession:
             return
         self.closed = True
         self._drop_held()
-        if not self.writer.is_closing():
-            self.writer.close()
+        self.client.close()
         self.proxy.session_ended(self)
 
     def end_held(self, reason: str) -> None:
@@ -191,9 +189,9 @@ class ClientSession:
                 return packet
             try:
                 if timeout is None:
-                    data = await self.reader.read(READ_SIZE)
+                    data = await self.client.read()
                 else:
-                    data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
+                    data = await asyncio.wait_for(self.client.read(), timeout)
             except TimeoutError as exc:
                 raise ClientGone("timeout") from exc
             if not data:
@@ -204,7 +202,7 @@ class ClientSession:
     async def _login(self) -> bool:
         proxy = self.proxy
         handshake = ServerHandshake(self.id, server_version=proxy.server_version)
-        self.writer.write(handshake.greeting())
+        self.client.write(handshake.greeting())
         self.salt = handshake.salt
         event = handshake.receive(await self._read_packet(timeout=proxy.connect_timeout_client))
         assert isinstance(event, ClientHello)
@@ -213,22 +211,22 @@ class ClientSession:
         using_password = "YES" if hello.auth_response else "NO"
         denied = f"Access denied for user '{hello.username}'@'{self.client_address.rsplit(':', 1)[0]}' (using password: {using_password})"
         if entry is None or not entry.user.active or not entry.user.frontend:
-            self.writer.write(handshake.error_packet(c.ER_ACCESS_DENIED_ERROR, denied))
+            self.client.write(handshake.error_packet(c.ER_ACCESS_DENIED_ERROR, denied))
             proxy.stats.counters.client_connections_aborted += 1
             return False
         if handshake.wants_switch:
-            self.writer.write(handshake.switch_to_native())
+            self.client.write(handshake.switch_to_native())
             switched = handshake.receive(await self._read_packet(timeout=proxy.connect_timeout_client))
             assert isinstance(switched, AuthSwitchResponse)
             self.salt = handshake.salt
         stage1 = self._verify(entry, handshake.auth_data, handshake.salt)
         if stage1 is None:
-            self.writer.write(handshake.error_packet(c.ER_ACCESS_DENIED_ERROR, denied))
+            self.client.write(handshake.error_packet(c.ER_ACCESS_DENIED_ERROR, denied))
             proxy.stats.counters.client_connections_aborted += 1
             return False
         refusal = proxy.admit(self, entry)
         if refusal is not None:
-            self.writer.write(handshake.error_packet(*refusal))
+            self.client.write(handshake.error_packet(*refusal))
             return False
         self.user = entry
         self.stage1 = stage1 or entry.stage1
@@ -238,7 +236,7 @@ class ClientSession:
             schema=hello.database or entry.user.default_schema or proxy.default_schema,
             multi_statements=bool(hello.capabilities & c.CLIENT_MULTI_STATEMENTS),
         )
-        self.writer.write(handshake.ok_packet())
+        self.client.write(handshake.ok_packet())
         return True
 
     @staticmethod
@@ -310,11 +308,11 @@ class ClientSession:
         return flags
 
     def _send(self, payload: bytes, seq: int) -> None:
-        self.writer.write(encode_packet(payload, seq))
+        self.client.write(encode_packet(payload, seq))
 
     def _send_error(self, code: int, message: str, seq: int = 1) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(encode_packet(build_err(code, message, c.sql_state_for(code)), seq))
+        if not self.client.is_closing():
+            self.client.write(encode_packet(build_err(code, message, c.sql_state_for(code)), seq))
 
     def _reset_session(self, schema: str | None) -> None:
         self._drop_held()
@@ -470,14 +468,14 @@ class ClientSession:
         the client: the statement did not execute, so the caller may run it on the new master.
         """
         framer = ResponseFramer(payload[0])
-        backend_reader = connection.reader
-        client = self.writer
-        connection.writer.write(encode_packet(payload, 0))
+        backend = connection.channel
+        client = self.client
+        backend.write(encode_packet(payload, 0))
         relayed = 0
         while True:
             try:
-                data = await backend_reader.read(READ_SIZE)
-            except (OSError, asyncio.IncompleteReadError):
+                data = await backend.read()
+            except OSError:
                 data = b""
             if not data:
                 connection.broken = True
@@ -506,8 +504,7 @@ class ClientSession:
             if client.is_closing():
                 connection.broken = True
                 raise ClientGone("client left during a result")
-            transport = client.transport
-            if transport.get_write_buffer_size() > WRITE_BUFFER_HIGH:
+            if client.write_buffer_size() > WRITE_BUFFER_HIGH:
                 await client.drain()
         return framer
 
@@ -515,7 +512,7 @@ class ClientSession:
         """LOAD DATA LOCAL INFILE: the client's file packets go to the server up to the empty one."""
         while True:
             packet = await self._read_packet()
-            connection.writer.write(encode_packet(packet.payload, packet.seq))
+            connection.channel.write(encode_packet(packet.payload, packet.seq))
             if not packet.payload:
                 return
 
@@ -635,7 +632,7 @@ class ClientSession:
                 return
             self._after_statement(connection, hostgroup, framer, StatementInfo(is_write=False), NO_MATCH)
             if framer.error is not None or framer.prepare is None:
-                self.writer.write(response)
+                self.client.write(response)
                 return
             connection.remember_statement(sql, framer.prepare)
             cached = (response, framer.prepare.num_params, framer.prepare.num_columns)
@@ -647,17 +644,17 @@ class ClientSession:
             sql, num_params, num_columns, info, rule, digest, command
         )
         # The first packet is the PrepareOk: 4-byte header, 0x00, then the 4-byte statement id.
-        self.writer.write(response[:5] + statement_id.to_bytes(4, "little") + response[9:])
+        self.client.write(response[:5] + statement_id.to_bytes(4, "little") + response[9:])
 
     async def _collect(self, connection: BackendConnection, payload: bytes) -> tuple[bytes, ResponseFramer]:
         """Send a command and gather its whole response instead of streaming it."""
         framer = ResponseFramer(payload[0])
-        connection.writer.write(encode_packet(payload, 0))
+        connection.channel.write(encode_packet(payload, 0))
         chunks: list[bytes] = []
         while not framer.done:
             try:
-                data = await connection.reader.read(READ_SIZE)
-            except (OSError, asyncio.IncompleteReadError):
+                data = await connection.channel.read()
+            except OSError:
                 data = b""
             if not data:
                 connection.broken = True
@@ -750,7 +747,7 @@ class ClientSession:
         if target is None:
             return
         connection, hostgroup, backend_id = target
-        connection.writer.write(encode_packet(with_stmt_id(payload, backend_id), 0))
+        connection.channel.write(encode_packet(with_stmt_id(payload, backend_id), 0))
         held = self.held if self.held is not None and self.held.connection is connection else None
         reasons = set(held.reasons) if held else set()
         reasons.add("long data")

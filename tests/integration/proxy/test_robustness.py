@@ -217,7 +217,7 @@ def bookkeeping(running: RunningProxy) -> dict[str, Any]:
                 "free": pool.stats.conn_free,
                 "idle": len(idle),
                 "idle_unknown": sum(
-                    1 for conn in idle if conn.broken or conn.writer.is_closing() or conn.reader.at_eof()
+                    1 for conn in idle if conn.broken or conn.channel.is_closing() or conn.channel.at_eof()
                 ),
                 "held": held.get(address, 0),
             }

@@ -1,0 +1,177 @@
+"""A TCP connection as the data path uses it: read by a coroutine, or fed straight to a callback.
+
+A session spends most of its code in a coroutine that awaits `read()`: login, transactions,
+statements that need a new connection, anything unusual. Its steady state — a statement routed
+to an idle pooled connection, the answer relayed back — runs as callbacks instead: while
+`on_data` is set, bytes go to it as they arrive and no task is woken (see `fastpath`).
+
+While `hold` is set, data that `on_data` declines is buffered without waking the reader, so a
+statement relayed by callbacks finishes before the coroutine sees what the client sent next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import cast
+
+# Buffered but unread bytes past which the peer is paused (a client sending a huge packet while
+# its session waits for a backend).
+READ_BUFFER_LIMIT = 1 << 20
+
+
+class Channel(asyncio.Protocol):
+    def __init__(self, on_connected: Callable[[Channel], None] | None = None) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._on_connected = on_connected
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._eof = False
+        self._error: BaseException | None = None
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        # Callback mode: returns whether it took the bytes; declined bytes are buffered.
+        self.on_data: Callable[[bytes], bool] | None = None
+        # Called once when the connection ends while a callback owns it.
+        self.on_closed: Callable[[], None] | None = None
+        # Called when the peer has taken our buffered writes (flow control for relaying).
+        self.on_writable: Callable[[], None] | None = None
+        self.hold = False
+
+    # ---- asyncio.Protocol ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        if self._on_connected is not None:
+            on_connected, self._on_connected = self._on_connected, None
+            on_connected(self)
+
+    def data_received(self, data: bytes) -> None:
+        on_data = self.on_data
+        if on_data is not None and on_data(data):
+            return
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > READ_BUFFER_LIMIT and not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        if not self.hold:
+            self._wake_reader()
+
+    def eof_received(self) -> bool | None:
+        self._ended(None)
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended(exc)
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_exception(exc or ConnectionResetError("connection lost"))
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+        if self.on_writable is not None:
+            self.on_writable()
+
+    # ---- for the coroutine --------------------------------------------------------------------
+    async def read(self) -> bytes:
+        """Whatever has arrived (waiting for something); b"" at end of file."""
+        if not self._chunks and not self._eof:
+            self._read_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._read_waiter
+            finally:
+                self._read_waiter = None
+        if self._chunks:
+            data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+            self._chunks.clear()
+            self._buffered = 0
+            if self._reading_paused and self.transport is not None:
+                self._reading_paused = False
+                self.transport.resume_reading()
+            return data
+        if self._error is not None:
+            raise self._error
+        return b""
+
+    async def drain(self) -> None:
+        """Wait until the peer has taken enough of what was written."""
+        if self._error is not None:
+            raise self._error
+        if not self._writing_paused:
+            return
+        self._drain_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._drain_waiter
+        finally:
+            self._drain_waiter = None
+
+    def release_hold(self) -> None:
+        """Let the reader see what arrived while a callback held it back."""
+        self.hold = False
+        if self._chunks or self._eof:
+            self._wake_reader()
+
+    # ---- both ---------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def at_eof(self) -> bool:
+        return self._eof and not self._chunks
+
+    def has_unread(self) -> bool:
+        return bool(self._chunks)
+
+    def exception(self) -> BaseException | None:
+        return self._error
+
+    def write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing() and not self._reading_paused:
+            self.transport.resume_reading()
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self.transport.get_extra_info(name, default) if self.transport is not None else default
+
+    # ---- internals ----------------------------------------------------------------------------
+    def _ended(self, exc: Exception | None) -> None:
+        if self._eof:
+            return
+        self._eof = True
+        if exc is not None:
+            self._error = exc
+        on_closed, self.on_closed = self.on_closed, None
+        if on_closed is not None:
+            on_closed()
+        if not self.hold:
+            self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+async def open_channel(host: str, port: int) -> Channel:
+    loop = asyncio.get_running_loop()
+    _, channel = await loop.create_connection(Channel, host, port)
+    return channel
