@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import pymysql
 import pytest
+import uvloop
 
 from turnout.config.model import MysqlServer, MysqlUser, QueryRule, ReplicationHostgroup, RuntimeConfig
 from turnout.proxy.hostgroups import RoutingTable
@@ -71,7 +72,7 @@ def start_proxy() -> Iterator[Callable[[RuntimeConfig], RunningProxy]]:
     running: list[tuple[RunningProxy, threading.Thread]] = []
 
     def start(config: RuntimeConfig) -> RunningProxy:
-        loop = asyncio.new_event_loop()
+        loop = uvloop.new_event_loop()  # the event loop turnout runs on
         ready: Future[RunningProxy] = Future()
 
         async def main() -> None:

@@ -8,6 +8,8 @@ never negotiates CLIENT_DEPRECATE_EOF.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from turnout.protocol.constants import (
     COM_FIELD_LIST,
     COM_QUIT,
@@ -315,3 +317,71 @@ class ResponseFramer:
         self.error = parse_err(payload)
         self.status_flags &= ~SERVER_MORE_RESULTS_EXISTS
         self.done = True
+
+
+class ResponseOutcome(Protocol):
+    """How a response ended, as the session needs it (a ResponseFramer, or a WholeResultSet)."""
+
+    @property
+    def status_flags(self) -> int: ...
+    @property
+    def error(self) -> ErrPacket | None: ...
+    @property
+    def ok(self) -> OkPacket | None: ...
+
+
+class WholeResultSet:
+    """What the proxy needs to know of a response `whole_result_set` recognised."""
+
+    __slots__ = ("status_flags",)
+    error: ErrPacket | None = None
+    ok: OkPacket | None = None
+
+    def __init__(self, status_flags: int) -> None:
+        self.status_flags = status_flags
+
+
+def whole_result_set(data: Buffer) -> int:
+    """The final status flags when `data` is exactly one complete result set and nothing more
+    (column count under 251, its column definitions, EOF, rows, EOF without "more results");
+    -1 for anything else, which `ResponseFramer` then reads packet by packet.
+
+    The common answer to a SELECT arrives in one read; this walks its packets' headers and first
+    bytes only, checking each packet is what its place in a result set says it must be and that
+    the sequence ids follow each other.
+    """
+    end = len(data)
+    if end < 14 or data[0] != 1 or data[1] != 0 or data[2] != 0:
+        return -1
+    columns = data[4]
+    if columns == 0 or columns > 250:
+        return -1
+    pos = 5
+    index = 0  # packets after the column count
+    seq = data[3]
+    while pos < end:
+        if end - pos < 5:
+            return -1
+        length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+        seq = (seq + 1) & 0xFF
+        if data[pos + 3] != seq:
+            return -1
+        start = pos + 4
+        pos = start + length
+        if length == 0 or length == MAX_PAYLOAD or pos > end:
+            return -1
+        index += 1
+        first = data[start]
+        terminator = first == 0xFF or (first == 0xFE and length < 9)
+        if index <= columns:  # a column definition
+            if terminator:
+                return -1
+        elif index == columns + 1:  # the EOF after the definitions
+            if first != 0xFE or length != 5:
+                return -1
+        elif terminator:  # the end of the rows: must be an EOF, and the last packet
+            if first != 0xFE or length != 5 or pos != end:
+                return -1
+            flags = data[start + 3] | data[start + 4] << 8
+            return -1 if flags & SERVER_MORE_RESULTS_EXISTS else flags
+    return -1

@@ -42,6 +42,8 @@ _ids = itertools.count(1)
 # Errors after which the server closes the connection (MariaDB's "Connection was killed", a
 # shutdown): such a connection must never be used again.
 CONNECTION_ENDING_ERRORS = frozenset({1927, 1053})
+# What a client hears when the server went away in the middle of its statement.
+ER_LOST_BACKEND = 2013
 
 
 class BackendError(Exception):

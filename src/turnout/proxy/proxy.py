@@ -182,6 +182,7 @@ class Proxy:
                 "Statements_refused_two_writers": counters.statements_refused_two_writers,
                 "Statements_held": counters.statements_held,
                 "Statements_retried": counters.statements_retried,
+                "Statements_fast_path": counters.statements_fast_path,
                 "Transactions_ended_by_switchover": counters.transactions_ended,
                 "ProxySQL_Uptime": int(time.time() - self.stats.started_at),
             }

@@ -27,10 +27,11 @@ from turnout.protocol.packets import (
     encode_packet,
     piece_count,
 )
-from turnout.protocol.response import ResponseFramer, expects_response
+from turnout.protocol.response import ResponseFramer, ResponseOutcome, expects_response
 from turnout.protocol.server import ServerHandshake
 from turnout.proxy.backend import (
     CONNECTION_ENDING_ERRORS,
+    ER_LOST_BACKEND,
     BackendConnection,
     BackendError,
     BackendRefused,
@@ -38,6 +39,7 @@ from turnout.proxy.backend import (
 )
 from turnout.proxy.channel import Channel
 from turnout.proxy.digest import digest_text
+from turnout.proxy.fastpath import FastPath, plain_read
 from turnout.proxy.rules import NO_MATCH, RuleOutcome, evaluate
 from turnout.proxy.settings import SessionSettings, charset_for_collation
 from turnout.proxy.statement import (
@@ -56,7 +58,6 @@ if TYPE_CHECKING:
 WRITE_BUFFER_HIGH = 1 << 20
 ER_PROXY_NO_SERVER = 9001
 ER_PROXY_RULE_ERROR = 1148
-ER_LOST_BACKEND = 2013
 # SQLSTATE 40001 ("transaction rolled back, retry it"): what drivers and ORMs already retry on.
 ER_TRANSACTION_ENDED = 1213
 
@@ -83,6 +84,7 @@ class ClientStatement:
     rule: RuleOutcome
     digest_text: str  # for stats_mysql_query_digest
     command: str  # stats_mysql_commands_counters' Command
+    plain_read: bool  # the fast path may run it
     param_types: bytes | None = None
 
 
@@ -120,6 +122,7 @@ class ClientSession:
         self.command_started = 0.0
         self.closed = False
         self.ended_reason: str | None = None
+        self.fast = FastPath(self)
 
     def processlist_row(self) -> dict[str, object]:
         held = self.held
@@ -147,14 +150,14 @@ class ClientSession:
         except ClientGone:
             pass
         except PacketTooLarge:
-            self._send_error(c.ER_NET_PACKET_TOO_LARGE, "Got a packet bigger than 'max_allowed_packet' bytes", seq=1)
+            self.send_error(c.ER_NET_PACKET_TOO_LARGE, "Got a packet bigger than 'max_allowed_packet' bytes", seq=1)
         except ProtocolError as exc:
-            self._send_error(c.ER_MALFORMED_PACKET, f"Malformed communication packet: {exc}", seq=1)
+            self.send_error(c.ER_MALFORMED_PACKET, f"Malformed communication packet: {exc}", seq=1)
         except OSError:
             pass
         finally:
             if self.in_flight is not None:
-                self._release(self.in_flight, reusable=False)
+                self.release(self.in_flight, reusable=False)
             await self.close()
 
     async def close(self) -> None:
@@ -174,10 +177,10 @@ class ClientSession:
     def _drop_held(self) -> None:
         """A held connection carries this client's state (transaction, locks…): close it."""
         if self.held is not None:
-            self._release(self.held.connection, reusable=False)
+            self.release(self.held.connection, reusable=False)
             self.held = None
 
-    def _release(self, connection: BackendConnection, reusable: bool) -> None:
+    def release(self, connection: BackendConnection, reusable: bool) -> None:
         if self.in_flight is connection:
             self.in_flight = None
         self.proxy.pools.release(connection, reusable=reusable)
@@ -250,9 +253,14 @@ class ClientSession:
     async def _command_loop(self) -> None:
         while True:
             self.current_command = ""
-            packet = await self._read_packet()
+            if not self.packets:
+                self.client.on_data = self.fast.on_client_data
+            try:
+                packet = await self._read_packet()
+            finally:
+                self.client.on_data = None
             if (packet.seq - piece_count(len(packet.payload)) + 1) & 0xFF != 0:
-                self._send_error(c.ER_NET_PACKETS_OUT_OF_ORDER, "Got packets out of order", seq=packet.seq + 1)
+                self.send_error(c.ER_NET_PACKETS_OUT_OF_ORDER, "Got packets out of order", seq=packet.seq + 1)
                 raise ClientGone("out of order")
             payload = packet.payload
             if not payload:
@@ -263,7 +271,7 @@ class ClientSession:
                 reason, self.ended_reason = self.ended_reason, None
                 if self.held is not None:
                     self._drop_held()
-                    self._send_error(ER_TRANSACTION_ENDED, f"turnout: {reason}")
+                    self.send_error(ER_TRANSACTION_ENDED, f"turnout: {reason}")
                     continue
             if command == c.COM_QUERY:
                 await self._on_query(payload)
@@ -297,7 +305,7 @@ class ClientSession:
             elif command == c.COM_CHANGE_USER:
                 await self._on_change_user(payload)
             else:
-                self._send_error(c.ER_UNKNOWN_COM_ERROR, "Unknown command", seq=1)
+                self.send_error(c.ER_UNKNOWN_COM_ERROR, "Unknown command", seq=1)
 
     def _status_flags(self) -> int:
         flags = c.SERVER_STATUS_AUTOCOMMIT
@@ -310,7 +318,7 @@ class ClientSession:
     def _send(self, payload: bytes, seq: int) -> None:
         self.client.write(encode_packet(payload, seq))
 
-    def _send_error(self, code: int, message: str, seq: int = 1) -> None:
+    def send_error(self, code: int, message: str, seq: int = 1) -> None:
         if not self.client.is_closing():
             self.client.write(encode_packet(build_err(code, message, c.sql_state_for(code)), seq))
 
@@ -328,7 +336,7 @@ class ClientSession:
             return NO_MATCH
         return evaluate(rules, sql, digest, self.user.user.username, self.settings.schema)
 
-    def _hostgroup_for(self, rule: RuleOutcome) -> int:
+    def hostgroup_for(self, rule: RuleOutcome) -> int:
         assert self.user is not None
         return rule.hostgroup if rule.hostgroup is not None else self.user.user.default_hostgroup
 
@@ -358,14 +366,14 @@ class ClientSession:
         blocked = self.proxy.routing.write_blocked.get(hostgroup)
         if blocked is not None and info.is_write:
             self.proxy.stats.counters.statements_refused_two_writers += 1
-            self._send_error(c.ER_OPTION_PREVENTS_STATEMENT, blocked)
+            self.send_error(c.ER_OPTION_PREVENTS_STATEMENT, blocked)
             return None
         connection = self.proxy.take_idle(hostgroup, self)  # the common case, without awaiting
         if connection is None:
             try:
                 connection = await self.proxy.acquire(hostgroup, self)
             except NoServer as exc:
-                self._send_error(ER_PROXY_NO_SERVER, str(exc))
+                self.send_error(ER_PROXY_NO_SERVER, str(exc))
                 return None
             except BackendRefused as exc:
                 self._send(build_err(exc.err.code, exc.err.message, exc.err.sql_state), 1)
@@ -375,7 +383,7 @@ class ClientSession:
             return connection, hostgroup
         error = await self._prepare_connection(connection)
         if error is not None:
-            self._release(connection, reusable=not connection.broken)
+            self.release(connection, reusable=not connection.broken)
             self._send(build_err(error.code, error.message, error.sql_state), 1)
             return None
         return connection, hostgroup
@@ -402,11 +410,11 @@ class ClientSession:
         except BackendError as exc:
             return ErrPacket(ER_LOST_BACKEND, "HY000", f"Lost connection to backend while restoring session: {exc}")
 
-    def _after_statement(
+    def after_statement(
         self,
         connection: BackendConnection,
         hostgroup: int,
-        framer: ResponseFramer,
+        outcome: ResponseOutcome,
         info: StatementInfo,
         rule: RuleOutcome,
     ) -> None:
@@ -414,7 +422,7 @@ class ClientSession:
         held = self.held
         reasons = set(held.reasons) if held is not None else set()
         reasons.discard("transaction")
-        succeeded = framer.error is None
+        succeeded = outcome.error is None
         if succeeded:
             if info.sets:
                 self.settings = self.settings.with_variables(info.sets)
@@ -429,13 +437,13 @@ class ClientSession:
                 reasons.add(info.keeps_backend)
             if info.unlock_tables:
                 reasons.discard(TABLE_LOCK)
-        if framer.status_flags & c.SERVER_STATUS_IN_TRANS:
+        if outcome.status_flags & c.SERVER_STATUS_IN_TRANS:
             reasons.add("transaction")
         elif held is not None and "transaction" in held.reasons:
             reasons.discard(NEXT_TRANSACTION)  # the transaction it was set for has ended
-        if framer.status_flags & c.SERVER_STATUS_CURSOR_EXISTS:
+        if outcome.status_flags & c.SERVER_STATUS_CURSOR_EXISTS:
             reasons.add("open cursor")
-        if framer.ok is not None and framer.ok.last_insert_id:
+        if outcome.ok is not None and outcome.ok.last_insert_id:
             self.delay_multiplex = self.proxy.auto_increment_delay_multiplex
         elif info.calc_found_rows:
             self.delay_multiplex = max(self.delay_multiplex, 1)
@@ -451,12 +459,12 @@ class ClientSession:
                 self.in_flight = None
         else:
             self.held = None
-            self._release(connection, reusable=not connection.broken)
+            self.release(connection, reusable=not connection.broken)
 
     def _not_executed(self, connection: BackendConnection, hostgroup: int) -> None:
         """The statement never ran: the session keeps exactly what it held before."""
         if self.held is None or self.held.connection is not connection:
-            self._release(connection, reusable=not connection.broken)
+            self.release(connection, reusable=not connection.broken)
 
     # ---- relaying -----------------------------------------------------------------------------
     async def _relay(
@@ -537,13 +545,13 @@ class ClientSession:
             # The writer turned read_only under us (a switchover): the statement did not run, so it
             # waits for the new master, exactly like a statement held during the switch.
             self.proxy.stats.counters.statements_retried += 1
-            self._release(connection, reusable=True)
+            self.release(connection, reusable=True)
             await self.proxy.writer_changed(hostgroup, connection.address, deadline)
             target = await self._connection_for(hostgroup, info)
             if target is None:
                 return
             connection, hostgroup = target
-        self._after_statement(connection, hostgroup, framer, info, rule)
+        self.after_statement(connection, hostgroup, framer, info, rule)
         elapsed_us = int((time.perf_counter() - started) * 1e6)
         assert self.user is not None
         self.proxy.record(
@@ -560,29 +568,24 @@ class ClientSession:
     def _backend_lost(self, connection: BackendConnection, lost: BackendLost) -> None:
         if self.held is not None and self.held.connection is connection:
             self.held = None
-        self._release(connection, reusable=False)
+        self.release(connection, reusable=False)
         self.proxy.backend_failed(connection.address)
         if lost.relayed:
             raise ClientGone("backend lost in the middle of a result")
-        self._send_error(ER_LOST_BACKEND, "Lost connection to backend server during query")
+        self.send_error(ER_LOST_BACKEND, "Lost connection to backend server during query")
 
     # ---- commands -----------------------------------------------------------------------------
-    def _classify(self, sql: str) -> tuple[StatementInfo, str, RuleOutcome] | None:
-        """What the statement does and where the rules send it; None when a rule refused it."""
-        info = analyze(sql)
+    def classify(self, sql: str) -> tuple[StatementInfo, str, RuleOutcome]:
+        """What the statement does, its digest, and where the rules send it."""
         digest = digest_text(sql)
-        rule = self._route(sql, digest)
-        if rule.error_msg is not None:
-            self._send_error(ER_PROXY_RULE_ERROR, rule.error_msg)
-            return None
-        return info, digest, rule
+        return analyze(sql), digest, self._route(sql, digest)
 
     async def _on_query(self, payload: bytes) -> None:
         sql = query_text(payload)
-        classified = self._classify(sql)
-        if classified is None:
+        info, digest, rule = self.classify(sql)
+        if rule.error_msg is not None:
+            self.send_error(ER_PROXY_RULE_ERROR, rule.error_msg)
             return
-        info, digest, rule = classified
         if rule.ok_msg is not None:
             self._send(build_ok(status_flags=self._status_flags(), info=rule.ok_msg.encode()), 1)
             return
@@ -592,7 +595,7 @@ class ClientSession:
             self.settings = self.settings.with_variables(info.sets)
             self._send(build_ok(status_flags=self._status_flags()), 1)
             return
-        await self._run(payload, info, rule, self._hostgroup_for(rule), digest, sql)
+        await self._run(payload, info, rule, self.hostgroup_for(rule), digest, sql)
 
     async def _on_simple(self, payload: bytes) -> None:
         """COM_INIT_DB, COM_FIELD_LIST, COM_STATISTICS: to the held backend or the default hostgroup."""
@@ -610,18 +613,18 @@ class ClientSession:
         if payload[0] == c.COM_INIT_DB and framer.error is None:
             schema = payload[1:].decode("utf-8", "surrogateescape")
             info = StatementInfo(is_write=False, use_schema=schema)
-        self._after_statement(connection, hostgroup, framer, info, NO_MATCH)
+        self.after_statement(connection, hostgroup, framer, info, NO_MATCH)
 
     async def _on_prepare(self, payload: bytes) -> None:
         sql = query_text(payload)
-        classified = self._classify(sql)
-        if classified is None:
+        info, digest, rule = self.classify(sql)
+        if rule.error_msg is not None:
+            self.send_error(ER_PROXY_RULE_ERROR, rule.error_msg)
             return
-        info, digest, rule = classified
         statement_id = self.next_statement_id
         cached = self.proxy.prepared_responses.get((self.settings.schema, sql))
         if cached is None:
-            target = await self._connection_for(self._hostgroup_for(rule), StatementInfo(is_write=False))
+            target = await self._connection_for(self.hostgroup_for(rule), StatementInfo(is_write=False))
             if target is None:
                 return
             connection, hostgroup = target
@@ -630,7 +633,7 @@ class ClientSession:
             except BackendLost as lost:
                 self._backend_lost(connection, lost)
                 return
-            self._after_statement(connection, hostgroup, framer, StatementInfo(is_write=False), NO_MATCH)
+            self.after_statement(connection, hostgroup, framer, StatementInfo(is_write=False), NO_MATCH)
             if framer.error is not None or framer.prepare is None:
                 self.client.write(response)
                 return
@@ -641,7 +644,7 @@ class ClientSession:
         self.next_statement_id += 1
         command = "EXECUTE" if not info.is_write else command_name(first_word(sql), True)
         self.statements[statement_id] = ClientStatement(
-            sql, num_params, num_columns, info, rule, digest, command
+            sql, num_params, num_columns, info, rule, digest, command, plain_read(info, rule)
         )
         # The first packet is the PrepareOk: 4-byte header, 0x00, then the 4-byte statement id.
         self.client.write(response[:5] + statement_id.to_bytes(4, "little") + response[9:])
@@ -669,7 +672,7 @@ class ClientSession:
         statement_id = stmt_id_of(payload)
         statement = self.statements.get(statement_id)
         if statement is None:
-            self._send_error(
+            self.send_error(
                 c.ER_UNKNOWN_STMT_HANDLER,
                 f"Unknown prepared statement handler ({statement_id}) given to {command}",
             )
@@ -679,7 +682,7 @@ class ClientSession:
         self, statement: ClientStatement
     ) -> tuple[BackendConnection, int, int] | None:
         """A connection for the statement, with it prepared there: (connection, hostgroup, backend id)."""
-        target = await self._connection_for(self._hostgroup_for(statement.rule), statement.info)
+        target = await self._connection_for(self.hostgroup_for(statement.rule), statement.info)
         if target is None:
             return None
         connection, hostgroup = target
@@ -715,7 +718,7 @@ class ClientSession:
             backend_payload = execute_payload(payload, execute, backend_statement, statement.param_types)
         except ValueError as exc:
             self._not_executed(connection, hostgroup)
-            self._send_error(c.ER_MALFORMED_PACKET, str(exc))
+            self.send_error(c.ER_MALFORMED_PACKET, str(exc))
             return
         started = time.perf_counter()
         try:
@@ -725,7 +728,7 @@ class ClientSession:
             return
         if framer.error is not None:
             backend_statement.bound_types = None  # the server may not have taken the types
-        self._after_statement(connection, hostgroup, framer, statement.info, statement.rule)
+        self.after_statement(connection, hostgroup, framer, statement.info, statement.rule)
         assert self.user is not None
         self.proxy.record(
             statement.command,
@@ -774,7 +777,7 @@ class ClientSession:
         held = self.held
         backend = held.connection.statements.get(statement.sql) if held is not None else None
         if held is None or backend is None:
-            self._send_error(c.ER_UNKNOWN_STMT_HANDLER, "The statement has no open cursor")
+            self.send_error(c.ER_UNKNOWN_STMT_HANDLER, "The statement has no open cursor")
             return
         await self._relay_held(with_stmt_id(payload, backend.statement_id), statement.info)
 
@@ -786,7 +789,7 @@ class ClientSession:
         except BackendLost as lost:
             self._backend_lost(held.connection, lost)
             return
-        self._after_statement(held.connection, held.hostgroup, framer, info, NO_MATCH)
+        self.after_statement(held.connection, held.hostgroup, framer, info, NO_MATCH)
 
     async def _on_change_user(self, payload: bytes) -> None:
         change = parse_change_user(payload, c.DEFAULT_SERVER_CAPABILITIES)
@@ -802,7 +805,7 @@ class ClientSession:
             seq = packet.seq + 1
         stage1 = self._verify(entry, response, salt) if entry is not None and entry.user.active else None
         if entry is None or stage1 is None:
-            self._send_error(
+            self.send_error(
                 c.ER_ACCESS_DENIED_ERROR,
                 f"Access denied for user '{change.user}' (using password: {'YES' if response else 'NO'})",
                 seq,

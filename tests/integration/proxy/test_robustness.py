@@ -460,6 +460,85 @@ def _running_queries(sandbox: Sandbox, marker: str) -> int:
     return total
 
 
+def _single_values(response: bytes) -> list[bytes | None]:
+    """The value of each one-column, one-row text result set in `response`, in order."""
+    buffer = PacketBuffer(max_payload=1 << 30)
+    buffer.feed(response)
+    values: list[bytes | None] = []
+    while (first := buffer.next_packet()) is not None:
+        assert first.payload == b"\x01", f"not a one-column result set: {first.payload[:40]!r}"
+        packets = [buffer.next_packet() for _ in range(4)]  # definition, EOF, row, EOF
+        assert all(p is not None for p in packets)
+        row = packets[2].payload  # type: ignore[union-attr]
+        values.append(None if row == b"\xfb" else row[1 : 1 + row[0]])
+    return values
+
+
+def test_pipelined_commands_are_answered_in_order(robust: RunningProxy, healthy: Healthy) -> None:
+    """A client that sends its next commands before reading the answers (pipelining) gets them in
+    order, whether a statement is relayed by callbacks or by the session's coroutine."""
+    statements = [
+        "SELECT 1", "SELECT v FROM rb.t WHERE id = 2", "SET @pipelined = 7", "SELECT @pipelined",
+        "SELECT 'after'", "SELECT v FROM rb.t WHERE id = 3", "SELECT 'last'",
+    ]
+    raw = RawClient(robust.port).logged_in()
+    raw.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for round_no in range(6):
+        packets = [encode_packet(build_query(sql), 0) for sql in statements if not sql.startswith("SET")]
+        if round_no % 2:
+            raw.sock.sendall(b"".join(packets))  # all in one segment
+        else:
+            for packet in packets:  # one by one: later ones arrive while the first are relayed
+                raw.sock.sendall(packet)
+        received = b""
+        while len(_complete_responses(received)) < len(packets):
+            data = raw.sock.recv(65536)
+            assert data, "the proxy closed the connection"
+            received += data
+        values = _single_values(received)
+        assert values[:2] + values[3:] == [b"1", b"20", b"after", b"30", b"last"]
+        assert values[2] is None  # @pipelined was never set on this connection: NULL
+    # and with the SET in the pipeline, the user variable pins the backend for what follows
+    raw.sock.sendall(b"".join(encode_packet(build_query(sql), 0) for sql in statements))
+    received = b""
+    while len(_complete_responses(received)) < len(statements):
+        data = raw.sock.recv(65536)
+        assert data, "the proxy closed the connection"
+        received += data
+    responses = _complete_responses(received)
+    assert responses[2].ok is not None  # the SET's OK
+    without_set = b"".join(chunk for i, chunk in enumerate(_split_responses(received)) if i != 2)
+    assert _single_values(without_set) == [b"1", b"20", b"7", b"after", b"30", b"last"]
+    raw.close()
+    healthy.check()
+    settled(robust, sessions=1)
+
+
+def _split_responses(data: bytes) -> list[bytes]:
+    """`data` cut into whole responses to COM_QUERY."""
+    chunks = []
+    while data:
+        framer = ResponseFramer(c.COM_QUERY)
+        used = framer.feed(data)
+        if not framer.done:
+            break
+        chunks.append(data[:used])
+        data = data[used:]
+    return chunks
+
+
+def _complete_responses(data: bytes) -> list[ResponseFramer]:
+    framers = []
+    while data:
+        framer = ResponseFramer(c.COM_QUERY)
+        used = framer.feed(data)
+        if not framer.done:
+            break
+        framers.append(framer)
+        data = data[used:]
+    return framers
+
+
 @pytest.mark.parametrize("reset", [False, True], ids=["close", "reset"])
 def test_client_vanishes_in_the_middle_of_a_large_result(
     sandbox: Sandbox, robust: RunningProxy, healthy: Healthy, reset: bool

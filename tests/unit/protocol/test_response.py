@@ -33,7 +33,7 @@ from turnout.protocol.constants import (
 from turnout.protocol.generic import build_eof, build_err, build_ok
 from turnout.protocol.packets import MAX_PAYLOAD, MalformedPacket, ProtocolError, encode_packet, header
 from turnout.protocol.prepared import PrepareOk, build_prepare_ok
-from turnout.protocol.response import ResponseFramer, expects_response
+from turnout.protocol.response import ResponseFramer, expects_response, whole_result_set
 from turnout.protocol.resultset import ColumnDef, build_column_def, encode_value
 
 AC = SERVER_STATUS_AUTOCOMMIT
@@ -260,3 +260,55 @@ def test_header_only_chunks() -> None:
     assert framer.feed(header(len(ok), 1)[2:]) == 2
     assert not framer.done
     assert framer.feed(ok) == len(ok) and framer.done
+
+
+# ---- whole_result_set: the fast scan must agree with the framer whenever it answers ----------
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_whole_result_set_agrees_with_the_framer(case: Case) -> None:
+    data = frame(case.payloads)
+    flags = whole_result_set(data)
+    if case.command not in (COM_QUERY, COM_STMT_EXECUTE):
+        return  # only answers to these reach the scan
+    framer = ResponseFramer(case.command)
+    used = framer.feed(data)
+    simple = case.result_sets == 1 and case.error is None and case.ok_rows is None and not (
+        case.status & SERVER_STATUS_CURSOR_EXISTS
+    )
+    assert (flags >= 0) == simple
+    if flags >= 0:
+        assert framer.done and used == len(data) and flags == framer.status_flags
+    # no prefix of a response, and no response with more after it, passes as whole
+    for cut in range(len(data)):
+        assert whole_result_set(data[:cut]) == -1
+    assert whole_result_set(data + NEXT) == -1
+
+
+@given(
+    width=st.integers(1, 250),
+    rows=st.lists(st.sampled_from(TEXT_ROWS + BINARY_ROWS), max_size=6),
+    status=st.integers(0, 0xFFFF),
+    tail=st.binary(max_size=12),
+)
+def test_whole_result_set_on_generated_result_sets(width: int, rows: list[bytes], status: int, tail: bytes) -> None:
+    data = frame(result_set(rows, width=width, status=status))
+    flags = whole_result_set(data)
+    if status & MORE:
+        assert flags == -1
+    else:
+        framer = ResponseFramer(COM_QUERY)
+        assert framer.feed(data) == len(data) and framer.done
+        assert flags == framer.status_flags == status
+    # extra bytes after a result set are never taken for part of it
+    if tail:
+        extended = whole_result_set(data + tail)
+        if extended >= 0:
+            framer = ResponseFramer(COM_QUERY)
+            assert framer.feed(data + tail) == len(data + tail) and framer.done
+
+
+@given(data=st.binary(max_size=400))
+def test_whole_result_set_on_arbitrary_bytes(data: bytes) -> None:
+    flags = whole_result_set(data)
+    if flags >= 0:
+        framer = ResponseFramer(COM_QUERY)
+        assert framer.feed(data) == len(data) and framer.done and framer.status_flags == flags

@@ -1,0 +1,312 @@
+"""A session's steady state, relayed by callbacks: no task wakes up for it.
+
+Most statements of a multiplexed session are plain reads: nothing is held, the statement goes to
+an idle pooled connection already set up like the session, the answer goes back untouched, the
+connection returns to the pool. `FastPath` does exactly that from the event loop's callbacks —
+the client's bytes arrive, the backend's answer arrives — while the session's coroutine stays
+parked waiting for its next command.
+
+Anything else declines: the bytes go to the session's coroutine, which does the general thing
+(new connections, settings to restore, statements to prepare, transactions, retries, errors).
+Declining happens before anything changes, so the coroutine sees the command as if the fast path
+did not exist. Decisions about the session after the statement stay in the session
+(`ClientSession._after_statement`), used by both.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from turnout.protocol import constants as c
+from turnout.protocol.commands import query_text
+from turnout.protocol.generic import build_err
+from turnout.protocol.packets import MAX_PAYLOAD, ProtocolError, encode_packet
+from turnout.protocol.response import ResponseFramer, WholeResultSet, whole_result_set
+from turnout.proxy.backend import (
+    CONNECTION_ENDING_ERRORS,
+    ER_LOST_BACKEND,
+    BackendConnection,
+    BackendStatement,
+)
+from turnout.proxy.rules import RuleOutcome
+from turnout.proxy.statement import StatementInfo, first_word
+from turnout.proxy.stats import command_name
+
+if TYPE_CHECKING:
+    from turnout.proxy.session import ClientSession
+
+# The client's unsent answer past which the backend is paused until the client catches up.
+WRITE_BUFFER_HIGH = 1 << 20
+
+
+def plain_read(info: StatementInfo, rule: RuleOutcome) -> bool:
+    """A statement whose answer is all it does: it may run on any connection of its hostgroup
+    and leaves nothing behind on it."""
+    return not (
+        info.is_write
+        or info.sets
+        or info.names is not None
+        or info.use_schema is not None
+        or info.keeps_backend is not None
+        or info.unlock_tables
+        or info.reads_last_insert_id
+        or info.calc_found_rows
+        or info.reads_found_rows
+        or info.releases
+        or rule.multiplex == 0
+        or rule.error_msg is not None
+        or rule.ok_msg is not None
+    )
+
+
+class FastPath:
+    __slots__ = (
+        "_backend_statement",
+        "_command",
+        "_command_name",
+        "_connection",
+        "_digest",
+        "_framer",
+        "_hostgroup",
+        "_info",
+        "_relayed",
+        "_rule",
+        "_started",
+        "session",
+    )
+
+    def __init__(self, session: ClientSession) -> None:
+        self.session = session
+        self._connection: BackendConnection | None = None
+        self._backend_statement: BackendStatement | None = None
+        self._framer: ResponseFramer | None = None
+        self._command = 0
+        self._command_name = ""
+        self._digest = ""
+        self._hostgroup = 0
+        self._info = StatementInfo(is_write=False)
+        self._rule = RuleOutcome()
+        self._relayed = 0
+        self._started = 0.0
+
+    # ---- the client's command -------------------------------------------------------------------
+    def on_client_data(self, data: bytes) -> bool:
+        """Relay `data` if it is one whole command the fast path can take; False leaves it to
+        the session's coroutine, with nothing changed."""
+        session = self.session
+        if (
+            self._connection is not None  # a pipelining client: its next command waits its turn
+            or session.held is not None
+            or session.in_flight is not None
+            or session.delay_multiplex
+            or session.ended_reason is not None
+            or session.client.has_unread()
+        ):
+            return False
+        size = len(data)
+        if size < 5 or data[3] != 0:
+            return False
+        length = data[0] | data[1] << 8 | data[2] << 16
+        if length + 4 != size or length == MAX_PAYLOAD or length > session.proxy.max_allowed_packet:
+            return False
+        command = data[4]
+        if command == c.COM_STMT_EXECUTE:
+            return self._execute(data)
+        if command == c.COM_QUERY:
+            return self._query(data)
+        return False
+
+    def _execute(self, data: bytes) -> bool:
+        session = self.session
+        if len(data) < 9:
+            return False
+        statement = session.statements.get(int.from_bytes(data[5:9], "little"))
+        if statement is None or not statement.plain_read:
+            return False
+        connection = self._take_connection(statement.rule)
+        if connection is None:
+            return False
+        backend_statement = connection.statements.get(statement.sql)
+        if backend_statement is None:
+            return self._give_back(connection)
+        if statement.num_params:
+            # COM_STMT_EXECUTE: id(4) flags(1) iterations(4) null bitmap, then new_params_bound
+            # and, when it is 1, the parameter types: what this backend statement must have.
+            flag_at = 14 + (statement.num_params + 7) // 8
+            if flag_at >= len(data):
+                return self._give_back(connection)
+            if data[flag_at] == 1:
+                types = data[flag_at + 1 : flag_at + 1 + 2 * statement.num_params]
+                statement.param_types = types
+                backend_statement.bound_types = types
+            elif data[flag_at] != 0 or backend_statement.bound_types is None or (
+                backend_statement.bound_types != statement.param_types
+            ):
+                return self._give_back(connection)
+        packet = data[:5] + backend_statement.statement_id.to_bytes(4, "little") + data[9:]
+        self._start(connection, packet, statement.info, statement.rule, statement.digest_text, statement.command)
+        self._backend_statement = backend_statement
+        return True
+
+    def _query(self, data: bytes) -> bool:
+        session = self.session
+        sql = query_text(data[4:])
+        info, digest, rule = session.classify(sql)
+        if not plain_read(info, rule):
+            return False
+        connection = self._take_connection(rule)
+        if connection is None:
+            return False
+        self._start(connection, data, info, rule, digest, command_name(first_word(sql), False))
+        return True
+
+    def _take_connection(self, rule: RuleOutcome) -> BackendConnection | None:
+        session = self.session
+        self._hostgroup = session.hostgroup_for(rule)
+        connection = session.proxy.take_idle(self._hostgroup, session)
+        if connection is None:
+            return None
+        if connection.settings is not session.settings and connection.settings != session.settings:
+            self._give_back(connection)
+            return None
+        return connection
+
+    def _give_back(self, connection: BackendConnection) -> bool:
+        self.session.proxy.pools.release(connection, reusable=True)
+        return False
+
+    def _start(
+        self, connection: BackendConnection, packet: bytes, info: StatementInfo, rule: RuleOutcome,
+        digest: str, command_name: str,
+    ) -> None:
+        session = self.session
+        session.in_flight = connection
+        session.current_command = "Query"
+        session.command_started = time.monotonic()
+        self._connection = connection
+        self._command = packet[4]
+        self._info = info
+        self._rule = rule
+        self._digest = digest
+        self._command_name = command_name
+        self._framer = None
+        self._backend_statement = None
+        self._relayed = 0
+        self._started = time.perf_counter()
+        client = session.client
+        client.hold = True
+        client.on_closed = self._on_client_closed
+        backend = connection.channel
+        backend.on_data = self._on_backend_data
+        backend.on_closed = self._on_backend_closed
+        backend.write(packet)
+
+    # ---- the server's answer ----------------------------------------------------------------------
+    def _on_backend_data(self, data: bytes) -> bool:
+        connection = self._connection
+        assert connection is not None
+        client = self.session.client
+        framer = self._framer
+        if framer is None and not self._relayed:
+            flags = whole_result_set(data)
+            if flags >= 0:
+                client.write(data)
+                self._finish(WholeResultSet(flags))
+                return True
+            framer = self._framer = ResponseFramer(self._command)
+        assert framer is not None
+        try:
+            used = framer.feed(data)
+        except ProtocolError as exc:
+            self._fail(f"Malformed communication packet from the backend: {exc}")
+            return True
+        if framer.local_infile:
+            # Never expected for a read; the connection's state is not worth guessing.
+            self._fail("The server asked for a LOCAL INFILE during a read")
+            return True
+        client.write(data if used == len(data) else data[:used])
+        self._relayed += used
+        if framer.done:
+            if used != len(data):
+                connection.broken = True  # the server sent more than one response: unknown state
+            if framer.error is not None and framer.error.code in CONNECTION_ENDING_ERRORS:
+                connection.broken = True
+            self._finish(framer)
+        elif client.write_buffer_size() > WRITE_BUFFER_HIGH:
+            connection.channel.pause_reading()
+            client.on_writable = self._client_caught_up
+        return True
+
+    def _client_caught_up(self) -> None:
+        session = self.session
+        session.client.on_writable = None
+        if self._connection is not None:
+            self._connection.channel.resume_reading()
+
+    def _finish(self, outcome: ResponseFramer | WholeResultSet) -> None:
+        connection = self._detach()
+        if outcome.error is not None and self._backend_statement is not None:
+            self._backend_statement.bound_types = None  # the server may not have taken the types
+        session = self.session
+        session.after_statement(connection, self._hostgroup, outcome, self._info, self._rule)
+        assert session.user is not None
+        session.proxy.record(
+            self._command_name,
+            self._hostgroup,
+            session.settings.schema or "",
+            session.user.user.username,
+            self._digest,
+            int((time.perf_counter() - self._started) * 1e6),
+            outcome.ok.affected_rows if outcome.ok is not None else 0,
+            connection.address,
+        )
+        session.proxy.stats.counters.statements_fast_path += 1
+        session.current_command = ""
+        session.client.release_hold()
+
+    # ---- when something breaks ----------------------------------------------------------------------
+    def _on_backend_closed(self) -> None:
+        connection = self._detach()
+        connection.broken = True
+        session = self.session
+        session.release(connection, reusable=False)
+        session.proxy.backend_failed(connection.address)
+        if self._relayed:
+            session.client.close()  # the client has part of an answer: only closing is honest
+        else:
+            session.send_error(ER_LOST_BACKEND, "Lost connection to backend server during query")
+        session.current_command = ""
+        session.client.release_hold()
+
+    def _on_client_closed(self) -> None:
+        """The client left mid-answer: the rest of it is unread, so the connection is not reused."""
+        connection = self._detach()
+        connection.broken = True
+        self.session.release(connection, reusable=False)
+        self.session.client.release_hold()
+
+    def _fail(self, message: str) -> None:
+        connection = self._detach()
+        connection.broken = True
+        session = self.session
+        session.release(connection, reusable=False)
+        if not self._relayed and not session.client.is_closing():
+            session.client.write(encode_packet(build_err(c.ER_MALFORMED_PACKET, message, "08S01"), 1))
+        session.client.close()
+        session.client.release_hold()
+
+    def _detach(self) -> BackendConnection:
+        connection = self._connection
+        assert connection is not None
+        self._connection = None
+        self._framer = None
+        backend = connection.channel
+        backend.on_data = None
+        backend.on_closed = None
+        client = self.session.client
+        client.on_closed = None
+        if client.on_writable is not None:
+            client.on_writable = None
+            backend.resume_reading()
+        return connection
