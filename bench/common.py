@@ -333,21 +333,25 @@ defaults
 
 listen mysql
     bind 127.0.0.1:{port}
+    balance roundrobin
     option tcp-smart-accept
     option tcp-smart-connect
-    server master 127.0.0.1:{backend} check inter 2s
+{servers}
 """
 
 
 @contextlib.contextmanager
-def haproxy(backend_port: int, workdir: Path) -> Iterator[int]:
-    """HAProxy in TCP mode in front of one server; yields its port."""
+def haproxy(backend_ports: Sequence[int], workdir: Path, name: str = "haproxy") -> Iterator[int]:
+    """HAProxy in TCP mode in front of the given servers (round robin per connection); yields its port."""
     exe = shutil.which("haproxy") or "/usr/sbin/haproxy"
     port = free_port_block(1)
-    cfg = workdir / "haproxy.cfg"
-    cfg.write_text(HAPROXY_CFG.format(port=port, backend=backend_port))
-    log_path = workdir / "haproxy.log"
-    log(f"starting haproxy (TCP mode) on port {port} -> {backend_port}")
+    cfg = workdir / f"{name}.cfg"
+    servers = "\n".join(
+        f"    server s{i} 127.0.0.1:{backend} check inter 2s" for i, backend in enumerate(backend_ports)
+    )
+    cfg.write_text(HAPROXY_CFG.format(port=port, servers=servers))
+    log_path = workdir / f"{name}.log"
+    log(f"starting {name} (TCP mode) on port {port} -> {', '.join(map(str, backend_ports))}")
     with child([exe, "-f", str(cfg), "-db"], log_path) as proc:
         wait_for_port(port, proc, log_path)
         yield port
@@ -425,8 +429,9 @@ def sysbench_run(
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=seconds + 120)
     except subprocess.TimeoutExpired as exc:
+        streams = [s.decode(errors="replace") if isinstance(s, bytes) else (s or "") for s in (exc.stdout, exc.stderr)]
         raise SysbenchFailed(f"sysbench hung (no result {seconds + 120} s after start): {' '.join(cmd)}\n"
-                             f"{exc.stdout or ''}\n{exc.stderr or ''}") from exc
+                             + "\n".join(streams)) from exc
     output = done.stdout + ("\n" + done.stderr if done.stderr else "")
     if done.returncode != 0:
         raise SysbenchFailed(f"sysbench exited with {done.returncode}: {' '.join(cmd)}\n{output}")

@@ -2,9 +2,10 @@
 
 Creates a sandbox (1 master + 2 replicas), prepares sysbench's tables once on the master, then
 runs each workload against (a) the master directly, (b) HAProxy in TCP mode in front of the
-master, (c) turnout with the read/write split (`^SELECT.*FOR UPDATE` -> writers 10,
-`^SELECT` -> readers 20), in the order direct, haproxy, turnout, direct, haproxy, turnout, …
-for --rounds rounds, and reports medians and ratios.
+master, (c) HAProxy in TCP mode balancing over the two replicas, (d) turnout with the read/write
+split (`^SELECT.*FOR UPDATE` -> writers 10, `^SELECT` -> readers 20), interleaved round by round,
+and reports medians and ratios. (c) is the like-for-like baseline for point selects: the same
+servers get the same reads, so the ratio measures the proxy and not the topology.
 
     python -m bench.proxy_throughput [--seconds 12] [--rounds 3] [--threads 8] [--workers 1]
 
@@ -37,7 +38,10 @@ from bench.common import (
     write_json,
 )
 
-TARGETS = ("direct", "haproxy", "turnout")
+# haproxy: in front of the master alone; haproxy-replicas: round robin over the two replicas,
+# the servers turnout's split sends point selects to (the same load on the same servers).
+TARGETS = ("direct", "haproxy", "haproxy-replicas", "turnout")
+BASELINES = ("direct", "haproxy", "haproxy-replicas")
 BARE = "turnout-bare"  # --bare: the data path alone (bench.proxy_runner), no admin, no monitor
 WORKLOADS = ("oltp_point_select", "oltp_read_only")
 COUNTERS = ("Com_select",)  # counts prepared SELECTs executed too
@@ -60,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def summarise(runs: list[dict[str, Any]], workloads: list[str], targets: tuple[str, ...] = TARGETS) -> list[dict[str, Any]]:
     rows = []
+    baselines = [b for b in BASELINES if b in targets]
     for workload in workloads:
         medians: dict[str, dict[str, float]] = {}
         for target in targets:
@@ -69,47 +74,42 @@ def summarise(runs: list[dict[str, Any]], workloads: list[str], targets: tuple[s
                 "p95_ms": median([r["p95_ms"] for r in mine]),
                 "runs": len(mine),
             }
-        # Paired ratios: each run against the direct / HAProxy run of the same round, so load from
+        # Paired ratios: each run against the baseline's run of the same round, so load from
         # elsewhere on the machine that lasts a round cancels out; then the median over rounds.
-        paired: dict[str, dict[str, float]] = {}
-        for target in targets:
-            to_direct, to_haproxy = [], []
-            for r in runs:
-                if r["workload"] != workload or r["target"] != target or "qps" not in r:
-                    continue
-                same_round = {o["target"]: o for o in runs if o["workload"] == workload and o["round"] == r["round"] and "qps" in o}
-                if "direct" in same_round:
-                    to_direct.append(r["qps"] / same_round["direct"]["qps"])
-                if "haproxy" in same_round:
-                    to_haproxy.append(r["qps"] / same_round["haproxy"]["qps"])
-            paired[target] = {"direct": median(to_direct), "haproxy": median(to_haproxy)}
         for target in targets:
             m = medians[target]
-            rows.append({
-                "target": target,
-                "workload": workload,
-                "qps": round(m["qps"], 1),
-                "p95_ms": m["p95_ms"],
-                "runs": m["runs"],
-                "ratio_to_direct": round(m["qps"] / medians["direct"]["qps"], 3) if medians["direct"]["qps"] else None,
-                "ratio_to_haproxy": round(m["qps"] / medians["haproxy"]["qps"], 3) if medians["haproxy"]["qps"] else None,
-                "paired_ratio_to_direct": round(paired[target]["direct"], 3),
-                "paired_ratio_to_haproxy": round(paired[target]["haproxy"], 3),
-            })
+            row: dict[str, Any] = {
+                "target": target, "workload": workload, "qps": round(m["qps"], 1), "p95_ms": m["p95_ms"], "runs": m["runs"],
+            }
+            for baseline in baselines:
+                ratios = []
+                for r in runs:
+                    if r["workload"] != workload or r["target"] != target or "qps" not in r:
+                        continue
+                    base = [o for o in runs if o["workload"] == workload and o["round"] == r["round"]
+                            and o["target"] == baseline and "qps" in o]
+                    if base and base[0]["qps"]:
+                        ratios.append(r["qps"] / base[0]["qps"])
+                key = baseline.replace("-", "_")
+                base_qps = medians[baseline]["qps"]
+                row[f"ratio_to_{key}"] = round(m["qps"] / base_qps, 3) if base_qps else None
+                row[f"paired_ratio_to_{key}"] = round(median(ratios), 3) if ratios else None
+            rows.append(row)
     return rows
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = (f"{'target':<13} {'workload':<18} {'QPS':>10} {'p95 ms':>8} {'x direct':>9} {'x haproxy':>10} "
-              f"{'paired x direct':>16} {'paired x haproxy':>17} {'runs':>5}")
+    baselines = [b for b in BASELINES if any(r["target"] == b for r in rows)]
+    header = f"{'target':<17} {'workload':<18} {'QPS':>10} {'p95 ms':>8}" + "".join(
+        f" {'x ' + b:>20}" for b in baselines
+    ) + f" {'runs':>5}"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(
-            f"{r['target']:<13} {r['workload']:<18} {r['qps']:>10.1f} {r['p95_ms']:>8.2f} "
-            f"{r['ratio_to_direct'] or 0:>9.3f} {r['ratio_to_haproxy'] or 0:>10.3f} "
-            f"{r['paired_ratio_to_direct']:>16.3f} {r['paired_ratio_to_haproxy']:>17.3f} {r['runs']:>5}"
+        ratios = "".join(
+            f" {r.get('paired_ratio_to_' + b.replace('-', '_')) or 0:>20.3f}" for b in baselines
         )
+        print(f"{r['target']:<17} {r['workload']:<18} {r['qps']:>10.1f} {r['p95_ms']:>8.2f}{ratios} {r['runs']:>5}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,13 +131,16 @@ def main(argv: list[str] | None = None) -> int:
         box.execute(0, "CREATE DATABASE IF NOT EXISTS sbtest")
         sysbench_prepare(master, args.tables, args.table_size)
         box.wait_replicas_caught_up(timeout=120)
-        haproxy_port = stack.enter_context(haproxy(master, work))
+        haproxy_port = stack.enter_context(haproxy([master], work))
+        replicas_port = stack.enter_context(
+            haproxy([node.port for node in box.nodes[1:]], work, name="haproxy-replicas")
+        )
         turnout = stack.enter_context(turnout_proxy(box, work, workers=args.workers))
         turnout_port, turnout_proc, turnout_log, command = turnout.port, turnout.proc, turnout.log_path, turnout.command
         meta["turnout_command"] = command.how
         meta["turnout_workers"] = command.workers
-        ports = {"direct": master, "haproxy": haproxy_port, "turnout": turnout_port}
-        targets = TARGETS
+        ports = {"direct": master, "haproxy": haproxy_port, "haproxy-replicas": replicas_port, "turnout": turnout_port}
+        targets: tuple[str, ...] = TARGETS
         if args.bare:
             ports[BARE] = stack.enter_context(turnout_proxy(box, work, bare=True)).port
             targets = (*TARGETS, BARE)
@@ -187,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         meta["turnout_pool"] = turnout.pool_stats()
     rows = summarise(runs, workloads, targets)
     print()
-    print("QPS and p95: medians over rounds; x direct / x haproxy: ratio of the medians;")
-    print("paired: median over rounds of the ratio to the same round's run.")
+    print("QPS and p95: medians over rounds; x <baseline>: median over rounds of the ratio to the")
+    print("baseline's run in the same round (the ratios of the medians are in the JSON).")
     print_table(rows)
     data = {
         "benchmark": "proxy_throughput",

@@ -62,3 +62,26 @@ def pick_server(
         if point < 0:
             return server
     return pool[-1]
+
+
+def pick_server_sticky(
+    candidates: tuple[MysqlServer, ...],
+    usable: Callable[[MysqlServer], bool],
+    rng: random.Random,
+    previous: tuple[str, int] | None,
+    affinity: float,
+) -> MysqlServer | None:
+    """`pick_server`, except that with probability `affinity` the server of the session's previous
+    statement is kept while it is a usable candidate with a weight.
+
+    Keeping it saves the server a thread switch per statement; the weights still hold: each
+    server's share of a session's statements tends to its weight's share, since a fresh choice by
+    weight is made with probability 1 - affinity whatever came before.
+    """
+    if previous is not None and rng.random() < affinity:
+        for server in candidates:
+            if server.address == previous:
+                if server.weight > 0 and usable(server):
+                    return server
+                break
+    return pick_server(candidates, usable, rng)

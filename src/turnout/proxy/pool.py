@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 from turnout.proxy.backend import BackendConnection, ServerAddress
@@ -31,7 +30,8 @@ class ServerStats:
 @dataclass
 class ServerPool:
     address: ServerAddress
-    idle: dict[tuple[str, bool], deque[BackendConnection]] = field(default_factory=dict)
+    # Idle connections per (user, FOUND_ROWS), oldest first: taken last-in first-out, or by name.
+    idle: dict[tuple[str, bool], dict[BackendConnection, None]] = field(default_factory=dict)
     stats: ServerStats = field(default_factory=ServerStats)
 
     @property
@@ -55,7 +55,7 @@ class Pools:
         pool = self.server(address)
         idle = pool.idle.get((user, found_rows))
         while idle:
-            connection = idle.pop()
+            connection, _ = idle.popitem()
             pool.stats.conn_free -= 1
             if not connection.idle_usable():
                 connection.close()
@@ -63,6 +63,20 @@ class Pools:
             self._mark_used(pool)
             return connection
         return None
+
+    def take(self, connection: BackendConnection) -> bool:
+        """Take this very connection if it is idle in its pool and still usable."""
+        pool = self.servers.get(connection.address)
+        idle = pool.idle.get((connection.user, connection.found_rows)) if pool is not None else None
+        if pool is None or idle is None or connection not in idle:
+            return False
+        del idle[connection]
+        pool.stats.conn_free -= 1
+        if not connection.idle_usable():
+            connection.close()
+            return False
+        self._mark_used(pool)
+        return True
 
     def has_capacity(self, address: ServerAddress, max_connections: int) -> bool:
         pool = self.server(address)
@@ -89,7 +103,7 @@ class Pools:
             connection.close()
             return
         connection.last_used = time.monotonic()
-        pool.idle.setdefault((connection.user, connection.found_rows), deque()).append(connection)
+        pool.idle.setdefault((connection.user, connection.found_rows), {})[connection] = None
         pool.stats.conn_free += 1
 
     def _mark_used(self, pool: ServerPool) -> None:
@@ -104,12 +118,10 @@ class Pools:
             if address is not None and pool.address != address:
                 continue
             for idle in pool.idle.values():
-                keep = deque(c for c in idle if now - c.last_used < older_than and not c.broken)
-                for connection in idle:
-                    if connection not in keep:
+                for connection in list(idle):
+                    if now - connection.last_used >= older_than or connection.broken:
+                        del idle[connection]
                         connection.close()
                         closed += 1
-                idle.clear()
-                idle.extend(keep)
             pool.stats.conn_free = sum(len(q) for q in pool.idle.values())
         return closed

@@ -114,6 +114,8 @@ class ClientSession:
         # The connection acquired for the command in progress, until it is held or given back:
         # if the command ends any other way (client gone, bad input, a bug), its state is unknown.
         self.in_flight: BackendConnection | None = None
+        # The connection of the session's previous statement, preferred while it is idle.
+        self.previous_connection: BackendConnection | None = None
         self.delay_multiplex = 0
         self.statements: dict[int, ClientStatement] = {}
         self.next_statement_id = 1
