@@ -7,6 +7,7 @@ Field names and defaults are ProxySQL's.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -29,8 +30,8 @@ class MysqlServer:
     max_latency_ms: int = 0
     comment: str = ""
 
-    @property
-    def address(self) -> tuple[str, int]:
+    @functools.cached_property
+    def address(self) -> tuple[str, int]:  # cached: the data path asks for it on every statement
         return (self.hostname, self.port)
 
 

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 # The client's unsent answer past which the backend is paused until the client catches up.
 WRITE_BUFFER_HIGH = 1 << 20
+# Server status flags after which a session keeps its connection (see after_statement).
+_KEEPING_FLAGS = c.SERVER_STATUS_IN_TRANS | c.SERVER_STATUS_CURSOR_EXISTS
 
 
 def plain_read(info: StatementInfo, rule: RuleOutcome) -> bool:
@@ -70,6 +72,9 @@ class FastPath:
         "_framer",
         "_hostgroup",
         "_info",
+        "_on_backend_closed_cb",
+        "_on_backend_data_cb",
+        "_on_client_closed_cb",
         "_relayed",
         "_rule",
         "_started",
@@ -89,6 +94,10 @@ class FastPath:
         self._rule = RuleOutcome()
         self._relayed = 0
         self._started = 0.0
+        # Bound once: a bound method made per statement is an allocation per statement.
+        self._on_backend_data_cb = self._on_backend_data
+        self._on_backend_closed_cb = self._on_backend_closed
+        self._on_client_closed_cb = self._on_client_closed
 
     # ---- the client's command -------------------------------------------------------------------
     def on_client_data(self, data: bytes) -> bool:
@@ -183,7 +192,7 @@ class FastPath:
         session = self.session
         session.in_flight = connection
         session.current_command = "Query"
-        session.command_started = time.monotonic()
+        session.command_started = self._started = time.monotonic()
         self._connection = connection
         self._command = packet[4]
         self._info = info
@@ -193,13 +202,12 @@ class FastPath:
         self._framer = None
         self._backend_statement = None
         self._relayed = 0
-        self._started = time.perf_counter()
         client = session.client
         client.hold = True
-        client.on_closed = self._on_client_closed
+        client.on_closed = self._on_client_closed_cb
         backend = connection.channel
-        backend.on_data = self._on_backend_data
-        backend.on_closed = self._on_backend_closed
+        backend.on_data = self._on_backend_data_cb
+        backend.on_closed = self._on_backend_closed_cb
         backend.write(packet)
 
     # ---- the server's answer ----------------------------------------------------------------------
@@ -249,7 +257,13 @@ class FastPath:
         if outcome.error is not None and self._backend_statement is not None:
             self._backend_statement.bound_types = None  # the server may not have taken the types
         session = self.session
-        session.after_statement(connection, self._hostgroup, outcome, self._info, self._rule)
+        ok = outcome.ok
+        if outcome.status_flags & _KEEPING_FLAGS or (ok is not None and ok.last_insert_id):
+            session.after_statement(connection, self._hostgroup, outcome, self._info, self._rule)
+        else:
+            # What after_statement decides for a plain read that opened nothing, in a session
+            # that held nothing (the fast path's preconditions): the connection goes back.
+            session.release(connection, reusable=not connection.broken)
         assert session.user is not None
         session.proxy.record(
             self._command_name,
@@ -257,7 +271,7 @@ class FastPath:
             session.settings.schema or "",
             session.user.user.username,
             self._digest,
-            int((time.perf_counter() - self._started) * 1e6),
+            int((time.monotonic() - self._started) * 1e6),
             outcome.ok.affected_rows if outcome.ok is not None else 0,
             connection.address,
         )

@@ -107,8 +107,10 @@ class Pools:
         pool.stats.conn_free += 1
 
     def _mark_used(self, pool: ServerPool) -> None:
-        pool.stats.conn_used += 1
-        pool.stats.max_conn_used = max(pool.stats.max_conn_used, pool.stats.conn_used)
+        stats = pool.stats
+        stats.conn_used += 1
+        if stats.conn_used > stats.max_conn_used:
+            stats.max_conn_used = stats.conn_used
 
     def close_idle(self, older_than: float = IDLE_TIMEOUT, address: ServerAddress | None = None) -> int:
         """Close idle connections unused for `older_than` seconds (all of them for one server)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from turnout.proxy.digest import digest_hash
@@ -52,11 +53,7 @@ class CommandCounter:
     def add(self, elapsed_us: int) -> None:
         self.total += 1
         self.total_time_us += elapsed_us
-        for index, limit in enumerate(_BUCKETS_US):
-            if elapsed_us <= limit:
-                self.buckets[index] += 1
-                return
-        self.buckets[-1] += 1
+        self.buckets[bisect_left(_BUCKETS_US, elapsed_us)] += 1  # the first limit >= elapsed, else INF
 
 
 @dataclass
@@ -115,8 +112,10 @@ class ProxyStats:
         entry.count += 1
         entry.last_seen = now
         entry.sum_time += elapsed_us
-        entry.min_time = min(entry.min_time, elapsed_us)
-        entry.max_time = max(entry.max_time, elapsed_us)
+        if elapsed_us < entry.min_time:
+            entry.min_time = elapsed_us
+        if elapsed_us > entry.max_time:
+            entry.max_time = elapsed_us
         entry.rows_affected += rows_affected
 
     def command_rows(self) -> list[tuple[object, ...]]:
