@@ -70,6 +70,7 @@ class FastPath:
         "_connection",
         "_digest",
         "_framer",
+        "_held",
         "_hostgroup",
         "_info",
         "_on_backend_closed_cb",
@@ -90,6 +91,7 @@ class FastPath:
         self._command_name = ""
         self._digest = ""
         self._hostgroup = 0
+        self._held = False  # the connection is the one the session holds (a transaction…)
         self._info = StatementInfo(is_write=False)
         self._rule = RuleOutcome()
         self._relayed = 0
@@ -106,7 +108,6 @@ class FastPath:
         session = self.session
         if (
             self._connection is not None  # a pipelining client: its next command waits its turn
-            or session.held is not None
             or session.in_flight is not None
             or session.delay_multiplex
             or session.ended_reason is not None
@@ -131,9 +132,9 @@ class FastPath:
         if len(data) < 9:
             return False
         statement = session.statements.get(int.from_bytes(data[5:9], "little"))
-        if statement is None or not statement.plain_read:
+        if statement is None:
             return False
-        connection = self._take_connection(statement.rule)
+        connection = self._connection_for(statement.info, statement.rule, statement.plain_read)
         if connection is None:
             return False
         backend_statement = connection.statements.get(statement.sql)
@@ -162,13 +163,34 @@ class FastPath:
         session = self.session
         sql = query_text(data[4:])
         info, digest, rule = session.classify(sql)
-        if not plain_read(info, rule):
+        word = first_word(sql)
+        if word == "LOAD":  # LOAD DATA LOCAL INFILE: the file comes from the client, mid-answer
             return False
-        connection = self._take_connection(rule)
+        connection = self._connection_for(info, rule, plain_read(info, rule))
         if connection is None:
             return False
-        self._start(connection, data, info, rule, digest, command_name(first_word(sql), False))
+        self._start(connection, data, info, rule, digest, command_name(word, info.is_write))
         return True
+
+    def _connection_for(self, info: StatementInfo, rule: RuleOutcome, plain: bool) -> BackendConnection | None:
+        """The session's held connection, or an idle pooled one for a plain read; None declines."""
+        held = self.session.held
+        if held is None:
+            self._held = False
+            return self._take_connection(rule) if plain else None
+        if (
+            not held.reasons  # held only to delay multiplexing: the routing may move it
+            or rule.error_msg is not None
+            or rule.ok_msg is not None
+            or (info.is_write and not held.wrote)  # maybe a read-only transaction on a reader
+            or not held.connection.idle_usable()  # closed, or sent something unasked: let the coroutine see
+        ):
+            return None
+        # Whatever the statement, it runs where the session's state is, and after_statement
+        # decides from its answer what the session keeps: the same as the coroutine does.
+        self._held = True
+        self._hostgroup = held.hostgroup
+        return held.connection
 
     def _take_connection(self, rule: RuleOutcome) -> BackendConnection | None:
         session = self.session
@@ -182,7 +204,9 @@ class FastPath:
         return connection
 
     def _give_back(self, connection: BackendConnection) -> bool:
-        self.session.proxy.pools.release(connection, reusable=True)
+        """Decline after all: a pooled connection goes back untouched; a held one stays held."""
+        if not self._held:
+            self.session.proxy.pools.release(connection, reusable=True)
         return False
 
     def _start(
@@ -190,7 +214,8 @@ class FastPath:
         digest: str, command_name: str,
     ) -> None:
         session = self.session
-        session.in_flight = connection
+        if not self._held:
+            session.in_flight = connection
         session.current_command = "Query"
         session.command_started = self._started = time.monotonic()
         self._connection = connection
@@ -258,7 +283,7 @@ class FastPath:
             self._backend_statement.bound_types = None  # the server may not have taken the types
         session = self.session
         ok = outcome.ok
-        if outcome.status_flags & _KEEPING_FLAGS or (ok is not None and ok.last_insert_id):
+        if self._held or outcome.status_flags & _KEEPING_FLAGS or (ok is not None and ok.last_insert_id):
             session.after_statement(connection, self._hostgroup, outcome, self._info, self._rule)
         else:
             # What after_statement decides for a plain read that opened nothing, in a session
@@ -284,7 +309,7 @@ class FastPath:
         connection = self._detach()
         connection.broken = True
         session = self.session
-        session.release(connection, reusable=False)
+        self._forget(connection)
         session.proxy.backend_failed(connection.address)
         if self._relayed:
             session.client.close()  # the client has part of an answer: only closing is honest
@@ -297,18 +322,25 @@ class FastPath:
         """The client left mid-answer: the rest of it is unread, so the connection is not reused."""
         connection = self._detach()
         connection.broken = True
-        self.session.release(connection, reusable=False)
+        self._forget(connection)
         self.session.client.release_hold()
 
     def _fail(self, message: str) -> None:
         connection = self._detach()
         connection.broken = True
         session = self.session
-        session.release(connection, reusable=False)
+        self._forget(connection)
         if not self._relayed and not session.client.is_closing():
             session.client.write(encode_packet(build_err(c.ER_MALFORMED_PACKET, message, "08S01"), 1))
         session.client.close()
         session.client.release_hold()
+
+    def _forget(self, connection: BackendConnection) -> None:
+        """A connection in an unknown state: closed, whether pooled for this statement or held."""
+        session = self.session
+        if session.held is not None and session.held.connection is connection:
+            session.held = None
+        session.release(connection, reusable=False)
 
     def _detach(self) -> BackendConnection:
         connection = self._connection

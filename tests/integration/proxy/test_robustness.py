@@ -539,11 +539,15 @@ def _complete_responses(data: bytes) -> list[ResponseFramer]:
     return framers
 
 
+@pytest.mark.parametrize("in_transaction", [False, True], ids=["pooled", "held"])
 @pytest.mark.parametrize("reset", [False, True], ids=["close", "reset"])
 def test_client_vanishes_in_the_middle_of_a_large_result(
-    sandbox: Sandbox, robust: RunningProxy, healthy: Healthy, reset: bool
+    sandbox: Sandbox, robust: RunningProxy, healthy: Healthy, reset: bool, in_transaction: bool
 ) -> None:
     raw = RawClient(robust.port).logged_in()
+    if in_transaction:  # the result then streams from the connection the session holds
+        assert raw.query("BEGIN").error is None
+        assert raw.query("SELECT v FROM rb.t WHERE id = 1 FOR UPDATE").error is None
     raw.send(build_query("SELECT seq, REPEAT('vanish', 100) FROM rb.seq_1_to_300000"))
     received = 0
     while received < 20000:
@@ -607,16 +611,23 @@ def test_backend_connection_killed_while_idle_in_the_pool(
     settled(robust, sessions=1)
 
 
+@pytest.mark.parametrize("in_transaction", [False, True], ids=["pooled", "held"])
 def test_backend_connection_killed_while_a_query_runs(
-    sandbox: Sandbox, robust: RunningProxy, healthy: Healthy
+    sandbox: Sandbox, robust: RunningProxy, healthy: Healthy, in_transaction: bool
 ) -> None:
     victim = robust.connect()
     outcome: list[BaseException | tuple[Any, ...]] = []
+    statement = "SELECT SLEEP(30) AS killed_here FROM rb.t WHERE id = 1 FOR UPDATE"
+    if in_transaction:  # a plain read, on the connection the session holds for its transaction
+        with victim.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("UPDATE rb.t SET v = v WHERE id = 3")
+        statement = "SELECT SLEEP(30) AS killed_here FROM rb.t WHERE id = 1"
 
     def run() -> None:
         try:
             with victim.cursor() as cur:
-                cur.execute("SELECT SLEEP(30) AS killed_here FROM rb.t WHERE id = 1 FOR UPDATE")
+                cur.execute(statement)
                 outcome.append(cur.fetchall())
         except BaseException as exc:
             outcome.append(exc)
