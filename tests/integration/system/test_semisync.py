@@ -3,6 +3,7 @@ survives, and semi-sync is in force again afterwards with each side where it bel
 
 from __future__ import annotations
 
+import json
 import time
 
 from system_harness import RunningTurnout, wait_for
@@ -23,8 +24,25 @@ def _check_sides(running: RunningTurnout) -> None:
         assert _semisync_sides(running, node.index) == expected, f"node {node.index}"
     master = running.box.index_of_port(master_port)
     assert master is not None
-    wait_for(lambda: int(running.box.execute(master, "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_clients'")[0]["Value"]) >= 1,
-             30, "a semi-sync replica to connect to the new master")
+    try:
+        wait_for(lambda: int(running.box.execute(master, "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_clients'")[0]["Value"]) >= 1,
+                 30, "a semi-sync replica to connect to the new master")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_diagnostics(running)}") from exc
+
+
+def _diagnostics(running: RunningTurnout) -> str:
+    """What a failure report needs: the manager's recoveries and each server's replication."""
+    lines = ["recoveries: " + json.dumps(running.api("audit-recovery"), default=str)[:6000]]
+    for node in running.box.nodes:
+        if running.box.pid(node.index) is None:
+            lines.append(f"node {node.index}: not running")
+            continue
+        status = running.box.execute(node.index, "SHOW SLAVE STATUS")
+        semi = running.box.execute(node.index, "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync%'")
+        lines.append(f"node {node.index} (port {node.port}): sides {_semisync_sides(running, node.index)}, "
+                     f"semi-sync status {semi}, replication {status}")
+    return "\n".join(lines)
 
 
 def test_kill_and_takeover_keep_every_acknowledged_write(turnout_up_semisync: RunningTurnout) -> None:
