@@ -506,37 +506,25 @@ def test_pipelined_commands_are_answered_in_order(robust: RunningProxy, healthy:
         assert data, "the proxy closed the connection"
         received += data
     responses = _complete_responses(received)
-    assert responses[2].ok is not None  # the SET's OK
-    without_set = b"".join(chunk for i, chunk in enumerate(_split_responses(received)) if i != 2)
+    assert responses[2][0].ok is not None  # the SET's OK
+    without_set = b"".join(chunk for i, (_, chunk) in enumerate(responses) if i != 2)
     assert _single_values(without_set) == [b"1", b"20", b"7", b"after", b"30", b"last"]
     raw.close()
     healthy.check()
     settled(robust, sessions=1)
 
 
-def _split_responses(data: bytes) -> list[bytes]:
-    """`data` cut into whole responses to COM_QUERY."""
-    chunks = []
+def _complete_responses(data: bytes) -> list[tuple[ResponseFramer, bytes]]:
+    """`data` cut into whole responses to COM_QUERY: each framer, with the bytes it read."""
+    responses = []
     while data:
         framer = ResponseFramer(c.COM_QUERY)
         used = framer.feed(data)
         if not framer.done:
             break
-        chunks.append(data[:used])
+        responses.append((framer, data[:used]))
         data = data[used:]
-    return chunks
-
-
-def _complete_responses(data: bytes) -> list[ResponseFramer]:
-    framers = []
-    while data:
-        framer = ResponseFramer(c.COM_QUERY)
-        used = framer.feed(data)
-        if not framer.done:
-            break
-        framers.append(framer)
-        data = data[used:]
-    return framers
+    return responses
 
 
 @pytest.mark.parametrize("in_transaction", [False, True], ids=["pooled", "held"])
