@@ -25,7 +25,6 @@ from turnout.protocol.packets import MAX_PAYLOAD, ProtocolError, encode_packet
 from turnout.protocol.response import ResponseFramer, WholeResultSet, whole_result_set
 from turnout.proxy.backend import (
     CONNECTION_ENDING_ERRORS,
-    ER_LOST_BACKEND,
     BackendConnection,
     BackendStatement,
 )
@@ -217,7 +216,8 @@ class FastPath:
         if not self._held:
             session.in_flight = connection
         session.current_command = "Query"
-        session.command_started = self._started = time.monotonic()
+        session.command_started = self._started = now = time.monotonic()
+        session.arm_timeout(rule, now)
         self._connection = connection
         self._command = packet[4]
         self._info = info
@@ -309,12 +309,8 @@ class FastPath:
         connection = self._detach()
         connection.broken = True
         session = self.session
-        self._forget(connection)
-        session.proxy.backend_failed(connection.address)
-        if self._relayed:
+        if not session.statement_lost(connection, self._relayed):
             session.client.close()  # the client has part of an answer: only closing is honest
-        else:
-            session.send_error(ER_LOST_BACKEND, "Lost connection to backend server during query")
         session.current_command = ""
         session.client.release_hold()
 
@@ -342,9 +338,15 @@ class FastPath:
             session.held = None
         session.release(connection, reusable=False)
 
+    @property
+    def connection(self) -> BackendConnection | None:
+        """The connection of the statement this fast path is relaying, if any."""
+        return self._connection
+
     def _detach(self) -> BackendConnection:
         connection = self._connection
         assert connection is not None
+        self.session.deadline = 0.0
         self._connection = None
         self._framer = None
         backend = connection.channel

@@ -27,6 +27,7 @@ from turnout.proxy.hostgroups import RoutingTable, pick_server, pick_server_stic
 from turnout.proxy.pool import Pools
 from turnout.proxy.rules import CompiledRule, compile_rules
 from turnout.proxy.session import ClientSession, NoServer
+from turnout.proxy.settings import SessionSettings
 from turnout.proxy.stats import COMMAND_COLUMNS, DIGEST_COLUMNS, ProxyStats
 
 log = logging.getLogger("turnout.proxy")
@@ -35,6 +36,8 @@ FAILED_SERVER_BACKOFF = 1.0  # seconds a server that refused a connection gets n
 # How often a session's statement stays on the server (and connection, when idle) of its previous
 # one instead of a fresh weighted choice: a server thread woken per statement is costly.
 CONNECTION_AFFINITY = 0.9
+ER_NO_SUCH_THREAD = 1094  # the statement ended meanwhile: nothing to kill
+TIMEOUT_CHECK_INTERVAL = 0.25  # seconds between looks for statements past their timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +74,8 @@ class Proxy:
         self._servers: dict[ServerAddress, MysqlServer] = {}
         self._session_ids = itertools.count(1)
         self._listeners: list[asyncio.Server] = []
-        self._session_tasks: set[asyncio.Task[None]] = set()
+        self._session_tasks: set[asyncio.Task[None]] = set()  # and the proxy's own background tasks
+        self._timeout_watch: asyncio.Task[None] | None = None
         self._rng = random.Random()
         self.on_backend_error: Callable[[ServerAddress], None] | None = None
         self.config = config
@@ -93,6 +97,7 @@ class Proxy:
         self.connect_timeout_server = config.int_variable("mysql-connect_timeout_server", 3000) / 1000
         self.connect_timeout_server_max = config.int_variable("mysql-connect_timeout_server_max", 10000) / 1000
         self.connect_timeout_client = config.int_variable("mysql-connect_timeout_client", 10000) / 1000
+        self.default_query_timeout = config.int_variable("mysql-default_query_timeout", 36_000_000) / 1000
         self.auto_increment_delay_multiplex = config.int_variable("mysql-auto_increment_delay_multiplex", 5)
         self.server_version = config.variable("mysql-server_version", "5.5.30")
         # As ProxySQL: a session that names no schema uses this one, so that a pooled connection
@@ -186,6 +191,7 @@ class Proxy:
                 "Statements_held": counters.statements_held,
                 "Statements_retried": counters.statements_retried,
                 "Statements_fast_path": counters.statements_fast_path,
+                "Statements_timed_out": counters.statements_timed_out,
                 "Transactions_ended_by_switchover": counters.transactions_ended,
                 "ProxySQL_Uptime": int(time.time() - self.stats.started_at),
             }
@@ -331,6 +337,8 @@ class Proxy:
             lambda: Channel(self._accept), host, port, reuse_port=reuse_port or None, backlog=1024
         )
         self._listeners.append(server)
+        if self._timeout_watch is None:
+            self._timeout_watch = loop.create_task(self._watch_timeouts(), name="turnout-query-timeouts")
 
     @property
     def ports(self) -> list[int]:
@@ -352,7 +360,49 @@ class Proxy:
             log.exception("session %d failed", session.id)
             await session.close()
 
+    async def _watch_timeouts(self) -> None:
+        """Statements past their timeout (mysql-default_query_timeout, a rule's timeout) are killed."""
+        while True:
+            await asyncio.sleep(TIMEOUT_CHECK_INTERVAL)
+            now = time.monotonic()
+            for session in self.sessions.values():
+                if session.deadline and session.deadline < now:
+                    session.time_out()
+
+    def kill_query(self, connection: BackendConnection, session: ClientSession) -> None:
+        """KILL QUERY on the server from a connection of its own, as the same user (a user may
+        kill its own threads), in the background, bounded by mysql-connect_timeout_server."""
+        if session.user is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._kill_query(connection.address, connection.thread_id, session.user, session.stage1)
+        )
+        self._session_tasks.add(task)
+        task.add_done_callback(self._session_tasks.discard)
+
+    async def _kill_query(self, address: ServerAddress, thread_id: int, user: UserEntry, stage1: bytes | None) -> None:
+        where = f"{address[0]}:{address[1]}"
+        try:
+            killer = await connect_backend(
+                address, user.user.username, stage1 or None, user.password, False, SessionSettings(),
+                self.connect_timeout_server,
+            )
+        except BackendError as exc:
+            log.warning("cannot kill the timed-out statement of thread %d on %s: %s", thread_id, where, exc)
+            return
+        try:
+            framer = await asyncio.wait_for(killer.query(f"KILL QUERY {thread_id}"), self.connect_timeout_server)
+            if framer.error is not None and framer.error.code != ER_NO_SUCH_THREAD:
+                log.warning("KILL QUERY %d on %s: %s", thread_id, where, framer.error.message)
+        except (BackendError, TimeoutError) as exc:
+            log.warning("KILL QUERY %d on %s: %s", thread_id, where, exc or "timed out")
+        finally:
+            killer.close()
+
     async def stop(self) -> None:
+        if self._timeout_watch is not None:
+            self._timeout_watch.cancel()
+            self._timeout_watch = None
         for server in self._listeners:
             server.close()
         for server in self._listeners:

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 WRITE_BUFFER_HIGH = 1 << 20
 ER_PROXY_NO_SERVER = 9001
 ER_PROXY_RULE_ERROR = 1148
+ER_STATEMENT_TIMEOUT = 1969  # MariaDB's "max_statement_time exceeded": what drivers know as a timeout
 # SQLSTATE 40001 ("transaction rolled back, retry it"): what drivers and ORMs already retry on.
 ER_TRANSACTION_ENDED = 1213
 
@@ -124,6 +125,10 @@ class ClientSession:
         self.command_started = 0.0
         self.closed = False
         self.ended_reason: str | None = None
+        # The statement in flight ends by this monotonic time (0: none in flight), or is killed.
+        self.deadline = 0.0
+        self.statement_timeout = 0.0
+        self.timed_out_after: float | None = None  # seconds, once the proxy killed it
         self.fast = FastPath(self)
 
     def processlist_row(self) -> dict[str, object]:
@@ -537,11 +542,14 @@ class ClientSession:
         deadline = time.monotonic() + self.proxy.connect_timeout_server_max
         while True:
             retry = info.is_write and self.held is None and time.monotonic() < deadline
+            self.arm_timeout(rule, time.monotonic())
             try:
                 framer = await self._relay(connection, payload, retry_read_only=retry)
             except BackendLost as lost:
                 self._backend_lost(connection, lost)
                 return
+            finally:
+                self.deadline = 0.0
             if not (retry and framer.error is not None and framer.error.code == c.ER_OPTION_PREVENTS_STATEMENT):
                 break
             # The writer turned read_only under us (a switchover): the statement did not run, so it
@@ -568,13 +576,49 @@ class ClientSession:
         )
 
     def _backend_lost(self, connection: BackendConnection, lost: BackendLost) -> None:
+        if not self.statement_lost(connection, lost.relayed):
+            raise ClientGone("backend lost in the middle of a result")
+
+    def statement_lost(self, connection: BackendConnection, relayed: int) -> bool:
+        """The statement's backend connection ended under it: the server went away, or the proxy
+        killed the statement for its timeout. The connection is dropped (with whatever the session
+        held on it); the client hears why, unless part of an answer reached it already (then
+        False: the client connection must end)."""
         if self.held is not None and self.held.connection is connection:
             self.held = None
         self.release(connection, reusable=False)
-        self.proxy.backend_failed(connection.address)
-        if lost.relayed:
-            raise ClientGone("backend lost in the middle of a result")
-        self.send_error(ER_LOST_BACKEND, "Lost connection to backend server during query")
+        timed_out, self.timed_out_after = self.timed_out_after, None
+        if timed_out is None:
+            self.proxy.backend_failed(connection.address)
+        if relayed:
+            return False
+        if timed_out is None:
+            self.send_error(ER_LOST_BACKEND, "Lost connection to backend server during query")
+        else:
+            self.send_error(
+                ER_STATEMENT_TIMEOUT,
+                f"turnout: the statement ran longer than its timeout ({timed_out * 1000:.0f} ms: "
+                "mysql-default_query_timeout, or its query rule's timeout) and was killed; "
+                "an open transaction was rolled back",
+            )
+        return True
+
+    def arm_timeout(self, rule: RuleOutcome, now: float) -> None:
+        self.statement_timeout = rule.timeout_ms / 1000 if rule.timeout_ms else self.proxy.default_query_timeout
+        self.deadline = now + self.statement_timeout
+
+    def time_out(self) -> None:
+        """The statement in flight ran past its deadline: kill it on the server and drop its
+        connection; the session's relay then tells the client (`statement_lost`)."""
+        self.deadline = 0.0
+        connection = self.fast.connection or self.in_flight or (self.held.connection if self.held else None)
+        if connection is None or connection.broken:
+            return
+        self.timed_out_after = self.statement_timeout
+        self.proxy.stats.counters.statements_timed_out += 1
+        self.proxy.kill_query(connection, self)
+        connection.broken = True
+        connection.channel.close()
 
     # ---- commands -----------------------------------------------------------------------------
     def classify(self, sql: str) -> tuple[StatementInfo, str, RuleOutcome]:
@@ -723,11 +767,14 @@ class ClientSession:
             self.send_error(c.ER_MALFORMED_PACKET, str(exc))
             return
         started = time.perf_counter()
+        self.arm_timeout(statement.rule, time.monotonic())
         try:
             framer = await self._relay(connection, backend_payload)
         except BackendLost as lost:
             self._backend_lost(connection, lost)
             return
+        finally:
+            self.deadline = 0.0
         if framer.error is not None:
             backend_statement.bound_types = None  # the server may not have taken the types
         self.after_statement(connection, hostgroup, framer, statement.info, statement.rule)

@@ -78,6 +78,7 @@ class GlobalCounters:
     statements_held: int = 0
     statements_refused_two_writers: int = 0
     statements_retried: int = 0
+    statements_timed_out: int = 0
     statements_fast_path: int = 0  # relayed by callbacks, without waking the session's task
     transactions_ended: int = 0
 

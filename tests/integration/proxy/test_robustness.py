@@ -842,3 +842,73 @@ def test_write_blocked_hostgroup_refuses_writes_and_reads_continue(
     before.close()
     after.close()
     settled(robust, sessions=1)
+
+
+# ---- query timeouts ---------------------------------------------------------------------------
+def test_statements_past_their_timeout_are_killed(
+    sandbox: Sandbox, start_proxy: Callable[[RuntimeConfig], RunningProxy], no_session_crash: None
+) -> None:
+    """mysql-default_query_timeout, and a query rule's timeout: the statement is killed on the
+    server, the client hears 1969 (what drivers know as a statement timeout), and its session and
+    everyone else's go on."""
+    sandbox.execute(0, "CREATE DATABASE IF NOT EXISTS rb", "CREATE TABLE IF NOT EXISTS rb.timeouts (id INT PRIMARY KEY)",
+                    "DELETE FROM rb.timeouts")
+    sandbox.wait_replicas_caught_up()
+    config = split_config(sandbox, **{"mysql-default_query_timeout": "30000"})
+    rule = QueryRule(rule_id=0, active=1, match_pattern="short_fuse", timeout=1000, apply=0)
+    config = RuntimeConfig(
+        version=1, servers=config.servers, users=config.users, query_rules=(rule, *config.query_rules),
+        replication_hostgroups=config.replication_hostgroups, variables=config.variables,
+    )
+    running = start_proxy(config)
+    conn = running.connect(autocommit=True)
+    with conn.cursor() as cur:
+        # a read relayed by callbacks, on a replica
+        with pytest.raises(pymysql.err.OperationalError) as raised:
+            cur.execute("SELECT SLEEP(20) AS short_fuse")
+        assert raised.value.args[0] == 1969 and "timeout" in raised.value.args[1]
+        wait_for(lambda: _running_queries(sandbox, "short_fuse") == 0, "the statement to be killed on the server")
+        # inside a transaction: the statement ends and so does the transaction
+        cur.execute("BEGIN")
+        cur.execute("INSERT INTO rb.timeouts VALUES (1)")
+        with pytest.raises(pymysql.err.OperationalError) as raised:
+            cur.execute("SELECT SLEEP(20) AS short_fuse FROM rb.timeouts FOR UPDATE")
+        assert raised.value.args[0] == 1969 and "rolled back" in raised.value.args[1]
+        wait_for(lambda: _running_queries(sandbox, "short_fuse") == 0, "the statement to be killed on the server")
+        cur.execute("SELECT COUNT(*) FROM rb.timeouts FOR UPDATE")
+        assert cur.fetchone() == (0,)
+        # statements within their timeout are untouched, on the same session
+        cur.execute("SELECT SLEEP(1.5) AS slow_but_allowed")
+        assert cur.fetchone() == (0,)
+    assert running.call(lambda: running.proxy.stats.counters.statements_timed_out) == 2
+    state = settled(running, sessions=1)
+    assert state["sessions"] == 1
+
+
+def test_a_paused_server_cannot_hold_a_client_past_the_timeout(
+    fresh_sandbox: Sandbox, start_proxy: Callable[[RuntimeConfig], RunningProxy], no_session_crash: None
+) -> None:
+    """A server that stops answering (SIGSTOP) mid-statement: at the timeout the client gets an
+    error and its connection to the proxy keeps working, served by the servers still running."""
+    box = fresh_sandbox
+    running = start_proxy(split_config(box, **{"mysql-default_query_timeout": "1000", "mysql-connect_timeout_server": "1000"}))
+    conn = running.connect(autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute("SELECT @@port")  # a reader's connection is now pooled
+        port = cur.fetchone()[0]
+        victim = box.index_of_port(port)
+        assert victim is not None
+        box.pause(victim)
+        try:
+            # the same session reads again; statements landing on the paused replica time out
+            outcomes = []
+            for _ in range(6):
+                try:
+                    cur.execute("SELECT @@port")
+                    outcomes.append(cur.fetchone()[0])
+                except pymysql.err.OperationalError as exc:
+                    outcomes.append(exc.args[0])
+            assert 1969 in outcomes
+            assert all(o in (1969, box.nodes[3 - victim].port) for o in outcomes)
+        finally:
+            box.resume(victim)
