@@ -367,7 +367,10 @@ class Proxy:
             now = time.monotonic()
             for session in self.sessions.values():
                 if session.deadline and session.deadline < now:
-                    session.time_out()
+                    try:
+                        session.time_out()
+                    except Exception:  # one session's trouble must not stop the watch for all
+                        log.exception("session %d: ending its timed-out statement failed", session.id)
 
     def kill_query(self, connection: BackendConnection, session: ClientSession) -> None:
         """KILL QUERY on the server from a connection of its own, as the same user (a user may
