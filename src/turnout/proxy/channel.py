@@ -111,6 +111,11 @@ class Channel(asyncio.Protocol):
         finally:
             self._drain_waiter = None
 
+    def unread(self, data: bytes) -> None:
+        """Put `data` back in front of what the reader will see next."""
+        self._chunks.insert(0, data)
+        self._buffered += len(data)
+
     def release_hold(self) -> None:
         """Let the reader see what arrived while a callback held it back."""
         self.hold = False

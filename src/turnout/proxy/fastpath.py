@@ -1,8 +1,9 @@
 """A session's steady state, relayed by callbacks: no task wakes up for it.
 
-Most statements of a multiplexed session are plain reads: nothing is held, the statement goes to
-an idle pooled connection already set up like the session, the answer goes back untouched, the
-connection returns to the pool. `FastPath` does exactly that from the event loop's callbacks —
+Most statements of a multiplexed session change nothing in the session: nothing is held, the
+statement goes to an idle pooled connection already set up like the session, the answer goes
+back untouched, the connection returns to the pool. Statements of a session that holds a
+connection (a transaction…) go to that connection. `FastPath` does exactly that from the event loop's callbacks —
 the client's bytes arrive, the backend's answer arrives — while the session's coroutine stays
 parked waiting for its next command.
 
@@ -10,7 +11,9 @@ Anything else declines: the bytes go to the session's coroutine, which does the 
 (new connections, settings to restore, statements to prepare, transactions, retries, errors).
 Declining happens before anything changes, so the coroutine sees the command as if the fast path
 did not exist. Decisions about the session after the statement stay in the session
-(`ClientSession._after_statement`), used by both.
+(`ClientSession.after_statement`), used by both. One thing is handed back after the fact: a
+write the writer refused with read_only (a switchover) did not run, and the coroutine takes it
+again to wait for the new master.
 """
 
 from __future__ import annotations
@@ -41,12 +44,11 @@ WRITE_BUFFER_HIGH = 1 << 20
 _KEEPING_FLAGS = c.SERVER_STATUS_IN_TRANS | c.SERVER_STATUS_CURSOR_EXISTS
 
 
-def plain_read(info: StatementInfo, rule: RuleOutcome) -> bool:
-    """A statement whose answer is all it does: it may run on any connection of its hostgroup
-    and leaves nothing behind on it."""
+def stateless(info: StatementInfo, rule: RuleOutcome) -> bool:
+    """A statement that changes nothing in the proxy's view of the session: it may run on any
+    connection of its hostgroup (a read, a write in autocommit mode, BEGIN)."""
     return not (
-        info.is_write
-        or info.sets
+        info.sets
         or info.names is not None
         or info.use_schema is not None
         or info.keeps_backend is not None
@@ -76,6 +78,7 @@ class FastPath:
         "_on_backend_data_cb",
         "_on_client_closed_cb",
         "_relayed",
+        "_request",
         "_rule",
         "_started",
         "session",
@@ -94,6 +97,7 @@ class FastPath:
         self._info = StatementInfo(is_write=False)
         self._rule = RuleOutcome()
         self._relayed = 0
+        self._request = b""
         self._started = 0.0
         # Bound once: a bound method made per statement is an allocation per statement.
         self._on_backend_data_cb = self._on_backend_data
@@ -133,7 +137,7 @@ class FastPath:
         statement = session.statements.get(int.from_bytes(data[5:9], "little"))
         if statement is None:
             return False
-        connection = self._connection_for(statement.info, statement.rule, statement.plain_read)
+        connection = self._connection_for(statement.info, statement.rule, statement.stateless)
         if connection is None:
             return False
         backend_statement = connection.statements.get(statement.sql)
@@ -154,7 +158,7 @@ class FastPath:
             ):
                 return self._give_back(connection)
         packet = data[:5] + backend_statement.statement_id.to_bytes(4, "little") + data[9:]
-        self._start(connection, packet, statement.info, statement.rule, statement.digest_text, statement.command)
+        self._start(connection, data, packet, statement.info, statement.rule, statement.digest_text, statement.command)
         self._backend_statement = backend_statement
         return True
 
@@ -165,18 +169,19 @@ class FastPath:
         word = first_word(sql)
         if word == "LOAD":  # LOAD DATA LOCAL INFILE: the file comes from the client, mid-answer
             return False
-        connection = self._connection_for(info, rule, plain_read(info, rule))
+        connection = self._connection_for(info, rule, stateless(info, rule))
         if connection is None:
             return False
-        self._start(connection, data, info, rule, digest, command_name(word, info.is_write))
+        self._start(connection, data, data, info, rule, digest, command_name(word, info.is_write))
         return True
 
-    def _connection_for(self, info: StatementInfo, rule: RuleOutcome, plain: bool) -> BackendConnection | None:
-        """The session's held connection, or an idle pooled one for a plain read; None declines."""
+    def _connection_for(self, info: StatementInfo, rule: RuleOutcome, anywhere: bool) -> BackendConnection | None:
+        """The session's held connection, or an idle pooled one for a stateless statement; None
+        declines."""
         held = self.session.held
         if held is None:
             self._held = False
-            return self._take_connection(rule) if plain else None
+            return self._take_connection(info, rule) if anywhere else None
         if (
             not held.reasons  # held only to delay multiplexing: the routing may move it
             or rule.error_msg is not None
@@ -191,9 +196,11 @@ class FastPath:
         self._hostgroup = held.hostgroup
         return held.connection
 
-    def _take_connection(self, rule: RuleOutcome) -> BackendConnection | None:
+    def _take_connection(self, info: StatementInfo, rule: RuleOutcome) -> BackendConnection | None:
         session = self.session
         self._hostgroup = session.hostgroup_for(rule)
+        if info.is_write and self._hostgroup in session.proxy.routing.write_blocked:
+            return None  # two writers: the coroutine refuses it and says why
         connection = session.proxy.take_idle(self._hostgroup, session)
         if connection is None:
             return None
@@ -209,10 +216,12 @@ class FastPath:
         return False
 
     def _start(
-        self, connection: BackendConnection, packet: bytes, info: StatementInfo, rule: RuleOutcome,
-        digest: str, command_name: str,
+        self, connection: BackendConnection, request: bytes, packet: bytes, info: StatementInfo,
+        rule: RuleOutcome, digest: str, command_name: str,
     ) -> None:
+        """Send `packet` (the client's `request`, addressed to this connection) to the server."""
         session = self.session
+        self._request = request
         if not self._held:
             session.in_flight = connection
         session.current_command = "Query"
@@ -242,6 +251,9 @@ class FastPath:
         client = self.session.client
         framer = self._framer
         if framer is None and not self._relayed:
+            if self._refused_as_read_only(data):
+                self._hand_back()
+                return True
             flags = whole_result_set(data)
             if flags >= 0:
                 client.write(data)
@@ -271,6 +283,27 @@ class FastPath:
             client.on_writable = self._client_caught_up
         return True
 
+    def _refused_as_read_only(self, data: bytes) -> bool:
+        """The answer is ERR 1290 (read_only) to a write the coroutine would retry: the writer
+        turned read_only under it, so it did not run."""
+        return (
+            self._command == c.COM_QUERY
+            and self._info.is_write
+            and not self._held
+            and len(data) >= 7
+            and data[4] == 0xFF
+            and data[5] | data[6] << 8 == c.ER_OPTION_PREVENTS_STATEMENT
+        )
+
+    def _hand_back(self) -> None:
+        """Give the command back to the session's coroutine, which waits for the new master."""
+        connection = self._detach()
+        session = self.session
+        session.release(connection, reusable=True)
+        session.current_command = ""
+        session.client.unread(self._request)
+        session.client.release_hold()
+
     def _client_caught_up(self) -> None:
         session = self.session
         session.client.on_writable = None
@@ -286,7 +319,7 @@ class FastPath:
         if self._held or outcome.status_flags & _KEEPING_FLAGS or (ok is not None and ok.last_insert_id):
             session.after_statement(connection, self._hostgroup, outcome, self._info, self._rule)
         else:
-            # What after_statement decides for a plain read that opened nothing, in a session
+            # What after_statement decides for a stateless statement that opened nothing, in a session
             # that held nothing (the fast path's preconditions): the connection goes back.
             session.release(connection, reusable=not connection.broken)
         assert session.user is not None

@@ -39,7 +39,7 @@ from turnout.proxy.backend import (
 )
 from turnout.proxy.channel import Channel
 from turnout.proxy.digest import digest_text
-from turnout.proxy.fastpath import FastPath, plain_read
+from turnout.proxy.fastpath import FastPath, stateless
 from turnout.proxy.rules import NO_MATCH, RuleOutcome, evaluate
 from turnout.proxy.settings import SessionSettings, charset_for_collation
 from turnout.proxy.statement import (
@@ -85,7 +85,7 @@ class ClientStatement:
     rule: RuleOutcome
     digest_text: str  # for stats_mysql_query_digest
     command: str  # stats_mysql_commands_counters' Command
-    plain_read: bool  # the fast path may run it
+    stateless: bool  # changes nothing in the session: the fast path may run it on any connection
     param_types: bytes | None = None
 
 
@@ -690,7 +690,7 @@ class ClientSession:
         self.next_statement_id += 1
         command = "EXECUTE" if not info.is_write else command_name(first_word(sql), True)
         self.statements[statement_id] = ClientStatement(
-            sql, num_params, num_columns, info, rule, digest, command, plain_read(info, rule)
+            sql, num_params, num_columns, info, rule, digest, command, stateless(info, rule)
         )
         # The first packet is the PrepareOk: 4-byte header, 0x00, then the 4-byte statement id.
         self.client.write(response[:5] + statement_id.to_bytes(4, "little") + response[9:])

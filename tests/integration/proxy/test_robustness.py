@@ -31,6 +31,7 @@ from turnout.protocol.events import AuthDone, AuthFailed
 from turnout.protocol.generic import ErrPacket, is_err, parse_err
 from turnout.protocol.packets import Packet, PacketBuffer, encode_packet, header
 from turnout.protocol.response import ResponseFramer
+from turnout.proxy.hostgroups import RoutingTable
 from turnout.sandbox.config import APP, MONITOR
 from turnout.sandbox.sandbox import Sandbox
 
@@ -912,3 +913,36 @@ def test_a_paused_server_cannot_hold_a_client_past_the_timeout(
             assert all(o in (1969, box.nodes[3 - victim].port) for o in outcomes)
         finally:
             box.resume(victim)
+
+
+def test_a_write_refused_by_read_only_waits_for_the_new_writer(
+    fresh_sandbox: Sandbox, start_proxy: Callable[[RuntimeConfig], RunningProxy], no_session_crash: None
+) -> None:
+    """A switchover seen from the data path: the writer turns read_only before the proxy hears of
+    the new one. An autocommit write it refuses (1290) did not run, so the proxy keeps it from the
+    client, waits for the new writer and runs it there."""
+    box = fresh_sandbox
+    box.execute(0, "CREATE DATABASE IF NOT EXISTS rb", "CREATE TABLE rb.moved (id INT PRIMARY KEY)")
+    box.wait_replicas_caught_up()
+    running = start_proxy(split_config(box, **{"mysql-connect_timeout_server_max": "20000"}))
+    conn = running.connect(autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO rb.moved VALUES (1)")  # the next write finds a pooled connection
+        box.execute(0, "SET GLOBAL read_only = ON")
+        box.execute(1, "STOP SLAVE", "SET GLOBAL read_only = OFF")
+        promoted = RoutingTable.build([
+            MysqlServer(WRITER, "127.0.0.1", box.nodes[1].port),
+            MysqlServer(READER, "127.0.0.1", box.nodes[2].port),
+        ])
+
+        def promote() -> None:
+            time.sleep(1)
+            running.call(lambda: running.proxy.apply_routing(promoted))
+
+        thread = threading.Thread(target=promote)
+        thread.start()
+        cur.execute("INSERT INTO rb.moved VALUES (2)")
+        thread.join()
+    assert box.execute(1, "SELECT id FROM rb.moved ORDER BY id") == [{"id": 1}, {"id": 2}]
+    assert box.execute(0, "SELECT id FROM rb.moved") == [{"id": 1}]
+    assert running.call(lambda: running.proxy.stats.counters.statements_retried) >= 1
