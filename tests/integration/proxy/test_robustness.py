@@ -491,28 +491,28 @@ def test_pipelined_commands_are_answered_in_order(robust: RunningProxy, healthy:
         else:
             for packet in packets:  # one by one: later ones arrive while the first are relayed
                 raw.sock.sendall(packet)
-        received = b""
-        while len(_complete_responses(received)) < len(packets):
-            data = raw.sock.recv(65536)
-            assert data, "the proxy closed the connection"
-            received += data
-        values = _single_values(received)
+        values = _single_values(_receive_responses(raw, len(packets)))
         assert values[:2] + values[3:] == [b"1", b"20", b"after", b"30", b"last"]
         assert values[2] is None  # @pipelined was never set on this connection: NULL
     # and with the SET in the pipeline, the user variable pins the backend for what follows
     raw.sock.sendall(b"".join(encode_packet(build_query(sql), 0) for sql in statements))
-    received = b""
-    while len(_complete_responses(received)) < len(statements):
-        data = raw.sock.recv(65536)
-        assert data, "the proxy closed the connection"
-        received += data
-    responses = _complete_responses(received)
+    responses = _complete_responses(_receive_responses(raw, len(statements)))
     assert responses[2][0].ok is not None  # the SET's OK
     without_set = b"".join(chunk for i, (_, chunk) in enumerate(responses) if i != 2)
     assert _single_values(without_set) == [b"1", b"20", b"7", b"after", b"30", b"last"]
     raw.close()
     healthy.check()
     settled(robust, sessions=1)
+
+
+def _receive_responses(raw: RawClient, count: int) -> bytes:
+    """Read until `count` whole responses to COM_QUERY have arrived."""
+    received = b""
+    while len(_complete_responses(received)) < count:
+        data = raw.sock.recv(65536)
+        assert data, "the proxy closed the connection"
+        received += data
+    return received
 
 
 def _complete_responses(data: bytes) -> list[tuple[ResponseFramer, bytes]]:
