@@ -217,7 +217,6 @@ async def connect_backend(
     stage1: bytes | None,
     password: str | None,
     found_rows: bool,
-    settings: SessionSettings,
     timeout: float,
 ) -> BackendConnection:
     """Open and log in a backend connection as `user` (with SHA1(password) or the password)."""

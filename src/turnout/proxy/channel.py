@@ -18,6 +18,8 @@ from typing import cast
 # Buffered but unread bytes past which the peer is paused (a client sending a huge packet while
 # its session waits for a backend).
 READ_BUFFER_LIMIT = 1 << 20
+# Unsent bytes past which a relay stops reading its source until the peer catches up.
+WRITE_BUFFER_HIGH = 1 << 20
 
 
 class Channel(asyncio.Protocol):

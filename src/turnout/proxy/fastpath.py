@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING
 
 from turnout.protocol import constants as c
 from turnout.protocol.commands import query_text
-from turnout.protocol.generic import build_err
-from turnout.protocol.packets import MAX_PAYLOAD, ProtocolError, encode_packet
+from turnout.protocol.packets import MAX_PAYLOAD, ProtocolError
 from turnout.protocol.response import ResponseFramer, WholeResultSet, whole_result_set
 from turnout.proxy.backend import (
     CONNECTION_ENDING_ERRORS,
     BackendConnection,
     BackendStatement,
 )
+from turnout.proxy.channel import WRITE_BUFFER_HIGH
 from turnout.proxy.rules import RuleOutcome
 from turnout.proxy.statement import StatementInfo, first_word
 from turnout.proxy.stats import command_name
@@ -38,8 +38,6 @@ from turnout.proxy.stats import command_name
 if TYPE_CHECKING:
     from turnout.proxy.session import ClientSession
 
-# The client's unsent answer past which the backend is paused until the client catches up.
-WRITE_BUFFER_HIGH = 1 << 20
 # Server status flags after which a session keeps its connection (see after_statement).
 _KEEPING_FLAGS = c.SERVER_STATUS_IN_TRANS | c.SERVER_STATUS_CURSOR_EXISTS
 
@@ -359,8 +357,8 @@ class FastPath:
         connection.broken = True
         session = self.session
         self._forget(connection)
-        if not self._relayed and not session.client.is_closing():
-            session.client.write(encode_packet(build_err(c.ER_MALFORMED_PACKET, message, "08S01"), 1))
+        if not self._relayed:
+            session.send_error(c.ER_MALFORMED_PACKET, message)
         session.client.close()
         session.client.release_hold()
 

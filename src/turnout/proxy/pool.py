@@ -56,12 +56,8 @@ class Pools:
         idle = pool.idle.get((user, found_rows))
         while idle:
             connection, _ = idle.popitem()
-            pool.stats.conn_free -= 1
-            if not connection.idle_usable():
-                connection.close()
-                continue
-            self._mark_used(pool)
-            return connection
+            if self._hand_out(pool, connection):
+                return connection
         return None
 
     def take(self, connection: BackendConnection) -> bool:
@@ -71,6 +67,11 @@ class Pools:
         if pool is None or idle is None or connection not in idle:
             return False
         del idle[connection]
+        return self._hand_out(pool, connection)
+
+    def _hand_out(self, pool: ServerPool, connection: BackendConnection) -> bool:
+        """A connection just taken off the idle list: counted as used, or closed if the server
+        ended it meanwhile."""
         pool.stats.conn_free -= 1
         if not connection.idle_usable():
             connection.close()

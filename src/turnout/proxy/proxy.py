@@ -27,7 +27,6 @@ from turnout.proxy.hostgroups import RoutingTable, pick_server, pick_server_stic
 from turnout.proxy.pool import Pools
 from turnout.proxy.rules import CompiledRule, compile_rules
 from turnout.proxy.session import ClientSession, NoServer
-from turnout.proxy.settings import SessionSettings
 from turnout.proxy.stats import COMMAND_COLUMNS, DIGEST_COLUMNS, ProxyStats
 
 log = logging.getLogger("turnout.proxy")
@@ -74,7 +73,7 @@ class Proxy:
         self._servers: dict[ServerAddress, MysqlServer] = {}
         self._session_ids = itertools.count(1)
         self._listeners: list[asyncio.Server] = []
-        self._session_tasks: set[asyncio.Task[None]] = set()  # and the proxy's own background tasks
+        self._tasks: set[asyncio.Task[None]] = set()  # sessions, and background KILL QUERYs
         self._timeout_watch: asyncio.Task[None] | None = None
         self._rng = random.Random()
         self.on_backend_error: Callable[[ServerAddress], None] | None = None
@@ -260,7 +259,6 @@ class Proxy:
                         session.stage1 or None,
                         user.password,
                         session.found_rows,
-                        session.settings,
                         self.connect_timeout_server,
                     )
                 except BackendRefused as exc:
@@ -350,8 +348,8 @@ class Proxy:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         session = ClientSession(self, client, next(self._session_ids))
         task = asyncio.get_running_loop().create_task(self._serve(session))
-        self._session_tasks.add(task)
-        task.add_done_callback(self._session_tasks.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, session: ClientSession) -> None:
         try:
@@ -380,15 +378,14 @@ class Proxy:
         task = asyncio.get_running_loop().create_task(
             self._kill_query(connection.address, connection.thread_id, session.user, session.stage1)
         )
-        self._session_tasks.add(task)
-        task.add_done_callback(self._session_tasks.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _kill_query(self, address: ServerAddress, thread_id: int, user: UserEntry, stage1: bytes | None) -> None:
         where = f"{address[0]}:{address[1]}"
         try:
             killer = await connect_backend(
-                address, user.user.username, stage1 or None, user.password, False, SessionSettings(),
-                self.connect_timeout_server,
+                address, user.user.username, stage1 or None, user.password, False, self.connect_timeout_server,
             )
         except BackendError as exc:
             log.warning("cannot kill the timed-out statement of thread %d on %s: %s", thread_id, where, exc)

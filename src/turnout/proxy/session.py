@@ -37,7 +37,7 @@ from turnout.proxy.backend import (
     BackendRefused,
     execute_payload,
 )
-from turnout.proxy.channel import Channel
+from turnout.proxy.channel import WRITE_BUFFER_HIGH, Channel
 from turnout.proxy.digest import digest_text
 from turnout.proxy.fastpath import FastPath, stateless
 from turnout.proxy.rules import NO_MATCH, RuleOutcome, evaluate
@@ -55,7 +55,6 @@ from turnout.proxy.stats import command_name
 if TYPE_CHECKING:
     from turnout.proxy.proxy import Proxy, UserEntry
 
-WRITE_BUFFER_HIGH = 1 << 20
 ER_PROXY_NO_SERVER = 9001
 ER_PROXY_RULE_ERROR = 1148
 ER_STATEMENT_TIMEOUT = 1969  # MariaDB's "max_statement_time exceeded": what drivers know as a timeout
