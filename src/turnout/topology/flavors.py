@@ -101,8 +101,9 @@ class Flavor(abc.ABC):
     def wait_applied(self, position: str, timeout: float) -> str:
         """A SELECT returning one value; `wait_succeeded(value)` tells if it was reached."""
 
-    @abc.abstractmethod
-    def wait_succeeded(self, value: Any) -> bool: ...
+    def wait_succeeded(self, value: Any) -> bool:
+        """The GTID waits (MASTER_GTID_WAIT, WAIT_FOR_EXECUTED_GTID_SET) return 0 when reached."""
+        return value is not None and int(value) == 0
 
     # ---- positions -------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -208,9 +209,6 @@ class MariaDBGtid(Flavor):
 
     def wait_applied(self, position: str, timeout: float) -> str:
         return f"SELECT MASTER_GTID_WAIT({sql_string(position)}, {timeout:g}) AS reached"
-
-    def wait_succeeded(self, value: Any) -> bool:
-        return value is not None and int(value) == 0
 
     def master_position(self, master: Instance) -> str:
         return master.gtid_binlog_pos
@@ -321,9 +319,6 @@ class MySQLGtid(Flavor):
 
     def wait_applied(self, position: str, timeout: float) -> str:
         return f"SELECT WAIT_FOR_EXECUTED_GTID_SET({sql_string(position)}, {timeout:g}) AS reached"
-
-    def wait_succeeded(self, value: Any) -> bool:
-        return value is not None and int(value) == 0
 
     def master_position(self, master: Instance) -> str:
         return master.executed_gtid_set
