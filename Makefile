@@ -16,14 +16,17 @@ setup: system-deps $(VENV)/.installed
 system-deps:
 	@./scripts/system-deps.sh
 
-$(VENV)/.installed: pyproject.toml
+# The data path is compiled (setup.py): a change to its sources rebuilds it.
+COMPILED_SOURCES := $(wildcard src/turnout/protocol/*.py src/turnout/proxy/*.py)
+
+$(VENV)/.installed: pyproject.toml setup.py $(COMPILED_SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
 lint: setup
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench setup.py
 	$(BIN)/mypy
 
 bench: setup

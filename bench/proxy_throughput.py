@@ -37,6 +37,7 @@ from bench.common import (
     workdir,
     write_json,
 )
+from turnout.compiled import data_path_compiled
 
 # haproxy: in front of the master alone; haproxy-replicas: round robin over the two replicas,
 # the servers turnout's split sends point selects to (the same load on the same servers).
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         turnout_port, turnout_proc, turnout_log, command = turnout.port, turnout.proc, turnout.log_path, turnout.command
         meta["turnout_command"] = command.how
         meta["turnout_workers"] = command.workers
+        meta["turnout_data_path_compiled"] = data_path_compiled()
         ports = {"direct": master, "haproxy": haproxy_port, "haproxy-replicas": replicas_port, "turnout": turnout_port}
         targets: tuple[str, ...] = TARGETS
         if args.bare:

@@ -14,10 +14,21 @@ from pathlib import Path
 
 import pytest
 
+from turnout.compiled import stale_compiled_sources
 from turnout.sandbox.ports import free_port_block
 from turnout.sandbox.sandbox import Sandbox
 
 SandboxFactory = Callable[..., Sandbox]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    stale = stale_compiled_sources()
+    if stale:
+        pytest.exit(
+            f"{', '.join(map(str, stale))}: changed after the data path was compiled, so the tests "
+            "would run the old code. Run `make test` (or `make setup`), which rebuilds it.",
+            returncode=4,
+        )
 
 
 def _have_mariadb() -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from turnout.compiled import data_path_compiled
 from turnout.config.file import ConfigFile
 from turnout.config.model import RuntimeConfig
 from turnout.monitor.health import HealthSnapshot
@@ -230,7 +231,10 @@ class Node:
         if self.workers is not None:
             self.workers.start(host, port, self.runtime, self.proxy.routing)
             log.info("%d worker processes share the port", self.workers.count)
-        log.info("proxy listening on %s:%d", host, port)
+        log.info(
+            "proxy listening on %s:%d (data path %s)", host, port,
+            "compiled" if data_path_compiled() else "in plain Python: reinstall with a C compiler for the compiled one",
+        )
         if self.manage:
             await self._start_manager()
         elif self.config_file.manager:

@@ -11,6 +11,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from turnout.config.model import MysqlServer, MysqlUser, RuntimeConfig
 from turnout.protocol import constants as c
@@ -72,7 +73,9 @@ class Proxy:
         self._failed_until: dict[ServerAddress, float] = {}
         self._servers: dict[ServerAddress, MysqlServer] = {}
         self._session_ids = itertools.count(1)
-        self._listeners: list[asyncio.Server] = []
+        # asyncio's or uvloop's servers: Any, because uvloop's `sockets` is a list where the
+        # type stubs say tuple, and the compiled proxy checks declared types.
+        self._listeners: list[Any] = []
         self._tasks: set[asyncio.Task[None]] = set()  # sessions, and background KILL QUERYs
         self._timeout_watch: asyncio.Task[None] | None = None
         self._rng = random.Random()
