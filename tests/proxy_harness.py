@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pymysql
@@ -68,15 +69,15 @@ class RunningProxy:
 
 
 @pytest.fixture
-def start_proxy() -> Iterator[Callable[[RuntimeConfig], RunningProxy]]:
+def start_proxy() -> Iterator[Callable[..., RunningProxy]]:
     running: list[tuple[RunningProxy, threading.Thread]] = []
 
-    def start(config: RuntimeConfig) -> RunningProxy:
+    def start(config: RuntimeConfig, datadir: Path | None = None) -> RunningProxy:
         loop = uvloop.new_event_loop()  # the event loop turnout runs on
         ready: Future[RunningProxy] = Future()
 
         async def main() -> None:
-            proxy = Proxy(config)
+            proxy = Proxy(config, datadir=datadir)
             await proxy.start("127.0.0.1", 0)
             ready.set_result(RunningProxy(proxy, proxy.ports[0], loop))
 
@@ -99,7 +100,7 @@ def start_proxy() -> Iterator[Callable[[RuntimeConfig], RunningProxy]]:
 
 
 @pytest.fixture
-def split_proxy(sandbox: Sandbox, start_proxy: Callable[[RuntimeConfig], RunningProxy]) -> RunningProxy:
+def split_proxy(sandbox: Sandbox, start_proxy: Callable[..., RunningProxy]) -> RunningProxy:
     return start_proxy(split_config(sandbox))
 
 

@@ -25,6 +25,7 @@ from turnout.monitor.routing import RoutingTable as HealthRouting
 from turnout.output import UserError
 from turnout.proxy.hostgroups import RoutingTable
 from turnout.proxy.proxy import Proxy, parse_interface
+from turnout.proxy.tls import TlsSetupError
 from turnout.proxy.workers import Workers
 from turnout.state.base import ClusterState
 
@@ -50,7 +51,12 @@ class Node:
     ) -> None:
         self.config_file = config_file
         self.runtime: RuntimeConfig = config_file.runtime_config()
-        self.proxy = Proxy(self.runtime)
+        config_dir = config_file.path.parent if config_file.path is not None else Path(".")
+        self.datadir = config_file.datadir or config_dir
+        try:
+            self.proxy = Proxy(self.runtime, datadir=self.datadir)
+        except TlsSetupError as exc:
+            raise UserError(str(exc)) from exc
         self.monitor = Monitor(self.runtime, self._on_health)
         self.health_routing = HealthRouting()
         self.routing: RoutingSnapshot | None = None
@@ -120,10 +126,8 @@ class Node:
 
         if settings.StateStore:
             return open_store(settings.StateStore)
-        config_dir = self.config_file.path.parent if self.config_file.path is not None else Path(".")
-        base = self.config_file.datadir or config_dir
-        base.mkdir(parents=True, exist_ok=True)
-        return SQLiteStateStore(base / settings.SQLite3DataFile)
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        return SQLiteStateStore(self.datadir / settings.SQLite3DataFile)
 
     def _follow_store(self) -> None:
         """A proxy without a manager of its own follows the manager that publishes in the store."""
@@ -229,7 +233,7 @@ class Node:
         host, port = parse_interface(self.runtime.variable("mysql-interfaces", "127.0.0.1:6033"), 6033)
         await self.proxy.start(host, port, reuse_port=self.workers is not None)
         if self.workers is not None:
-            self.workers.start(host, port, self.runtime, self.proxy.routing)
+            self.workers.start(host, port, self.runtime, self.proxy.routing, self.datadir)
             log.info("%d worker processes share the port", self.workers.count)
         log.info(
             "proxy listening on %s:%d (data path %s)", host, port,

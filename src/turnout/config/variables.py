@@ -85,6 +85,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("mysql-interfaces", "127.0.0.1:6033", interfaces, "where applications connect"),
     Variable("mysql-threads", "4", integer(1, 256), "worker threads (turnout: data-path processes)"),
     Variable("mysql-max_connections", "2048", integer(1, 1_000_000)),
+    Variable(
+        "mysql-have_ssl", "false", boolean,
+        "offer TLS to clients (certificate: proxysql-cert.pem / proxysql-key.pem in the datadir, generated when missing)",
+    ),
     Variable("mysql-default_schema", "information_schema", text),
     Variable("mysql-server_version", "8.0.11", non_empty),
     Variable("mysql-default_charset", "utf8mb4", non_empty),

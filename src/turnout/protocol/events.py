@@ -16,6 +16,11 @@ class ClientHello:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsRequested:
+    """The client sent an SSLRequest: TLS starts now, and its HandshakeResponse41 comes over it."""
+
+
+@dataclass(frozen=True, slots=True)
 class AuthSwitchResponse:
     """The client's answer to an AuthSwitchRequest."""
 

@@ -79,6 +79,13 @@ class PacketBuffer:
     def __len__(self) -> int:
         return len(self._buf) - self._pos
 
+    def take_rest(self) -> bytes:
+        """The bytes past the last whole packet, taken out (they belong to another layer: TLS)."""
+        rest = bytes(self._buf[self._pos :])
+        self._buf.clear()
+        self._pos = 0
+        return rest
+
     def _consume(self, n: int) -> None:
         self._pos += n
         if self._pos == len(self._buf):

@@ -12,12 +12,13 @@ from turnout.protocol.auth import new_salt, verify_native
 from turnout.protocol.constants import (
     CHARSET_UTF8_GENERAL_CI,
     CLIENT_PLUGIN_AUTH,
+    CLIENT_SSL,
     DEFAULT_SERVER_CAPABILITIES,
     NATIVE_PASSWORD,
     SERVER_STATUS_AUTOCOMMIT,
     sql_state_for,
 )
-from turnout.protocol.events import AuthSwitchResponse, ClientHello
+from turnout.protocol.events import AuthSwitchResponse, ClientHello, TlsRequested
 from turnout.protocol.generic import build_err, build_ok
 from turnout.protocol.handshake import (
     Greeting,
@@ -43,10 +44,12 @@ class ServerHandshake:
         server_version: str = "5.5.30 (turnout)",
         capabilities: int = DEFAULT_SERVER_CAPABILITIES,
         salt: bytes | None = None,
+        tls: bool = False,
     ) -> None:
         self.connection_id = connection_id
         self.server_version = server_version
-        self.server_capabilities = capabilities
+        self.server_capabilities = capabilities | CLIENT_SSL if tls else capabilities & ~CLIENT_SSL
+        self.tls = False  # the client asked for TLS (the caller starts it)
         self.salt = salt if salt is not None else new_salt()
         self.response: HandshakeResponse | None = None
         self.auth_data = b""
@@ -91,7 +94,7 @@ class ServerHandshake:
         self._seq = 1
         return encode_packet(payload, 0)
 
-    def receive(self, packet: Packet) -> ClientHello | AuthSwitchResponse:
+    def receive(self, packet: Packet) -> ClientHello | AuthSwitchResponse | TlsRequested:
         if self._state not in (_AWAIT_RESPONSE, _AWAIT_SWITCH):
             raise ProtocolError(f"unexpected packet from the client while {self._state}")
         if packet.seq != self._seq:
@@ -102,7 +105,12 @@ class ServerHandshake:
             self.auth_data = packet.payload
             return AuthSwitchResponse(packet.payload)
         if is_ssl_request(packet.payload):
-            raise ProtocolError("the client asked for TLS, which this server does not offer")
+            if not self.server_capabilities & CLIENT_SSL:
+                raise ProtocolError("the client asked for TLS, which this server does not offer")
+            if self.tls:
+                raise ProtocolError("a second SSLRequest")
+            self.tls = True
+            return TlsRequested()
         self.response = parse_handshake_response(packet.payload)
         self.auth_data = self.response.auth_response
         self._state = _DECIDING

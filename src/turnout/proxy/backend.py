@@ -236,9 +236,9 @@ async def connect_backend(
     packets = PacketBuffer()
     try:
         return await asyncio.wait_for(_login(address, user, found_rows, channel, handshake, packets), timeout)
-    except TimeoutError as exc:
+    except TimeoutError as timed_out:
         channel.close()
-        raise BackendError(f"login to {address[0]}:{address[1]} timed out") from exc
+        raise BackendError(f"login to {address[0]}:{address[1]} timed out") from timed_out
     except BaseException:
         channel.close()
         raise

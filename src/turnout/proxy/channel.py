@@ -7,13 +7,18 @@ to an idle pooled connection, the answer relayed back — runs as callbacks inst
 
 While `hold` is set, data that `on_data` declines is buffered without waking the reader, so a
 statement relayed by callbacks finishes before the coroutine sees what the client sent next.
+
+After `start_tls`, bytes pass through a `TlsLayer` both ways; readers and callbacks see plaintext.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from typing import cast
+
+from turnout.proxy.tls import TlsLayer
 
 # Buffered but unread bytes past which the peer is paused (a client sending a huge packet while
 # its session waits for a backend).
@@ -41,6 +46,8 @@ class Channel(asyncio.Protocol):
         # Called when the peer has taken our buffered writes (flow control for relaying).
         self.on_writable: Callable[[], None] | None = None
         self.hold = False
+        self.tls: TlsLayer | None = None
+        self._tls_ready: asyncio.Future[None] | None = None
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -50,6 +57,10 @@ class Channel(asyncio.Protocol):
             on_connected(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.tls is not None:
+            data = self._decrypt(data)
+            if not data:
+                return
         on_data = self.on_data
         if on_data is not None and on_data(data):
             return
@@ -124,9 +135,61 @@ class Channel(asyncio.Protocol):
         if self._chunks or self._eof:
             self._wake_reader()
 
+    def start_tls(self, context: ssl.SSLContext, already_read: bytes = b"") -> asyncio.Future[None]:
+        """Become the server side of a TLS connection; done when the handshake is. `already_read`:
+        bytes read past the SSLRequest packet (the client's hello, sent without waiting), which
+        go to TLS first, ahead of anything buffered here."""
+        assert self.transport is not None
+        pending = already_read + b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        self.tls = TlsLayer(context)
+        ready = self._tls_ready = asyncio.get_running_loop().create_future()
+        if self._eof:
+            ready.set_exception(ConnectionResetError("the client left before TLS started"))
+        elif pending:
+            self._decrypt(pending)
+        return ready
+
+    def _decrypt(self, data: bytes) -> bytes:
+        tls = self.tls
+        assert tls is not None and self.transport is not None
+        try:
+            plain, reply = tls.receive(data)
+        except ssl.SSLError as exc:
+            self._tls_failed(exc)
+            return b""
+        if reply:
+            self.transport.write(reply)
+        ready = self._tls_ready
+        if ready is not None and tls.handshake_done:
+            self._tls_ready = None
+            if not ready.done():
+                ready.set_result(None)
+        if tls.closed:  # close_notify: the client ended the connection
+            self.transport.close()
+        return plain
+
+    def _tls_failed(self, exc: ssl.SSLError) -> None:
+        ready, self._tls_ready = self._tls_ready, None
+        if ready is not None and not ready.done():
+            ready.set_exception(exc)
+        else:
+            self._error = exc
+        if self.transport is not None:
+            self.transport.abort()
+
     # ---- both ---------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
         assert self.transport is not None
+        if self.tls is not None:
+            if self.transport.is_closing():
+                return
+            try:
+                data = self.tls.send(data)
+            except ssl.SSLError as exc:
+                self._tls_failed(exc)
+                return
         self.transport.write(data)
 
     def is_closing(self) -> bool:
@@ -166,6 +229,9 @@ class Channel(asyncio.Protocol):
         self._eof = True
         if exc is not None:
             self._error = exc
+        ready, self._tls_ready = self._tls_ready, None
+        if ready is not None and not ready.done():
+            ready.set_exception(exc or ConnectionResetError("the client left during the TLS handshake"))
         on_closed, self.on_closed = self.on_closed, None
         if on_closed is not None:
             on_closed()

@@ -8,9 +8,11 @@ import itertools
 import logging
 import random
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from turnout.config.model import MysqlServer, MysqlUser, RuntimeConfig
@@ -29,6 +31,7 @@ from turnout.proxy.pool import Pools
 from turnout.proxy.rules import CompiledRule, compile_rules
 from turnout.proxy.session import ClientSession, NoServer
 from turnout.proxy.stats import COMMAND_COLUMNS, DIGEST_COLUMNS, ProxyStats
+from turnout.proxy.tls import TlsSetupError, server_context
 
 log = logging.getLogger("turnout.proxy")
 
@@ -62,7 +65,10 @@ def parse_interface(value: str, default_port: int) -> tuple[str, int]:
 
 
 class Proxy:
-    def __init__(self, config: RuntimeConfig) -> None:
+    def __init__(self, config: RuntimeConfig, datadir: Path | None = None) -> None:
+        # Where the TLS certificate lives (mysql-have_ssl); generated there when missing.
+        self.datadir = datadir
+        self.tls_context: ssl.SSLContext | None = None
         self.pools = Pools()
         self.stats = ProxyStats()
         self.sessions: dict[int, ClientSession] = {}
@@ -89,8 +95,11 @@ class Proxy:
 
     # ---- configuration ------------------------------------------------------------------------
     def apply_config(self, config: RuntimeConfig) -> None:
-        """Put a new runtime configuration in force; sessions pick it up at their next statement."""
+        """Put a new runtime configuration in force; sessions pick it up at their next statement.
+        Raises TlsSetupError, with nothing changed, when TLS is asked for but cannot be set up."""
+        tls_context = self._tls_context_for(config)
         self.config = config
+        self.tls_context = tls_context
         self.users = {u.username: _user_entry(u) for u in config.users if u.frontend}
         self.rules = compile_rules(config.query_rules)
         self.reader_hostgroups = frozenset(rh.reader_hostgroup for rh in config.replication_hostgroups)
@@ -106,6 +115,15 @@ class Proxy:
         # never carries another client's current database into it.
         self.default_schema = config.variable("mysql-default_schema", "information_schema")
         self.prepared_responses.clear()
+
+    def _tls_context_for(self, config: RuntimeConfig) -> ssl.SSLContext | None:
+        if not config.bool_variable("mysql-have_ssl", False):
+            return None
+        if self.tls_context is not None:
+            return self.tls_context
+        if self.datadir is None:
+            raise TlsSetupError("mysql-have_ssl is true but there is no datadir for the TLS certificate")
+        return server_context(self.datadir)
 
     def apply_routing(self, table: RoutingTable) -> None:
         """Servers as in force (monitor's view); wakes statements waiting for a server."""
@@ -264,9 +282,9 @@ class Proxy:
                         session.found_rows,
                         self.connect_timeout_server,
                     )
-                except BackendRefused as exc:
+                except BackendRefused as refused:
                     self.pools.connect_failed(server.address)
-                    if exc.err.code in (c.ER_ACCESS_DENIED_ERROR, c.ER_TOO_MANY_USER_CONNECTIONS):
+                    if refused.err.code in (c.ER_ACCESS_DENIED_ERROR, c.ER_TOO_MANY_USER_CONNECTIONS):
                         raise
                     self.backend_failed(server.address)
                     continue
@@ -397,8 +415,8 @@ class Proxy:
             framer = await asyncio.wait_for(killer.query(f"KILL QUERY {thread_id}"), self.connect_timeout_server)
             if framer.error is not None and framer.error.code != ER_NO_SUCH_THREAD:
                 log.warning("KILL QUERY %d on %s: %s", thread_id, where, framer.error.message)
-        except (BackendError, TimeoutError) as exc:
-            log.warning("KILL QUERY %d on %s: %s", thread_id, where, exc or "timed out")
+        except (BackendError, TimeoutError) as failure:
+            log.warning("KILL QUERY %d on %s: %s", thread_id, where, failure or "timed out")
         finally:
             killer.close()
 

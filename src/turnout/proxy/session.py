@@ -16,7 +16,7 @@ from turnout.protocol.commands import (
     stmt_id_of,
     with_stmt_id,
 )
-from turnout.protocol.events import AuthSwitchResponse, ClientHello
+from turnout.protocol.events import AuthSwitchResponse, ClientHello, TlsRequested
 from turnout.protocol.generic import ErrPacket, build_eof, build_err, build_ok
 from turnout.protocol.handshake import build_auth_switch_request, parse_change_user
 from turnout.protocol.packets import (
@@ -210,10 +210,20 @@ class ClientSession:
     # ---- login --------------------------------------------------------------------------------
     async def _login(self) -> bool:
         proxy = self.proxy
-        handshake = ServerHandshake(self.id, server_version=proxy.server_version)
+        tls_context = proxy.tls_context
+        handshake = ServerHandshake(self.id, server_version=proxy.server_version, tls=tls_context is not None)
         self.client.write(handshake.greeting())
         self.salt = handshake.salt
         event = handshake.receive(await self._read_packet(timeout=proxy.connect_timeout_client))
+        if isinstance(event, TlsRequested):
+            assert tls_context is not None
+            started = self.client.start_tls(tls_context, self.packets.take_rest())
+            try:
+                await asyncio.wait_for(started, proxy.connect_timeout_client)
+            except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+                proxy.stats.counters.client_connections_aborted += 1
+                raise ClientGone(f"TLS handshake failed: {exc}") from exc
+            event = handshake.receive(await self._read_packet(timeout=proxy.connect_timeout_client))
         assert isinstance(event, ClientHello)
         hello = event.response
         entry = proxy.users.get(hello.username)
@@ -221,6 +231,11 @@ class ClientSession:
         denied = f"Access denied for user '{hello.username}'@'{self.client_address.rsplit(':', 1)[0]}' (using password: {using_password})"
         if entry is None or not entry.user.active or not entry.user.frontend:
             self.client.write(handshake.error_packet(c.ER_ACCESS_DENIED_ERROR, denied))
+            proxy.stats.counters.client_connections_aborted += 1
+            return False
+        if entry.user.use_ssl and not handshake.tls:
+            # As ProxySQL: a user with use_ssl=1 must come over TLS.
+            self.client.write(handshake.error_packet(c.ER_ACCESS_DENIED_ERROR, denied + ". SSL is required"))
             proxy.stats.counters.client_connections_aborted += 1
             return False
         if handshake.wants_switch:
@@ -378,11 +393,11 @@ class ClientSession:
         if connection is None:
             try:
                 connection = await self.proxy.acquire(hostgroup, self)
-            except NoServer as exc:
-                self.send_error(ER_PROXY_NO_SERVER, str(exc))
+            except NoServer as none:
+                self.send_error(ER_PROXY_NO_SERVER, str(none))
                 return None
-            except BackendRefused as exc:
-                self._send(build_err(exc.err.code, exc.err.message, exc.err.sql_state), 1)
+            except BackendRefused as refused:
+                self._send(build_err(refused.err.code, refused.err.message, refused.err.sql_state), 1)
                 return None
         self.in_flight = connection
         if connection.settings == self.settings:
@@ -852,10 +867,12 @@ class ClientSession:
             response = packet.payload
             seq = packet.seq + 1
         stage1 = self._verify(entry, response, salt) if entry is not None and entry.user.active else None
-        if entry is None or stage1 is None:
+        tls_missing = entry is not None and entry.user.use_ssl and self.client.tls is None
+        if entry is None or stage1 is None or tls_missing:
             self.send_error(
                 c.ER_ACCESS_DENIED_ERROR,
-                f"Access denied for user '{change.user}' (using password: {'YES' if response else 'NO'})",
+                f"Access denied for user '{change.user}' (using password: {'YES' if response else 'NO'})"
+                + (". SSL is required" if tls_missing else ""),
                 seq,
             )
             raise ClientGone("change user denied")

@@ -14,6 +14,7 @@ import multiprocessing
 import multiprocessing.connection
 import signal
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -72,7 +73,9 @@ def decode(snapshot: Snapshot) -> tuple[RuntimeConfig, RoutingTable]:
     return config, table
 
 
-def _worker_main(pipe: multiprocessing.connection.Connection, host: str, port: int, first: Snapshot) -> None:
+def _worker_main(
+    pipe: multiprocessing.connection.Connection, host: str, port: int, first: Snapshot, datadir: Path
+) -> None:
     import uvloop
 
     from turnout.proxy.proxy import Proxy
@@ -81,7 +84,7 @@ def _worker_main(pipe: multiprocessing.connection.Connection, host: str, port: i
 
     async def main() -> None:
         config, table = decode(first)
-        proxy = Proxy(config)
+        proxy = Proxy(config, datadir=datadir)
         proxy.apply_routing(table)
         await proxy.start(host, port, reuse_port=True)
         loop = asyncio.get_running_loop()
@@ -114,13 +117,13 @@ class Workers:
         self._pipes: list[multiprocessing.connection.Connection] = []
         self._processes: list[multiprocessing.process.BaseProcess] = []
 
-    def start(self, host: str, port: int, config: RuntimeConfig, table: RoutingTable) -> None:
+    def start(self, host: str, port: int, config: RuntimeConfig, table: RoutingTable, datadir: Path) -> None:
         context = multiprocessing.get_context("spawn")
         first = encode(config, table)
         for index in range(self.count):
             parent_end, child_end = context.Pipe()
             process = context.Process(
-                target=_worker_main, args=(child_end, host, port, first), name=f"turnout-worker-{index + 1}",
+                target=_worker_main, args=(child_end, host, port, first, datadir), name=f"turnout-worker-{index + 1}",
                 daemon=True,
             )
             process.start()

@@ -11,6 +11,7 @@ state.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import threading
@@ -725,6 +726,27 @@ def test_no_server_available_waits_then_names_the_hostgroup(
         assert f"hostgroup {READER}" in excinfo.value.args[1]
         cur.execute("SELECT COUNT(*) FROM information_schema.TABLES FOR UPDATE")  # the writer still works
         assert cur.fetchone()[0] > 0
+    settled(running, sessions=0)
+
+
+def test_a_server_refusing_the_login_answers_the_client_and_the_session_goes_on(
+    sandbox: Sandbox, start_proxy: Callable[[RuntimeConfig], RunningProxy], no_session_crash: None
+) -> None:
+    """A user the proxy knows but the servers do not: the server's own 1045 reaches the client,
+    for every statement, and nothing else breaks."""
+    config = split_config(sandbox)
+    config = dataclasses.replace(
+        config, users=(*config.users, MysqlUser("nobody_on_the_servers", "pw", default_hostgroup=WRITER))
+    )
+    running = start_proxy(config)
+    with running.connect(user="nobody_on_the_servers", password="pw") as conn, conn.cursor() as cur:
+        for statement in ("SELECT 1", "SELECT 1 FOR UPDATE"):
+            with pytest.raises(pymysql.err.OperationalError) as refused:
+                cur.execute(statement)
+            assert refused.value.args[0] == c.ER_ACCESS_DENIED_ERROR
+    with running.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
     settled(running, sessions=0)
 
 
