@@ -36,12 +36,12 @@ def _have_mariadb() -> bool:
 
 
 def _factory(root: Path, created: list[Sandbox]) -> SandboxFactory:
-    def make(replicas: int = 2, semi_sync: bool = False) -> Sandbox:
+    def make(replicas: int = 2, semi_sync: bool = False, tls: bool = False) -> Sandbox:
         if not _have_mariadb():
             pytest.fail("mariadbd is missing: run `make test`, which installs MariaDB")
         directory = root / f"sbx{len(created)}"
         base = free_port_block(replicas + 1)
-        box = Sandbox.create(directory, base, replicas, semi_sync=semi_sync)
+        box = Sandbox.create(directory, base, replicas, semi_sync=semi_sync, tls=tls)
         created.append(box)
         return box
 

@@ -85,6 +85,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("mysql-interfaces", "127.0.0.1:6033", interfaces, "where applications connect"),
     Variable("mysql-threads", "4", integer(1, 256), "worker threads (turnout: data-path processes)"),
     Variable("mysql-max_connections", "2048", integer(1, 1_000_000)),
+    Variable("mysql-ssl_p2s_ca", "", text, "CA file to verify servers with use_ssl = 1 (empty: not verified)"),
+    Variable("mysql-ssl_p2s_cert", "", text, "client certificate for servers with use_ssl = 1"),
+    Variable("mysql-ssl_p2s_key", "", text, "its key"),
     Variable(
         "mysql-have_ssl", "false", boolean,
         "offer TLS to clients (certificate: proxysql-cert.pem / proxysql-key.pem in the datadir, generated when missing)",

@@ -217,6 +217,7 @@ ER_OPTION_PREVENTS_STATEMENT = 1290
 ER_QUERY_INTERRUPTED = 1317
 ER_MALFORMED_PACKET = 1835
 ER_NOT_SUPPORTED_AUTH_MODE = 1251
+ER_SSL_CONNECTION_ERROR = 2026  # the client library's CR_SSL_CONNECTION_ERROR
 # ProxySQL's own: "Max connect timeout reached while reaching hostgroup X after Yms".
 ER_PROXYSQL_MAX_CONNECT_TIMEOUT = 9001
 # Client-side codes a proxy reports when it loses its backend.

@@ -28,6 +28,13 @@ class AuthSwitchResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsStart:
+    """Send this SSLRequest, start TLS as the client, then send `ClientHandshake.after_tls()`."""
+
+    ssl_request: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class AuthDone:
     """The server accepted the client."""
 

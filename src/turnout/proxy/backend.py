@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 import time
 from dataclasses import dataclass, replace
 
@@ -21,7 +22,7 @@ from turnout.protocol.constants import (
     COM_STMT_PREPARE,
     DEFAULT_SERVER_CAPABILITIES,
 )
-from turnout.protocol.events import AuthDone, AuthFailed
+from turnout.protocol.events import AuthDone, AuthFailed, TlsStart
 from turnout.protocol.generic import ErrPacket
 from turnout.protocol.packets import PacketBuffer, encode_packet
 from turnout.protocol.prepared import PrepareOk
@@ -218,8 +219,10 @@ async def connect_backend(
     password: str | None,
     found_rows: bool,
     timeout: float,
+    tls: ssl.SSLContext | None = None,
 ) -> BackendConnection:
-    """Open and log in a backend connection as `user` (with SHA1(password) or the password)."""
+    """Open and log in a backend connection as `user` (with SHA1(password) or the password),
+    over TLS when `tls` is given (the server's use_ssl)."""
     capabilities = BACKEND_CAPABILITIES | (CLIENT_FOUND_ROWS if found_rows else 0)
     try:
         channel = await asyncio.wait_for(open_channel(*address), timeout)
@@ -232,10 +235,11 @@ async def connect_backend(
         database=None,
         capabilities=capabilities,
         charset=45,
+        tls=tls is not None,
     )
     packets = PacketBuffer()
     try:
-        return await asyncio.wait_for(_login(address, user, found_rows, channel, handshake, packets), timeout)
+        return await asyncio.wait_for(_login(address, user, found_rows, channel, handshake, packets, tls), timeout)
     except TimeoutError as timed_out:
         channel.close()
         raise BackendError(f"login to {address[0]}:{address[1]} timed out") from timed_out
@@ -251,6 +255,7 @@ async def _login(
     channel: Channel,
     handshake: ClientHandshake,
     packets: PacketBuffer,
+    tls: ssl.SSLContext | None,
 ) -> BackendConnection:
     while True:
         data = await channel.read()
@@ -266,5 +271,13 @@ async def _login(
                 )
             if isinstance(outcome, AuthFailed):
                 raise BackendRefused(outcome.error)
-            if outcome is not None:
+            if isinstance(outcome, TlsStart):
+                assert tls is not None
+                channel.write(outcome.ssl_request)
+                try:
+                    await channel.start_tls(tls, packets.take_rest(), server_side=False)
+                except OSError as exc:  # ssl.SSLError and a lost connection are OSErrors
+                    raise BackendError(f"TLS to {address[0]}:{address[1]} failed: {exc}") from exc
+                channel.write(handshake.after_tls())
+            elif outcome is not None:
                 channel.write(outcome)

@@ -135,19 +135,29 @@ class Channel(asyncio.Protocol):
         if self._chunks or self._eof:
             self._wake_reader()
 
-    def start_tls(self, context: ssl.SSLContext, already_read: bytes = b"") -> asyncio.Future[None]:
-        """Become the server side of a TLS connection; done when the handshake is. `already_read`:
-        bytes read past the SSLRequest packet (the client's hello, sent without waiting), which
-        go to TLS first, ahead of anything buffered here."""
+    def start_tls(
+        self, context: ssl.SSLContext, already_read: bytes = b"", server_side: bool = True
+    ) -> asyncio.Future[None]:
+        """Start TLS on this connection; done when the handshake is. `already_read`: bytes read
+        past the last plain packet (a client's hello, sent right behind its SSLRequest without
+        waiting), which go to TLS first, ahead of anything buffered here."""
         assert self.transport is not None
         pending = already_read + b"".join(self._chunks)
         self._chunks.clear()
         self._buffered = 0
-        self.tls = TlsLayer(context)
+        tls = self.tls = TlsLayer(context, server_side=server_side)
         ready = self._tls_ready = asyncio.get_running_loop().create_future()
         if self._eof:
-            ready.set_exception(ConnectionResetError("the client left before TLS started"))
-        elif pending:
+            ready.set_exception(ConnectionResetError("the peer left before TLS started"))
+            return ready
+        try:
+            hello = tls.start()
+        except ssl.SSLError as exc:
+            self._tls_failed(exc)
+            return ready
+        if hello:
+            self.transport.write(hello)
+        if pending:
             self._decrypt(pending)
         return ready
 
@@ -231,7 +241,7 @@ class Channel(asyncio.Protocol):
             self._error = exc
         ready, self._tls_ready = self._tls_ready, None
         if ready is not None and not ready.done():
-            ready.set_exception(exc or ConnectionResetError("the client left during the TLS handshake"))
+            ready.set_exception(exc or ConnectionResetError("the peer left during the TLS handshake"))
         on_closed, self.on_closed = self.on_closed, None
         if on_closed is not None:
             on_closed()

@@ -31,7 +31,7 @@ from turnout.proxy.pool import Pools
 from turnout.proxy.rules import CompiledRule, compile_rules
 from turnout.proxy.session import ClientSession, NoServer
 from turnout.proxy.stats import COMMAND_COLUMNS, DIGEST_COLUMNS, ProxyStats
-from turnout.proxy.tls import TlsSetupError, server_context
+from turnout.proxy.tls import TlsSetupError, client_context, server_context
 
 log = logging.getLogger("turnout.proxy")
 
@@ -69,6 +69,7 @@ class Proxy:
         # Where the TLS certificate lives (mysql-have_ssl); generated there when missing.
         self.datadir = datadir
         self.tls_context: ssl.SSLContext | None = None
+        self.backend_tls_context = client_context()  # for servers with use_ssl = 1
         self.pools = Pools()
         self.stats = ProxyStats()
         self.sessions: dict[int, ClientSession] = {}
@@ -98,8 +99,13 @@ class Proxy:
         """Put a new runtime configuration in force; sessions pick it up at their next statement.
         Raises TlsSetupError, with nothing changed, when TLS is asked for but cannot be set up."""
         tls_context = self._tls_context_for(config)
+        backend_tls_context = client_context(
+            config.variable("mysql-ssl_p2s_ca", ""), config.variable("mysql-ssl_p2s_cert", ""),
+            config.variable("mysql-ssl_p2s_key", ""),
+        )
         self.config = config
         self.tls_context = tls_context
+        self.backend_tls_context = backend_tls_context
         self.users = {u.username: _user_entry(u) for u in config.users if u.frontend}
         self.rules = compile_rules(config.query_rules)
         self.reader_hostgroups = frozenset(rh.reader_hostgroup for rh in config.replication_hostgroups)
@@ -281,11 +287,15 @@ class Proxy:
                         user.password,
                         session.found_rows,
                         self.connect_timeout_server,
+                        self.backend_tls_context if server.use_ssl else None,
                     )
                 except BackendRefused as refused:
                     self.pools.connect_failed(server.address)
                     if refused.err.code in (c.ER_ACCESS_DENIED_ERROR, c.ER_TOO_MANY_USER_CONNECTIONS):
                         raise
+                    log.warning(
+                        "backend %s:%d refused the login: %s", server.address[0], server.address[1], refused.err.message
+                    )
                     self.backend_failed(server.address)
                     continue
                 except BackendError as exc:
@@ -405,8 +415,10 @@ class Proxy:
     async def _kill_query(self, address: ServerAddress, thread_id: int, user: UserEntry, stage1: bytes | None) -> None:
         where = f"{address[0]}:{address[1]}"
         try:
+            server = self._servers.get(address)
             killer = await connect_backend(
                 address, user.user.username, stage1 or None, user.password, False, self.connect_timeout_server,
+                self.backend_tls_context if server is not None and server.use_ssl else None,
             )
         except BackendError as exc:
             log.warning("cannot kill the timed-out statement of thread %d on %s: %s", thread_id, where, exc)

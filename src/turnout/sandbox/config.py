@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from turnout.certificates import CA_FILE, CERT_FILE, KEY_FILE
+
 
 @dataclass(frozen=True)
 class Account:
@@ -88,7 +90,9 @@ class NodePaths:
         return self.root / "error.log"
 
 
-def server_cnf(paths: NodePaths, port: int, server_id: int, semi_sync: bool, run_as_root: bool) -> str:
+def server_cnf(
+    paths: NodePaths, port: int, server_id: int, semi_sync: bool, run_as_root: bool, tls_dir: Path | None = None
+) -> str:
     """my.cnf for one sandbox server.
 
     Small memory footprint (many servers on one small machine), GTID replication with row-based
@@ -142,6 +146,12 @@ def server_cnf(paths: NodePaths, port: int, server_id: int, semi_sync: bool, run
             "rpl_semi_sync_slave_enabled = OFF",
             "rpl_semi_sync_master_timeout = 10000",
             "rpl_semi_sync_master_wait_point = AFTER_SYNC",
+        ]
+    if tls_dir is not None:
+        lines += [
+            f"ssl_ca = {tls_dir / CA_FILE}",
+            f"ssl_cert = {tls_dir / CERT_FILE}",
+            f"ssl_key = {tls_dir / KEY_FILE}",
         ]
     if run_as_root:
         lines.append("user = root")

@@ -23,6 +23,7 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
+from turnout.certificates import generate_certificates
 from turnout.sandbox.config import ACCOUNTS, MANAGER, REPLICATION, NodePaths, account_sql, server_cnf
 
 META_FILE = "sandbox.json"
@@ -61,6 +62,7 @@ class SandboxMeta:
     base_port: int
     semi_sync: bool
     nodes: list[Node] = field(default_factory=list)
+    tls: bool = False  # the servers offer TLS, with a certificate made for the sandbox
 
 
 def find_binary(name: str) -> str:
@@ -155,6 +157,7 @@ class Sandbox:
             base_port=raw["base_port"],
             semi_sync=raw["semi_sync"],
             nodes=[Node(**node) for node in raw["nodes"]],
+            tls=raw.get("tls", False),
         )
         return cls(path, meta)
 
@@ -166,6 +169,7 @@ class Sandbox:
         replicas: int,
         semi_sync: bool = False,
         progress: Progress = _quiet,
+        tls: bool = False,
     ) -> Sandbox:
         """Create and start a sandbox, or start the existing one at `directory`."""
         path = Path(directory)
@@ -195,7 +199,10 @@ class Sandbox:
             )
         template = template_datadir(progress)
         path.mkdir(parents=True, exist_ok=True)
-        meta = SandboxMeta(base_port=base_port, semi_sync=semi_sync)
+        meta = SandboxMeta(base_port=base_port, semi_sync=semi_sync, tls=tls)
+        tls_dir = (path / "tls").resolve() if tls else None
+        if tls_dir is not None:
+            generate_certificates(tls_dir)
         for index in range(replicas + 1):
             node = Node(
                 index=index,
@@ -207,7 +214,7 @@ class Sandbox:
             paths.root.mkdir(parents=True)
             shutil.copytree(template, paths.datadir)
             paths.cnf.write_text(
-                server_cnf(paths, node.port, node.server_id, semi_sync, run_as_root=os.geteuid() == 0)
+                server_cnf(paths, node.port, node.server_id, semi_sync, run_as_root=os.geteuid() == 0, tls_dir=tls_dir)
             )
             meta.nodes.append(node)
         box = cls(path, meta)
@@ -220,6 +227,7 @@ class Sandbox:
         raw = {
             "base_port": self.meta.base_port,
             "semi_sync": self.meta.semi_sync,
+            "tls": self.meta.tls,
             "nodes": [asdict(node) for node in self.meta.nodes],
         }
         (self.dir / META_FILE).write_text(json.dumps(raw, indent=2) + "\n")

@@ -14,8 +14,16 @@ from turnout.protocol.constants import (
     DEFAULT_SERVER_CAPABILITIES,
     ER_ACCESS_DENIED_ERROR,
     ER_NOT_SUPPORTED_AUTH_MODE,
+    ER_SSL_CONNECTION_ERROR,
 )
-from turnout.protocol.events import AuthDone, AuthFailed, AuthSwitchResponse, ClientHello
+from turnout.protocol.events import (
+    AuthDone,
+    AuthFailed,
+    AuthSwitchResponse,
+    ClientHello,
+    TlsRequested,
+    TlsStart,
+)
 from turnout.protocol.generic import build_ok, parse_err
 from turnout.protocol.handshake import (
     Greeting,
@@ -168,3 +176,67 @@ def test_client_reports_an_err_instead_of_a_greeting() -> None:
     client = ClientHandshake("app", password="x")
     failed = client.receive(unframe(encode_packet(b"\xff\x10\x04Too many connections", 0)))
     assert isinstance(failed, AuthFailed) and failed.error.code == 1040
+
+
+# ---- TLS: the SSLRequest step on both sides ---------------------------------------------------
+def test_tls_login_between_client_and_server() -> None:
+    """Client asks for TLS; the bytes that would run over TLS are handed over in the clear here
+    (the layer is tested with real TLS in the proxy's tests), sequence ids continue across."""
+    client = ClientHandshake("app", password="app_pass", tls=True)
+    server = ServerHandshake(4, tls=True)
+    start = client.receive(unframe(server.greeting()))
+    assert isinstance(start, TlsStart)
+    request = unframe(start.ssl_request)
+    assert request.seq == 1 and len(request.payload) == 32
+    assert isinstance(server.receive(request), TlsRequested) and server.tls
+    with pytest.raises(ProtocolError):
+        client.receive(Packet(2, b"\x00"))  # nothing in the clear after TLS started
+    response = unframe(client.after_tls())
+    assert response.seq == 2
+    hello = server.receive(response)
+    assert isinstance(hello, ClientHello) and hello.response.capabilities & CLIENT_SSL
+    assert server.accept_native(STORED) == stage1("app_pass")
+    outcome = client.receive(unframe(server.ok_packet()))
+    assert isinstance(outcome, AuthDone)
+
+
+def test_tls_asked_of_a_server_that_offers_none() -> None:
+    outcome = ClientHandshake("app", password="x", tls=True).receive(unframe(ServerHandshake(1).greeting()))
+    assert isinstance(outcome, AuthFailed) and outcome.error.code == ER_SSL_CONNECTION_ERROR
+    assert "does not offer TLS" in outcome.error.message
+
+
+def test_server_without_tls_never_offers_it_and_refuses_the_request() -> None:
+    server = ServerHandshake(1, capabilities=DEFAULT_SERVER_CAPABILITIES | CLIENT_SSL)
+    assert not server.server_capabilities & CLIENT_SSL
+    server.greeting()
+    with pytest.raises(ProtocolError):
+        server.receive(Packet(1, build_ssl_request(DEFAULT_SERVER_CAPABILITIES, 1 << 24, 33)))
+
+
+def _caching_sha2_greeting() -> bytes:
+    greeting = Greeting(10, "8.0.36", 7, b"s" * 20, DEFAULT_SERVER_CAPABILITIES | CLIENT_SSL, 45, 2, CACHING_SHA2_PASSWORD)
+    return encode_packet(build_greeting(greeting), 0)
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_caching_sha2_full_authentication_sends_the_password_only_over_tls(tls: bool) -> None:
+    client = ClientHandshake("app", password="app_pass", tls=tls)
+    first = client.receive(unframe(_caching_sha2_greeting()))
+    if tls:
+        assert isinstance(first, TlsStart)
+        response = unframe(client.after_tls())
+    else:
+        assert isinstance(first, bytes)
+        response = unframe(first)
+    more_data = Packet(response.seq + 1, b"\x01\x04")  # perform full authentication
+    answer = client.receive(more_data)
+    if not tls:
+        assert isinstance(answer, AuthFailed) and answer.error.code == ER_NOT_SUPPORTED_AUTH_MODE
+        assert "needs TLS" in answer.error.message
+        return
+    assert isinstance(answer, bytes)
+    sent = unframe(answer)
+    assert sent.seq == response.seq + 2 and sent.payload == b"app_pass\0"
+    outcome = client.receive(Packet(response.seq + 3, build_ok()))
+    assert isinstance(outcome, AuthDone)
