@@ -23,6 +23,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     up.add_argument("--base-port", type=int, default=23306)
     up.add_argument("--replicas", type=int, default=2)
     up.add_argument("--semi-sync", action="store_true", help="MariaDB semi-synchronous replication")
+    up.add_argument("--tls", action="store_true", help="servers offer TLS (certificate made in DIR/tls; CA: DIR/tls/proxysql-ca.pem)")
     up.set_defaults(handler=_up)
 
     status = actions.add_parser("status", help="servers, roles and replication state")
@@ -54,7 +55,7 @@ def _progress(message: str) -> None:
 
 def _up(args: argparse.Namespace) -> int:
     try:
-        box = Sandbox.create(args.dir, args.base_port, args.replicas, args.semi_sync, progress=_progress)
+        box = Sandbox.create(args.dir, args.base_port, args.replicas, args.semi_sync, progress=_progress, tls=args.tls)
     except SandboxError as exc:
         raise UserError(str(exc)) from exc
     print_table(box.status(), STATUS_COLUMNS, title=f"sandbox {box.dir}")
