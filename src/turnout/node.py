@@ -25,6 +25,7 @@ from turnout.monitor.routing import RoutingTable as HealthRouting
 from turnout.output import UserError
 from turnout.proxy.hostgroups import RoutingTable
 from turnout.proxy.proxy import Proxy, parse_interface
+from turnout.proxy.stats_merge import merge_stats
 from turnout.proxy.tls import TlsSetupError
 from turnout.proxy.workers import Workers
 from turnout.state.base import ClusterState
@@ -79,6 +80,13 @@ class Node:
         self.proxy.apply_config(config)
         self.monitor.update_config(config)
         self._reroute()  # also sends the new configuration to the workers
+
+    def stats_table(self, table: str) -> list[dict[str, object]] | None:
+        """The admin's stats tables: this process's rows, with the workers' merged in."""
+        rows = self.proxy.stats_table(table)
+        if rows is None or self.workers is None:
+            return rows
+        return merge_stats(table, [rows, *self.workers.stats(table)])
 
     def _on_health(self, health: HealthSnapshot) -> None:
         self._reroute(health)
@@ -223,7 +231,7 @@ class Node:
                 on_runtime=self._on_runtime,
                 providers=Providers(
                     runtime_servers=self.runtime_servers,
-                    stats=self.proxy.stats_table,
+                    stats=self.stats_table,
                     monitor=self._monitor_table,
                 ),
             )

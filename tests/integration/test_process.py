@@ -128,6 +128,7 @@ def test_workers_share_the_port_and_follow_load_to_runtime(sandbox: Sandbox, tmp
                         break
                     time.sleep(0.05)
         assert refused == len(clients)  # every worker put the new rule in force
+        _check_stats_cover_every_worker(proxy_port + 1, clients)
     finally:
         for conn in clients:
             conn.close()
@@ -138,6 +139,37 @@ def test_workers_share_the_port_and_follow_load_to_runtime(sandbox: Sandbox, tmp
             process.kill()
             pytest.fail("turnout did not stop on SIGTERM")
     assert not _serving_pids(proxy_port)
+
+
+def _check_stats_cover_every_worker(admin_port: int, clients: list[pymysql.connections.Connection]) -> None:  # type: ignore[type-arg]
+    """The admin's stats tables count what every process served (workers report each second)."""
+    for conn in clients:
+        with conn.cursor() as cur:
+            for _ in range(5):
+                cur.execute("SELECT 'counted'")
+    admin = pymysql.connect(host="127.0.0.1", port=admin_port, user="admin", password="admin", autocommit=True)
+    try:
+        with admin.cursor() as cur:
+            deadline = time.monotonic() + 10
+            while True:
+                cur.execute("SELECT SessionID FROM stats_mysql_processlist")
+                sessions = [row[0] for row in cur.fetchall()]
+                cur.execute("SELECT count_star FROM stats_mysql_query_digest WHERE digest_text LIKE 'SELECT ?%'")
+                counted = sum(int(row[0]) for row in cur.fetchall())
+                cur.execute("SELECT Variable_Value FROM stats_mysql_global WHERE Variable_Name = 'Client_Connections_connected'")
+                connected = int(cur.fetchone()[0])
+                if (
+                    counted >= 5 * len(clients) and connected >= len(clients) and len(sessions) >= len(clients)
+                ) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert len(sessions) >= len(clients) and len(set(sessions)) == len(sessions), sessions
+            assert counted >= 5 * len(clients), counted
+            assert connected >= len(clients), connected
+            cur.execute("SELECT SUM(Queries) FROM stats_mysql_connection_pool")
+            assert int(cur.fetchone()[0]) >= 5 * len(clients)
+    finally:
+        admin.close()
 
 
 def test_up_without_manager_credentials_says_what_to_do(tmp_path: Path) -> None:

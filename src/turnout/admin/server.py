@@ -120,6 +120,10 @@ class AdminListener:
                 await self._commands(connection, session)
         except (ProtocolError, ConnectionError, asyncio.IncompleteReadError) as exc:
             log.info("admin client %s:%s dropped: %s", peer[0], peer[1], exc)
+        except asyncio.CancelledError:
+            # stop() ends open admin sessions; finishing quietly keeps asyncio's stream callback
+            # from logging the cancellation as an error.
+            pass
         except Exception:
             log.exception("admin client %s:%s failed", peer[0], peer[1])
         finally:

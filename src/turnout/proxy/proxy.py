@@ -65,7 +65,7 @@ def parse_interface(value: str, default_port: int) -> tuple[str, int]:
 
 
 class Proxy:
-    def __init__(self, config: RuntimeConfig, datadir: Path | None = None) -> None:
+    def __init__(self, config: RuntimeConfig, datadir: Path | None = None, first_session_id: int = 1) -> None:
         # Where the TLS certificate lives (mysql-have_ssl); generated there when missing.
         self.datadir = datadir
         self.tls_context: ssl.SSLContext | None = None
@@ -79,7 +79,7 @@ class Proxy:
         self._routing_changed = asyncio.Event()
         self._failed_until: dict[ServerAddress, float] = {}
         self._servers: dict[ServerAddress, MysqlServer] = {}
-        self._session_ids = itertools.count(1)
+        self._session_ids = itertools.count(first_session_id)
         # asyncio's or uvloop's servers: Any, because uvloop's `sockets` is a list where the
         # type stubs say tuple, and the compiled proxy checks declared types.
         self._listeners: list[Any] = []

@@ -3,6 +3,9 @@
 The control process keeps admin, monitor and manager, runs one data path itself, and sends every
 new configuration and routing table down a pipe to each worker; a worker only relays traffic.
 A worker exits when its pipe closes, so no worker outlives the control process.
+
+Up the same pipe, each worker sends its stats tables every STATS_INTERVAL seconds; the admin
+interface shows them merged with the control process's own (`stats_merge`), at most that old.
 """
 
 from __future__ import annotations
@@ -29,6 +32,16 @@ from turnout.config.model import (
 from turnout.proxy.hostgroups import RoutingTable
 
 log = logging.getLogger("turnout.workers")
+
+STATS_INTERVAL = 1.0
+STATS_TABLES = (
+    "stats_mysql_connection_pool", "stats_mysql_commands_counters", "stats_mysql_query_digest",
+    "stats_mysql_global", "stats_mysql_processlist",
+)
+RESET_DIGESTS = "reset-digests"  # control -> worker: the digest table was read with _reset
+# Session ids of worker N start at N * SESSION_ID_SPAN + 1, unique across processes (and within
+# the 32 bits of a connection id).
+SESSION_ID_SPAN = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -74,7 +87,7 @@ def decode(snapshot: Snapshot) -> tuple[RuntimeConfig, RoutingTable]:
 
 
 def _worker_main(
-    pipe: multiprocessing.connection.Connection, host: str, port: int, first: Snapshot, datadir: Path
+    pipe: multiprocessing.connection.Connection, host: str, port: int, first: Snapshot, datadir: Path, index: int
 ) -> None:
     import uvloop
 
@@ -84,7 +97,7 @@ def _worker_main(
 
     async def main() -> None:
         config, table = decode(first)
-        proxy = Proxy(config, datadir=datadir)
+        proxy = Proxy(config, datadir=datadir, first_session_id=index * SESSION_ID_SPAN + 1)
         proxy.apply_routing(table)
         await proxy.start(host, port, reuse_port=True)
         loop = asyncio.get_running_loop()
@@ -93,7 +106,11 @@ def _worker_main(
         def on_message() -> None:
             try:
                 while pipe.poll():
-                    config, table = decode(pipe.recv())
+                    message = pipe.recv()
+                    if message == RESET_DIGESTS:
+                        proxy.stats.digests.clear()
+                        continue
+                    config, table = decode(message)
                     if config.version != proxy.config.version:
                         proxy.apply_config(config)
                     proxy.apply_routing(table)
@@ -101,9 +118,21 @@ def _worker_main(
                 loop.remove_reader(pipe.fileno())
                 closed.set()
 
+        async def send_stats() -> None:
+            while True:
+                await asyncio.sleep(STATS_INTERVAL)
+                tables = {name: proxy.stats_table(name) or [] for name in STATS_TABLES}
+                try:
+                    pipe.send(("stats", tables))
+                except OSError:
+                    closed.set()
+                    return
+
         loop.add_reader(pipe.fileno(), on_message)
         loop.add_signal_handler(signal.SIGTERM, closed.set)
+        reporter = loop.create_task(send_stats())
         await closed.wait()
+        reporter.cancel()
         await proxy.stop()
 
     uvloop.run(main())
@@ -116,20 +145,47 @@ class Workers:
         self.count = count
         self._pipes: list[multiprocessing.connection.Connection] = []
         self._processes: list[multiprocessing.process.BaseProcess] = []
+        self._stats: list[dict[str, list[dict[str, object]]]] = []  # each worker's latest tables
 
     def start(self, host: str, port: int, config: RuntimeConfig, table: RoutingTable, datadir: Path) -> None:
         context = multiprocessing.get_context("spawn")
         first = encode(config, table)
+        loop = asyncio.get_running_loop()
         for index in range(self.count):
             parent_end, child_end = context.Pipe()
             process = context.Process(
-                target=_worker_main, args=(child_end, host, port, first, datadir), name=f"turnout-worker-{index + 1}",
-                daemon=True,
+                target=_worker_main, args=(child_end, host, port, first, datadir, index + 1),
+                name=f"turnout-worker-{index + 1}", daemon=True,
             )
             process.start()
             child_end.close()
             self._pipes.append(parent_end)
             self._processes.append(process)
+            self._stats.append({})
+            loop.add_reader(parent_end.fileno(), self._receive, index)
+
+    def _receive(self, index: int) -> None:
+        pipe = self._pipes[index]
+        try:
+            while pipe.poll():
+                kind, tables = pipe.recv()
+                if kind == "stats":
+                    self._stats[index] = tables
+        except (EOFError, OSError):
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(pipe.fileno())
+
+    def stats(self, table: str) -> list[list[dict[str, object]]]:
+        """Each worker's latest rows of `table` (reading a `_reset` table also zeroes the
+        workers' digests)."""
+        base = table.removesuffix("_reset")
+        rows = [tables.get(base, []) for tables in self._stats]
+        if table.endswith("_reset"):
+            for index, pipe in enumerate(self._pipes):
+                self._stats[index] = {**self._stats[index], base: []}
+                with contextlib.suppress(OSError):
+                    pipe.send(RESET_DIGESTS)
+        return rows
 
     def publish(self, config: RuntimeConfig, table: RoutingTable) -> None:
         snapshot = encode(config, table)
@@ -143,6 +199,8 @@ class Workers:
 
     def stop(self, timeout: float = 10) -> None:
         for pipe in self._pipes:
+            with contextlib.suppress(ValueError, OSError, RuntimeError):
+                asyncio.get_running_loop().remove_reader(pipe.fileno())
             pipe.close()
         for process in self._processes:
             process.join(timeout)
@@ -151,3 +209,4 @@ class Workers:
                 process.join(1)
         self._pipes.clear()
         self._processes.clear()
+        self._stats.clear()
