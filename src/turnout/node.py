@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from turnout.compiled import data_path_compiled
 from turnout.config.file import ConfigFile
 from turnout.config.model import RuntimeConfig
+from turnout.metrics import MetricsServer
 from turnout.monitor.health import HealthSnapshot
 from turnout.monitor.logs import LOG_COLUMNS
 from turnout.monitor.monitor import Monitor
@@ -72,6 +73,10 @@ class Node:
         self.manager: ManagerService | None = None
         self.api_runner: web.AppRunner | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        self.metrics = MetricsServer(self.stats_table)
+        self._metrics_lock = asyncio.Lock()
+        self._metrics_started = False
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- control plane -> data path ------------------------------------------------------------
     def _on_runtime(self, config: RuntimeConfig) -> None:
@@ -80,6 +85,14 @@ class Node:
         self.proxy.apply_config(config)
         self.monitor.update_config(config)
         self._reroute()  # also sends the new configuration to the workers
+        if self._metrics_started:  # follow admin-restapi_* and admin-prometheus_exporter
+            task = asyncio.get_running_loop().create_task(self._apply_metrics(config))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _apply_metrics(self, config: RuntimeConfig) -> None:
+        async with self._metrics_lock:  # one LOAD after another, in order
+            await self.metrics.apply(config)
 
     def stats_table(self, table: str) -> list[dict[str, object]] | None:
         """The admin's stats tables: this process's rows, with the workers' merged in."""
@@ -238,6 +251,8 @@ class Node:
             await self.admin.start()
         self._reroute()
         await self.monitor.start()
+        await self._apply_metrics(self.runtime)
+        self._metrics_started = True
         host, port = parse_interface(self.runtime.variable("mysql-interfaces", "127.0.0.1:6033"), 6033)
         await self.proxy.start(host, port, reuse_port=self.workers is not None)
         if self.workers is not None:
@@ -254,8 +269,12 @@ class Node:
 
     async def stop(self) -> None:
         await self._stop_manager()
+        self._metrics_started = False
+        async with self._metrics_lock:
+            await self.metrics.stop()
         await self.proxy.stop()
         if self.workers is not None:
+            self.workers.stop_reading()
             await asyncio.get_running_loop().run_in_executor(None, self.workers.stop)
         await self.monitor.stop()
         if self.admin is not None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pymysql
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from turnout.sandbox.config import APP
 from turnout.sandbox.deploy import sandbox_config
@@ -183,3 +186,74 @@ def test_up_without_manager_credentials_says_what_to_do(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "MySQLTopologyUser" in result.stderr and "[manager]" in result.stderr
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_prometheus_metrics_count_every_worker_and_follow_the_admin_variables(sandbox: Sandbox, tmp_path: Path) -> None:
+    proxy_port = free_port_block(3)
+    metrics_port = proxy_port + 2
+    config = tmp_path / "turnout.toml"
+    config.write_text(sandbox_config(sandbox, tmp_path / "data", proxy_port, proxy_port + 1).replace(
+        "[admin_variables]\n",
+        f"[admin_variables]\nrestapi_enabled = true\nprometheus_exporter = true\nrestapi_port = {metrics_port}\n",
+    ))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "turnout.cli", "proxy", "--config", str(config), "--workers", "2"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+    )
+    clients: list[pymysql.connections.Connection] = []  # type: ignore[type-arg]
+    try:
+        _wait_port(proxy_port + 1, process)
+        clients = [pymysql.connect(host="127.0.0.1", port=proxy_port, user=APP.user, password=APP.password)
+                   for _ in range(8)]
+        for conn in clients:
+            with conn.cursor() as cur:
+                for _ in range(10):
+                    cur.execute("SELECT 1")
+        deadline = time.monotonic() + 10
+        while True:  # the workers report once a second
+            samples = _scrape(metrics_port)
+            selects = samples.get(("turnout_commands_total", (("command", "SELECT"),)), 0)
+            if selects >= 80 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert selects >= 80, samples
+        assert samples[("turnout_questions_total", ())] >= 80
+        assert samples[("turnout_client_connections_connected", ())] >= 8
+        reader_queries = sum(v for (name, labels), v in samples.items()
+                             if name == "turnout_pool_queries_total" and ("hostgroup", "20") in labels)
+        assert reader_queries >= 80, samples
+        assert any(name == "turnout_pool_server_online" and v == 1 for (name, _), v in samples.items())
+
+        with pymysql.connect(host="127.0.0.1", port=proxy_port + 1, user="admin", password="admin",
+                             autocommit=True) as admin, admin.cursor() as cur:
+            cur.execute("UPDATE global_variables SET variable_value = 'false' WHERE variable_name = 'admin-prometheus_exporter'")
+            cur.execute("LOAD ADMIN VARIABLES TO RUNTIME")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                _scrape(metrics_port)
+            except (urllib.error.URLError, ConnectionError):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the exporter still answers after admin-prometheus_exporter = false")
+    finally:
+        for conn in clients:
+            conn.close()
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail("turnout did not stop on SIGTERM")

@@ -134,6 +134,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("admin-stats_credentials", "stats:stats", credentials),
     Variable("admin-mysql_ifaces", "127.0.0.1:6032", interfaces),
     Variable("admin-read_only", "false", boolean),
+    Variable("admin-restapi_enabled", "false", boolean, "the HTTP listener on admin-restapi_port (turnout serves /metrics there)"),
+    Variable("admin-restapi_port", "6070", integer(1, 65535)),
+    Variable("admin-prometheus_exporter", "false", boolean, "Prometheus metrics at /metrics on admin-restapi_port"),
     Variable("admin-refresh_interval", "2000", integer(100, 100_000)),
     # turnout's own: a scheduler job running longer than this is killed; 0 means 5 x interval_ms.
     Variable("admin-scheduler_timeout_ms", "0", integer(0, 100_000_000)),

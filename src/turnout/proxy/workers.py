@@ -197,10 +197,15 @@ class Workers:
     def pids(self) -> list[int]:
         return [p.pid for p in self._processes if p.pid is not None]
 
+    def stop_reading(self) -> None:
+        """Stop watching the workers' pipes (on the event loop's thread, before `stop`)."""
+        loop = asyncio.get_running_loop()
+        for pipe in self._pipes:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(pipe.fileno())
+
     def stop(self, timeout: float = 10) -> None:
         for pipe in self._pipes:
-            with contextlib.suppress(ValueError, OSError, RuntimeError):
-                asyncio.get_running_loop().remove_reader(pipe.fileno())
             pipe.close()
         for process in self._processes:
             process.join(timeout)

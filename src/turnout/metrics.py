@@ -1,0 +1,156 @@
+"""Prometheus metrics of the proxy, as ProxySQL's exporter serves them: `GET /metrics` on
+`admin-restapi_port` while `admin-restapi_enabled` and `admin-prometheus_exporter` are true.
+
+Each scrape reads the same stats tables the admin interface shows (every `--workers` process
+merged), so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from turnout.config.model import RuntimeConfig
+from turnout.proxy.proxy import parse_interface
+
+log = logging.getLogger("turnout.metrics")
+
+StatsSource = Callable[[str], list[dict[str, object]] | None]
+
+# stats_mysql_global: Variable_Name -> (metric name, help); everything else is a gauge.
+_GLOBAL_COUNTERS = {
+    "Client_Connections_created": ("client_connections_created", "Client connections accepted"),
+    "Client_Connections_aborted": ("client_connections_aborted", "Client connections refused or failed at login"),
+    "Questions": ("questions", "Statements received from clients"),
+    "Backend_errors": ("backend_errors", "Errors connecting or talking to servers"),
+    "Statements_refused_two_writers": ("statements_refused_two_writers", "Writes refused while two servers claimed to be writers"),
+    "Statements_held": ("statements_held", "Statements that waited for a server (switchover, no server)"),
+    "Statements_retried": ("statements_retried", "Statements retried on another connection"),
+    "Statements_fast_path": ("statements_fast_path", "Statements relayed by the fast path"),
+    "Statements_timed_out": ("statements_timed_out", "Statements killed at their query timeout"),
+    "Transactions_ended_by_switchover": ("transactions_ended_by_switchover", "Transactions ended by a graceful takeover"),
+}
+_GLOBAL_GAUGES = {
+    "Client_Connections_connected": ("client_connections_connected", "Client connections open now"),
+    "Server_Connections_connected": ("server_connections_connected", "Backend connections open now"),
+    "ProxySQL_Uptime": ("uptime_seconds", "Seconds since the proxy started"),
+}
+_POOL_LABELS = ["hostgroup", "server"]
+
+
+class ProxyCollector:
+    """A prometheus_client collector over the stats tables."""
+
+    def __init__(self, stats: StatsSource) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Any]:
+        yield from self._global()
+        yield from self._pools()
+        yield from self._commands()
+
+    def _global(self) -> Iterator[Any]:
+        for row in self.stats("stats_mysql_global") or []:
+            name = str(row["Variable_Name"])
+            try:
+                value = float(str(row["Variable_Value"]))
+            except ValueError:
+                continue
+            if name in _GLOBAL_COUNTERS:
+                metric, text = _GLOBAL_COUNTERS[name]
+                yield CounterMetricFamily(f"turnout_{metric}", text, value=value)
+            else:
+                metric, text = _GLOBAL_GAUGES.get(name, (name.lower(), f"stats_mysql_global {name}"))
+                yield GaugeMetricFamily(f"turnout_{metric}", text, value=value)
+
+    def _pools(self) -> Iterator[Any]:
+        rows = self.stats("stats_mysql_connection_pool") or []
+        used = GaugeMetricFamily("turnout_pool_connections_used", "Backend connections in use", labels=_POOL_LABELS)
+        free = GaugeMetricFamily("turnout_pool_connections_free", "Idle pooled backend connections", labels=_POOL_LABELS)
+        opened = CounterMetricFamily("turnout_pool_connections_opened", "Backend connections opened", labels=_POOL_LABELS)
+        failed = CounterMetricFamily("turnout_pool_connection_errors", "Backend connections that failed to open", labels=_POOL_LABELS)
+        queries = CounterMetricFamily("turnout_pool_queries", "Statements sent to the server", labels=_POOL_LABELS)
+        online = GaugeMetricFamily("turnout_pool_server_online", "1 while the server takes traffic", labels=_POOL_LABELS)
+        for row in rows:
+            labels = [str(row["hostgroup"]), f"{row['srv_host']}:{row['srv_port']}"]
+            used.add_metric(labels, _number(row.get("ConnUsed")))
+            free.add_metric(labels, _number(row.get("ConnFree")))
+            opened.add_metric(labels, _number(row.get("ConnOK")))
+            failed.add_metric(labels, _number(row.get("ConnERR")))
+            queries.add_metric(labels, _number(row.get("Queries")))
+            online.add_metric(labels, 1.0 if row.get("status") == "ONLINE" else 0.0)
+        yield from (used, free, opened, failed, queries, online)
+
+    def _commands(self) -> Iterator[Any]:
+        count = CounterMetricFamily("turnout_commands", "Statements by command", labels=["command"])
+        seconds = CounterMetricFamily("turnout_commands_time_seconds", "Time spent by command", labels=["command"])
+        for row in self.stats("stats_mysql_commands_counters") or []:
+            if not _number(row.get("Total_cnt")):
+                continue
+            command = str(row["Command"])
+            count.add_metric([command], _number(row.get("Total_cnt")))
+            seconds.add_metric([command], _number(row.get("Total_Time_us")) / 1e6)
+        yield from (count, seconds)
+
+
+def _number(value: object) -> float:
+    try:
+        return float(str(value)) if value is not None else 0.0
+    except ValueError:
+        return 0.0
+
+
+def exposition(stats: StatsSource) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ProxyCollector(stats))
+    return bytes(generate_latest(registry))
+
+
+def wanted_address(config: RuntimeConfig) -> tuple[str, int] | None:
+    """Where the exporter listens under `config`, or None when it is off."""
+    if not (config.bool_variable("admin-restapi_enabled", False) and config.bool_variable("admin-prometheus_exporter", False)):
+        return None
+    host, _ = parse_interface(config.variable("admin-mysql_ifaces", "127.0.0.1:6032"), 6032)
+    return host, config.int_variable("admin-restapi_port", 6070)
+
+
+class MetricsServer:
+    """The exporter's HTTP listener, started and stopped as the admin variables ask."""
+
+    def __init__(self, stats: StatsSource) -> None:
+        self.stats = stats
+        self.address: tuple[str, int] | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def apply(self, config: RuntimeConfig) -> None:
+        wanted = wanted_address(config)
+        if wanted == self.address:
+            return
+        await self.stop()
+        if wanted is None:
+            return
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, wanted[0], wanted[1]).start()
+        except OSError as exc:
+            await runner.cleanup()
+            log.error("cannot serve metrics on %s:%d: %s (change admin-restapi_port)", wanted[0], wanted[1], exc)
+            return
+        self._runner, self.address = runner, wanted
+        log.info("Prometheus metrics on http://%s:%d/metrics", *wanted)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self._runner, self.address = None, None
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=exposition(self.stats), headers={"Content-Type": CONTENT_TYPE_LATEST})
