@@ -75,6 +75,7 @@ class ProxyCollector:
         opened = CounterMetricFamily("turnout_pool_connections_opened", "Backend connections opened", labels=_POOL_LABELS)
         failed = CounterMetricFamily("turnout_pool_connection_errors", "Backend connections that failed to open", labels=_POOL_LABELS)
         queries = CounterMetricFamily("turnout_pool_queries", "Statements sent to the server", labels=_POOL_LABELS)
+        latency = GaugeMetricFamily("turnout_pool_latency_seconds", "The monitor's last ping time", labels=_POOL_LABELS)
         online = GaugeMetricFamily("turnout_pool_server_online", "1 while the server takes traffic", labels=_POOL_LABELS)
         for row in rows:
             labels = [str(row["hostgroup"]), f"{row['srv_host']}:{row['srv_port']}"]
@@ -83,8 +84,9 @@ class ProxyCollector:
             opened.add_metric(labels, _number(row.get("ConnOK")))
             failed.add_metric(labels, _number(row.get("ConnERR")))
             queries.add_metric(labels, _number(row.get("Queries")))
+            latency.add_metric(labels, _number(row.get("Latency_us")) / 1e6)
             online.add_metric(labels, 1.0 if row.get("status") == "ONLINE" else 0.0)
-        yield from (used, free, opened, failed, queries, online)
+        yield from (used, free, opened, failed, queries, latency, online)
 
     def _commands(self) -> Iterator[Any]:
         count = CounterMetricFamily("turnout_commands", "Statements by command", labels=["command"])

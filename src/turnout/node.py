@@ -95,11 +95,20 @@ class Node:
             await self.metrics.apply(config)
 
     def stats_table(self, table: str) -> list[dict[str, object]] | None:
-        """The admin's stats tables: this process's rows, with the workers' merged in."""
+        """The admin's stats tables: this process's rows, with the workers' merged in, and the
+        monitor's ping time as each server's latency."""
         rows = self.proxy.stats_table(table)
-        if rows is None or self.workers is None:
-            return rows
-        return merge_stats(table, [rows, *self.workers.stats(table)])
+        if rows is None:
+            return None
+        if self.workers is not None:
+            rows = merge_stats(table, [rows, *self.workers.stats(table)])
+        if table.startswith("stats_mysql_connection_pool"):
+            health = self.monitor.snapshot
+            for row in rows:
+                server = health.get((str(row["srv_host"]), int(str(row["srv_port"]))))
+                if server is not None:
+                    row["Latency_us"] = server.ping_time_us
+        return rows
 
     def _on_health(self, health: HealthSnapshot) -> None:
         self._reroute(health)

@@ -234,6 +234,8 @@ def test_prometheus_metrics_count_every_worker_and_follow_the_admin_variables(sa
                              if name == "turnout_pool_queries_total" and ("hostgroup", "20") in labels)
         assert reader_queries >= 80, samples
         assert any(name == "turnout_pool_server_online" and v == 1 for (name, _), v in samples.items())
+        latencies = [v for (name, _), v in samples.items() if name == "turnout_pool_latency_seconds"]
+        assert latencies and all(0 < v < 1 for v in latencies), latencies  # the monitor's pings
 
         with pymysql.connect(host="127.0.0.1", port=proxy_port + 1, user="admin", password="admin",
                              autocommit=True) as admin, admin.cursor() as cur:

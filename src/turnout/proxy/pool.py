@@ -23,7 +23,6 @@ class ServerStats:
     queries: int = 0
     bytes_sent: int = 0
     bytes_recv: int = 0
-    latency_us: int = 0
     last_error_at: float = 0.0
 
 

@@ -193,7 +193,7 @@ class Proxy:
                     "ConnUsed": pool.stats.conn_used, "ConnFree": pool.stats.conn_free, "ConnOK": pool.stats.conn_ok,
                     "ConnERR": pool.stats.conn_err, "MaxConnUsed": pool.stats.max_conn_used, "Queries": pool.stats.queries,
                     "Queries_GTID_sync": 0, "Bytes_data_sent": pool.stats.bytes_sent, "Bytes_data_recv": pool.stats.bytes_recv,
-                    "Latency_us": pool.stats.latency_us,
+                    "Latency_us": 0,  # the monitor's ping time, filled in by the node
                 }
                 for address, pool in self.pools.servers.items()
             ]
