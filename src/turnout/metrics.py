@@ -75,6 +75,8 @@ class ProxyCollector:
         opened = CounterMetricFamily("turnout_pool_connections_opened", "Backend connections opened", labels=_POOL_LABELS)
         failed = CounterMetricFamily("turnout_pool_connection_errors", "Backend connections that failed to open", labels=_POOL_LABELS)
         queries = CounterMetricFamily("turnout_pool_queries", "Statements sent to the server", labels=_POOL_LABELS)
+        sent = CounterMetricFamily("turnout_pool_bytes_sent", "Bytes sent to the server", labels=_POOL_LABELS)
+        received = CounterMetricFamily("turnout_pool_bytes_received", "Bytes received from the server", labels=_POOL_LABELS)
         latency = GaugeMetricFamily("turnout_pool_latency_seconds", "The monitor's last ping time", labels=_POOL_LABELS)
         online = GaugeMetricFamily("turnout_pool_server_online", "1 while the server takes traffic", labels=_POOL_LABELS)
         for row in rows:
@@ -84,9 +86,11 @@ class ProxyCollector:
             opened.add_metric(labels, _number(row.get("ConnOK")))
             failed.add_metric(labels, _number(row.get("ConnERR")))
             queries.add_metric(labels, _number(row.get("Queries")))
+            sent.add_metric(labels, _number(row.get("Bytes_data_sent")))
+            received.add_metric(labels, _number(row.get("Bytes_data_recv")))
             latency.add_metric(labels, _number(row.get("Latency_us")) / 1e6)
             online.add_metric(labels, 1.0 if row.get("status") == "ONLINE" else 0.0)
-        yield from (used, free, opened, failed, queries, latency, online)
+        yield from (used, free, opened, failed, queries, sent, received, latency, online)
 
     def _commands(self) -> Iterator[Any]:
         count = CounterMetricFamily("turnout_commands", "Statements by command", labels=["command"])

@@ -233,6 +233,10 @@ def test_prometheus_metrics_count_every_worker_and_follow_the_admin_variables(sa
         reader_queries = sum(v for (name, labels), v in samples.items()
                              if name == "turnout_pool_queries_total" and ("hostgroup", "20") in labels)
         assert reader_queries >= 80, samples
+        for direction in ("sent", "received"):  # counted as connections go back to the pool
+            moved = sum(v for (name, labels), v in samples.items()
+                        if name == f"turnout_pool_bytes_{direction}_total" and ("hostgroup", "20") in labels)
+            assert moved > 80 * 10, (direction, moved)
         assert any(name == "turnout_pool_server_online" and v == 1 for (name, _), v in samples.items())
         latencies = [v for (name, _), v in samples.items() if name == "turnout_pool_latency_seconds"]
         assert latencies and all(0 < v < 1 for v in latencies), latencies  # the monitor's pings

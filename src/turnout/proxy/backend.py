@@ -90,6 +90,8 @@ class BackendConnection:
         self.broken = False
         self.created_at = time.monotonic()
         self.last_used = self.created_at
+        self.counted_sent = 0  # the channel's byte counts already added to the pool's stats
+        self.counted_received = 0
 
     @property
     def pool_key(self) -> tuple[ServerAddress, str, bool]:

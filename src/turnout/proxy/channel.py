@@ -48,6 +48,8 @@ class Channel(asyncio.Protocol):
         self.hold = False
         self.tls: TlsLayer | None = None
         self._tls_ready: asyncio.Future[None] | None = None
+        self.bytes_received = 0  # application bytes (after TLS), for the stats
+        self.bytes_sent = 0
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -61,6 +63,7 @@ class Channel(asyncio.Protocol):
             data = self._decrypt(data)
             if not data:
                 return
+        self.bytes_received += len(data)
         on_data = self.on_data
         if on_data is not None and on_data(data):
             return
@@ -192,6 +195,7 @@ class Channel(asyncio.Protocol):
     # ---- both ---------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
         assert self.transport is not None
+        self.bytes_sent += len(data)
         if self.tls is not None:
             if self.transport.is_closing():
                 return

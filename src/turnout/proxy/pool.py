@@ -98,8 +98,13 @@ class Pools:
     def release(self, connection: BackendConnection, reusable: bool) -> None:
         """Give a connection back; one in an unknown state is closed, never pooled."""
         pool = self.server(connection.address)
-        pool.stats.conn_used -= 1
-        if not reusable or connection.broken or connection.channel.is_closing():
+        stats = pool.stats
+        stats.conn_used -= 1
+        channel = connection.channel
+        stats.bytes_sent += channel.bytes_sent - connection.counted_sent
+        stats.bytes_recv += channel.bytes_received - connection.counted_received
+        connection.counted_sent, connection.counted_received = channel.bytes_sent, channel.bytes_received
+        if not reusable or connection.broken or channel.is_closing():
             connection.close()
             return
         connection.last_used = time.monotonic()
