@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from turnout.manager import candidates, hooks
 from turnout.manager.analysis import Finding, Snapshot
-from turnout.manager.steps import StepLog, Toolkit, publish_master, publish_phase, restore_semi_sync
+from turnout.manager.steps import StepLog, Toolkit, publish_master, publish_phase, semi_sync_master_side
 from turnout.state.base import ClusterState, RecoveryRecord
 from turnout.topology.model import Instance
 
@@ -178,6 +178,12 @@ async def _recover(
         await log(f"{chosen.key}: read_only=OFF", chosen.key)
     except Exception as exc:
         raise RecoveryAborted(f"cannot promote {chosen.key}: {exc}") from exc
+    if semi_sync:
+        try:
+            await semi_sync_master_side(toolkit, log, chosen)
+        except Exception as exc:  # the cluster needs a master more than it needs semi-sync
+            await log(f"semi-sync master side on {chosen.key} failed: {exc}; replication goes on asynchronous",
+                      chosen.key)
     promoted = await actions.refresh(chosen)
 
     position = None if flavor.uses_gtid else (promoted.binlog_file, promoted.binlog_pos)
@@ -191,12 +197,11 @@ async def _recover(
         try:
             await actions.point_to(replica, promoted, position=position, semi_sync_replica=True if semi_sync else None)
             repointed.append(replica)
-            await log(f"{replica.key} now replicates from {chosen.key}", replica.key)
+            await log(f"{replica.key} now replicates from {chosen.key}"
+                      + (" (semi-sync replica side ON)" if semi_sync else ""), replica.key)
         except Exception as exc:
             result.lost_replicas.append(replica.key)
             await log(f"{replica.key} could not be re-pointed: {exc}", replica.key)
-    if semi_sync:
-        await restore_semi_sync(toolkit, log, promoted, repointed)
 
     await toolkit.store.fence(failed.key, state.name, f"dead master replaced by {chosen.key} in recovery "
                               f"{result.recovery_id}; must not rejoin without a rebuild")

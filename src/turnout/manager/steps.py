@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from turnout.manager.settings import ManagerSettings
@@ -53,22 +53,11 @@ async def publish_master(
     return new if await store.publish(new, state.epoch) else None
 
 
-async def restore_semi_sync(
-    toolkit: Toolkit, log: StepLog, master: Instance, replicas: Sequence[Instance]
-) -> None:
-    """Semi-sync master side on the master only, replica side on the replicas only.
-
-    A replica left with the master side on would make its own applier wait for acknowledgements
-    nobody sends; a master left with the replica side on is harmless but confusing.
-    """
+async def semi_sync_master_side(toolkit: Toolkit, log: StepLog, master: Instance) -> None:
+    """Semi-sync master side on the new master (replica side off), before any replica is pointed
+    at it: a replica negotiates semi-sync when its IO thread connects, and `point_to` sets the
+    replica side before it starts replicating. Turning the master side on afterwards would need
+    every IO thread restarted, which raced with the connection it replaced (a replica then sat
+    connected and received nothing)."""
     await toolkit.actions.semi_sync(master, master_side=True, replica_side=False)
     await log(f"semi-sync: master side ON, replica side OFF on {master.key}", master.key)
-    for replica in replicas:
-        try:
-            await toolkit.actions.semi_sync(replica, master_side=False, replica_side=True)
-            # The replica side is negotiated when the IO thread connects.
-            await toolkit.actions.run(replica, [toolkit.actions.flavor(replica).stop_io_thread(),
-                                                toolkit.actions.flavor(replica).start_replica()])
-            await log(f"semi-sync: replica side ON, master side OFF on {replica.key}", replica.key)
-        except Exception as exc:
-            await log(f"semi-sync on {replica.key} failed: {exc}", replica.key)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from turnout.manager import candidates, hooks
 from turnout.manager.analysis import Snapshot
-from turnout.manager.steps import StepLog, Toolkit, publish_master, publish_phase, restore_semi_sync
+from turnout.manager.steps import StepLog, Toolkit, publish_master, publish_phase, semi_sync_master_side
 from turnout.state.base import ClusterState
 from turnout.topology.model import Instance
 
@@ -129,18 +129,19 @@ async def graceful_takeover(
         await actions.set_read_only(new, False)
         promoted = True
         await log(f"{new.key}: replication reset, read_only=OFF", new.key)
+        semi_sync = old.semi_sync_master_enabled
+        if semi_sync:
+            await semi_sync_master_side(toolkit, log, new)
         new = await actions.refresh(new)
         position = None if flavor.uses_gtid else (new.binlog_file, new.binlog_pos)
-        semi_sync = old.semi_sync_master_enabled
         for replica in others:
             await actions.point_to(replica, new, position=position, semi_sync_replica=True if semi_sync else None)
-            await log(f"{replica.key} now replicates from {new.key}", replica.key)
+            await log(f"{replica.key} now replicates from {new.key}"
+                      + (" (semi-sync replica side ON)" if semi_sync else ""), replica.key)
         await actions.point_to(old, new, former_master=True, start=auto, position=position,
                                semi_sync_replica=True if semi_sync else None)
         await log(f"{old.key} now replicates from {new.key}" + ("" if auto else " (replication left stopped)"),
                   old.key)
-        if semi_sync:
-            await restore_semi_sync(toolkit, log, new, [*others, *([old] if auto else [])])
     except Exception as exc:
         await log(f"takeover failed: {exc}; rolling back to {old.key} as master", old.key)
         await _rollback(toolkit, log, old, new, others, promoted)
