@@ -2,21 +2,21 @@
 `admin-restapi_port` while `admin-restapi_enabled` and `admin-prometheus_exporter` are true.
 
 Each scrape reads the same stats tables the admin interface shows (every `--workers` process
-merged), so the two never disagree.
+merged), so the two never disagree. aiohttp and prometheus_client are imported only when the
+exporter is on: every turnout process imports this module, most never serve metrics.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any
-
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from typing import TYPE_CHECKING, Any
 
 from turnout.config.model import RuntimeConfig
 from turnout.proxy.proxy import parse_interface
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("turnout.metrics")
 
@@ -55,6 +55,8 @@ class ProxyCollector:
         yield from self._commands()
 
     def _global(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         for row in self.stats("stats_mysql_global") or []:
             name = str(row["Variable_Name"])
             try:
@@ -69,6 +71,8 @@ class ProxyCollector:
                 yield GaugeMetricFamily(f"turnout_{metric}", text, value=value)
 
     def _pools(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         rows = self.stats("stats_mysql_connection_pool") or []
         used = GaugeMetricFamily("turnout_pool_connections_used", "Backend connections in use", labels=_POOL_LABELS)
         free = GaugeMetricFamily("turnout_pool_connections_free", "Idle pooled backend connections", labels=_POOL_LABELS)
@@ -93,6 +97,8 @@ class ProxyCollector:
         yield from (used, free, opened, failed, queries, sent, received, latency, online)
 
     def _commands(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
         count = CounterMetricFamily("turnout_commands", "Statements by command", labels=["command"])
         seconds = CounterMetricFamily("turnout_commands_time_seconds", "Time spent by command", labels=["command"])
         for row in self.stats("stats_mysql_commands_counters") or []:
@@ -112,6 +118,8 @@ def _number(value: object) -> float:
 
 
 def exposition(stats: StatsSource) -> bytes:
+    from prometheus_client import CollectorRegistry, generate_latest
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ProxyCollector(stats))
     return bytes(generate_latest(registry))
@@ -140,6 +148,8 @@ class MetricsServer:
         await self.stop()
         if wanted is None:
             return
+        from aiohttp import web
+
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         runner = web.AppRunner(app, access_log=None)
@@ -159,4 +169,7 @@ class MetricsServer:
         self._runner, self.address = None, None
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+        from prometheus_client import CONTENT_TYPE_LATEST
+
         return web.Response(body=exposition(self.stats), headers={"Content-Type": CONTENT_TYPE_LATEST})
