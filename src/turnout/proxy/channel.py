@@ -161,7 +161,11 @@ class Channel(asyncio.Protocol):
         if hello:
             self.transport.write(hello)
         if pending:
-            self._decrypt(pending)
+            plain = self._decrypt(pending)
+            if plain:  # not expected before the handshake is over, but never dropped
+                self.bytes_received += len(plain)
+                self._chunks.append(plain)
+                self._buffered += len(plain)
         return ready
 
     def _decrypt(self, data: bytes) -> bytes:
