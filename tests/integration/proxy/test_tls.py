@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import socket
 import ssl
 import stat
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from proxy_harness import READER, WRITER, RunningProxy, server_counter, split_co
 from turnout.config.model import MysqlUser, RuntimeConfig
 from turnout.protocol import constants as c
 from turnout.protocol.auth import scramble_native, stage1
+from turnout.protocol.commands import build_query
 from turnout.protocol.handshake import (
     HandshakeResponse,
     build_handshake_response,
@@ -29,6 +32,7 @@ from turnout.protocol.handshake import (
     parse_greeting,
 )
 from turnout.protocol.packets import PacketBuffer, encode_packet
+from turnout.protocol.response import ResponseFramer
 from turnout.proxy.tls import CA_FILE, CERT_FILE, KEY_FILE, TlsLayer, generate_certificates, server_context
 from turnout.sandbox.config import APP
 from turnout.sandbox.sandbox import Sandbox
@@ -174,33 +178,101 @@ def _read_packet(sock: socket.socket | ssl.SSLSocket, buffer: PacketBuffer) -> A
     return packet
 
 
+class RawTlsClient:
+    """A MySQL client written out by hand over TLS in memory buffers, for what real client
+    libraries never do: the hello in the SSLRequest's segment, pipelined statements."""
+
+    def __init__(self, port: int, ca: Path) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.greeting = parse_greeting(_read_packet(self.sock, PacketBuffer()).payload)
+        self.capabilities = (c.DEFAULT_SERVER_CAPABILITIES | c.CLIENT_SSL) & self.greeting.capabilities
+        self.tls = TlsLayer(ssl.create_default_context(cafile=str(ca)), server_side=False, server_hostname="127.0.0.1")
+        self.packets = PacketBuffer()
+
+    def start_tls_in_one_segment(self) -> None:
+        self.sock.sendall(encode_packet(build_ssl_request(self.capabilities, 1 << 24, 45), 1) + self.tls.start())
+        while not self.tls.handshake_done:
+            data = self.sock.recv(65536)
+            assert data, "the proxy closed the connection during the TLS handshake"
+            _, reply = self.tls.receive(data)
+            if reply:
+                self.sock.sendall(reply)
+
+    def send(self, payload: bytes) -> None:
+        self.sock.sendall(self.tls.send(payload))
+
+    def packet(self) -> Any:
+        while (packet := self.packets.next_packet()) is None:
+            data = self.sock.recv(65536)
+            assert data, "the proxy closed the connection"
+            plain, reply = self.tls.receive(data)
+            if reply:
+                self.sock.sendall(reply)
+            self.packets.feed(plain)
+        return packet
+
+    def result_payloads(self) -> list[bytes]:
+        """The payloads of one whole answer."""
+        framer = ResponseFramer(c.COM_QUERY)
+        payloads = []
+        while not framer.done:
+            packet = self.packet()
+            framer.feed(encode_packet(packet.payload, packet.seq))
+            payloads.append(packet.payload)
+        return payloads
+
+    def login(self) -> None:
+        response = HandshakeResponse(
+            capabilities=self.capabilities, max_packet_size=1 << 24, charset=45, username=APP.user,
+            auth_response=scramble_native(stage1(APP.password), self.greeting.salt), auth_plugin=c.NATIVE_PASSWORD,
+        )
+        self.send(encode_packet(build_handshake_response(response), 2))
+        ok = self.packet()
+        assert ok.payload[0] == 0x00, f"expected OK after login over TLS, got {ok.payload!r}"
+
+
 def test_client_hello_in_the_same_segment_as_the_ssl_request(tls_proxy: RunningProxy, tmp_path: Path) -> None:
     """Clients send their TLS hello without waiting: it may be read together with the
     SSLRequest. Here both go in one write, and the login goes on over TLS."""
-    with socket.create_connection(("127.0.0.1", tls_proxy.port), timeout=10) as raw:
-        greeting = parse_greeting(_read_packet(raw, PacketBuffer()).payload)
-        capabilities = (c.DEFAULT_SERVER_CAPABILITIES | c.CLIENT_SSL) & greeting.capabilities
-        client_context = ssl.create_default_context(cafile=str(tmp_path / CA_FILE))
-        tls = TlsLayer(client_context, server_side=False, server_hostname="127.0.0.1")
-        raw.sendall(encode_packet(build_ssl_request(capabilities, 1 << 24, 45), 1) + tls.start())
-        while not tls.handshake_done:
-            data = raw.recv(65536)
-            assert data, "the proxy closed the connection during the TLS handshake"
-            _, reply = tls.receive(data)
-            if reply:
-                raw.sendall(reply)
-        response = HandshakeResponse(
-            capabilities=capabilities, max_packet_size=1 << 24, charset=45, username=APP.user,
-            auth_response=scramble_native(stage1(APP.password), greeting.salt), auth_plugin=c.NATIVE_PASSWORD,
-        )
-        raw.sendall(tls.send(encode_packet(build_handshake_response(response), 2)))
-        plain = b""
-        while len(plain) < 5:
-            data = raw.recv(65536)
-            assert data, "the proxy closed the connection after TLS"
-            chunk, _ = tls.receive(data)
-            plain += chunk
-        assert plain[4] == 0x00, f"expected OK after login over TLS, got {plain!r}"
+    client = RawTlsClient(tls_proxy.port, tmp_path / CA_FILE)
+    with client.sock:
+        client.start_tls_in_one_segment()
+        client.login()
+
+
+def test_pipelined_statements_over_tls_are_answered_in_order(tls_proxy: RunningProxy, tmp_path: Path) -> None:
+    client = RawTlsClient(tls_proxy.port, tmp_path / CA_FILE)
+    with client.sock:
+        client.start_tls_in_one_segment()
+        client.login()
+        # Three statements in one TLS record: the fast path takes one at a time, in order.
+        client.send(b"".join(encode_packet(build_query(f"SELECT {n}"), 0) for n in (11, 22, 33)))
+        for n in (11, 22, 33):
+            assert _text_row(n) in client.result_payloads()
+
+
+def _text_row(n: int) -> bytes:
+    text = str(n).encode()
+    return bytes([len(text)]) + text
+
+
+def test_a_client_leaving_mid_handshake_costs_nothing(
+    tls_proxy: RunningProxy, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="turnout.proxy")
+    for cut in ("after the SSLRequest", "after the hello"):
+        client = RawTlsClient(tls_proxy.port, tmp_path / CA_FILE)
+        request = encode_packet(build_ssl_request(client.capabilities, 1 << 24, 45), 1)
+        client.sock.sendall(request if cut == "after the SSLRequest" else request + client.tls.start())
+        client.sock.close()
+    deadline = time.monotonic() + 5
+    while tls_proxy.call(lambda: len(tls_proxy.proxy.sessions)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert tls_proxy.call(lambda: len(tls_proxy.proxy.sessions)) == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    with _pymysql_tls(tls_proxy, tmp_path / CA_FILE) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
 
 
 def test_a_broken_handshake_closes_only_that_client(tls_proxy: RunningProxy, tmp_path: Path) -> None:
