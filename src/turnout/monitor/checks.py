@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 
@@ -26,12 +27,16 @@ log = logging.getLogger(__name__)
 
 
 class ServerChecks:
-    def __init__(self, address: Address, settings: MonitorSettings, apply: Apply, logs: MonitorLog) -> None:
+    def __init__(
+        self, address: Address, settings: MonitorSettings, apply: Apply, logs: MonitorLog,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.address = address
         self._settings = settings
         self._apply = apply
         self._logs = logs
-        self._conn = MonitorConnection(address, settings.username, settings.password, self._connected)
+        self.tls = tls  # the server's use_ssl: the monitor connects as the proxy does
+        self._conn = MonitorConnection(address, settings.username, settings.password, self._connected, tls)
         self._replication_now = asyncio.Event()
         self._read_only_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -95,7 +100,7 @@ class ServerChecks:
     async def _check_connect(self) -> None:
         s = self._settings
         attempt = await probes.probe_connect(
-            self.address, s.username, s.password, s.connect_timeout_ms / 1000
+            self.address, s.username, s.password, s.connect_timeout_ms / 1000, self.tls
         )
         self._connected(attempt)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterable
 
@@ -18,6 +19,7 @@ from turnout.monitor.checks import ServerChecks, Update
 from turnout.monitor.health import Address, HealthSnapshot, ServerHealth, routing_changed
 from turnout.monitor.logs import LogRow, MonitorLog
 from turnout.monitor.settings import MonitorSettings
+from turnout.proxy.tls import TlsSetupError, client_context
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +84,15 @@ class Monitor:
         for address in list(self._checks):
             if address not in wanted:
                 self._stopping += self._checks.pop(address).cancel()
+        use_ssl = {s.address for s in self._config.servers if s.use_ssl}
+        for address in list(self._checks):
+            if (self._checks[address].tls is not None) != (address in use_ssl):  # use_ssl changed
+                self._stopping += self._checks.pop(address).cancel()
         for server in self._config.servers:
             address = server.address
             if address in wanted and address not in self._checks:
-                checks = ServerChecks(address, self._settings, self._apply, self._logs)
+                tls = self._tls_context() if address in use_ssl else None
+                checks = ServerChecks(address, self._settings, self._apply, self._logs, tls)
                 self._checks[address] = checks
                 checks.start()
         gone = frozenset(a for a in self._health.servers if a not in wanted)
@@ -93,6 +100,14 @@ class Monitor:
             self._publish(self._health.without(gone), changed=True)
         if self._stopping:
             asyncio.get_running_loop().create_task(self._drain())
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        s = self._settings
+        try:
+            return client_context(s.ssl_ca, s.ssl_cert, s.ssl_key)
+        except TlsSetupError as exc:  # the proxy refuses such a configuration before it gets here
+            log.error("monitor: %s", exc)
+            return None
 
     async def _drain(self) -> None:
         tasks, self._stopping = self._stopping, []

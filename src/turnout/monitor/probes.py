@@ -7,6 +7,7 @@ single reconnect when the kept connection turns out to be dead.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -52,7 +53,9 @@ def describe(exc: BaseException) -> str:
     return f"{text} ({cause})" if cause else text
 
 
-async def open_connection(address: Address, username: str, password: str) -> Any:
+async def open_connection(
+    address: Address, username: str, password: str, tls: ssl.SSLContext | None = None
+) -> Any:
     """A new monitor connection; the caller bounds it with a timeout.
 
     aiomysql.connect() leaks the socket when cancelled during the handshake (it only cleans up on
@@ -66,6 +69,7 @@ async def open_connection(address: Address, username: str, password: str) -> Any
         password=password,
         autocommit=None,
         program_name="turnout-monitor",
+        ssl=tls,
     )
     try:
         await conn._connect()
@@ -75,13 +79,15 @@ async def open_connection(address: Address, username: str, password: str) -> Any
     return conn
 
 
-async def probe_connect(address: Address, username: str, password: str, timeout_s: float) -> ConnectAttempt:
+async def probe_connect(
+    address: Address, username: str, password: str, timeout_s: float, tls: ssl.SSLContext | None = None
+) -> ConnectAttempt:
     """ProxySQL's connect check: open a new connection, then close it."""
     started = now_us()
     clock = time.monotonic()
     try:
         async with asyncio.timeout(timeout_s):
-            conn = await open_connection(address, username, password)
+            conn = await open_connection(address, username, password, tls)
         conn.close()
     except (TimeoutError, OSError, pymysql.err.MySQLError) as exc:
         return ConnectAttempt(started, 0, describe(exc))
@@ -94,8 +100,12 @@ ConnectListener = Callable[[ConnectAttempt], None]
 class MonitorConnection:
     """The one connection the monitor keeps to a server, shared by its checks one at a time."""
 
-    def __init__(self, address: Address, username: str, password: str, on_connect: ConnectListener) -> None:
+    def __init__(
+        self, address: Address, username: str, password: str, on_connect: ConnectListener,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.address = address
+        self._tls = tls
         self._username = username
         self._password = password
         self._on_connect = on_connect
@@ -137,7 +147,7 @@ class MonitorConnection:
         started = now_us()
         clock = time.monotonic()
         try:
-            self._conn = await open_connection(self.address, self._username, self._password)
+            self._conn = await open_connection(self.address, self._username, self._password, self._tls)
         except (OSError, pymysql.err.MySQLError) as exc:
             self._on_connect(ConnectAttempt(started, 0, describe(exc)))
             raise ProbeError(describe(exc), connect_failed=True) from exc

@@ -67,6 +67,10 @@ class MonitorSettings:
     slave_lag_when_null: int
     writer_is_also_reader: bool
     history_ms: int
+    # TLS to servers with use_ssl = 1, as the proxy's own connections (mysql-ssl_p2s_*).
+    ssl_ca: str = ""
+    ssl_cert: str = ""
+    ssl_key: str = ""
 
     @classmethod
     def from_config(cls, config: RuntimeConfig) -> MonitorSettings:
@@ -87,4 +91,7 @@ class MonitorSettings:
             slave_lag_when_null=_int(config, "slave_lag_when_null"),
             writer_is_also_reader=_bool(config, "writer_is_also_reader"),
             history_ms=max(0, _int(config, "history")),
+            ssl_ca=config.variable("mysql-ssl_p2s_ca", ""),
+            ssl_cert=config.variable("mysql-ssl_p2s_cert", ""),
+            ssl_key=config.variable("mysql-ssl_p2s_key", ""),
         )

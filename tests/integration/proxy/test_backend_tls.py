@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from proxy_harness import READER, WRITER, RunningProxy, split_config
 from turnout.certificates import CA_FILE, generate_certificates
 from turnout.config.model import RuntimeConfig
 from turnout.sandbox.config import APP
+from turnout.sandbox.deploy import sandbox_config
 from turnout.sandbox.ports import free_port_block
 from turnout.sandbox.sandbox import Sandbox
 
@@ -94,3 +98,51 @@ def test_use_ssl_to_a_server_without_tls_is_refused_saying_why(
             cur.execute("SELECT 1 FOR UPDATE")
         assert failed.value.args[0] == 9001
     assert any("does not offer TLS" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def test_the_monitor_reaches_use_ssl_servers_over_tls(tls_sandbox: Sandbox, tmp_path: Path) -> None:
+    """A server that accepts TLS connections only (require_secure_transport): the monitor's
+    checks use TLS like the proxy's connections, so the server stays ONLINE and serves reads."""
+    replica = tls_sandbox.nodes[1]
+    proxy_port = free_port_block(2)
+    config = tmp_path / "turnout.toml"
+    config.write_text(
+        sandbox_config(tls_sandbox, tmp_path / "data", proxy_port, proxy_port + 1)
+        .replace("max_replication_lag = 10\n", "max_replication_lag = 10\nuse_ssl = 1\n")
+    )
+    tls_sandbox.execute(1, "SET GLOBAL require_secure_transport = ON")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "turnout.cli", "proxy", "--config", str(config)],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        pings: list[Any] = []
+        while time.monotonic() < deadline:
+            try:
+                admin = pymysql.connect(host="127.0.0.1", port=proxy_port + 1, user="admin", password="admin")
+                with admin, admin.cursor() as cur:
+                    cur.execute("SELECT ping_error FROM monitor.mysql_server_ping_log WHERE port = %s "
+                                "ORDER BY time_start_us DESC LIMIT 3", (replica.port,))
+                    pings = [row[0] for row in cur.fetchall()]
+                    if len(pings) == 3:
+                        break
+            except pymysql.err.OperationalError:
+                pass
+            time.sleep(0.2)
+        assert len(pings) == 3 and pings == [None, None, None], pings
+        with pymysql.connect(host="127.0.0.1", port=proxy_port, user=APP.user, password=APP.password,
+                             ssl_disabled=True) as conn, conn.cursor() as cur:
+            cur.execute(CIPHER_ON_READER)
+            assert cur.fetchone()[0], "the read did not go over TLS"
+        admin = pymysql.connect(host="127.0.0.1", port=proxy_port + 1, user="admin", password="admin")
+        with admin, admin.cursor() as cur:
+            cur.execute("SELECT status FROM runtime_mysql_servers WHERE port = %s", (replica.port,))
+            assert {row[0] for row in cur.fetchall()} == {"ONLINE"}
+    finally:
+        tls_sandbox.execute(1, "SET GLOBAL require_secure_transport = OFF")
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
