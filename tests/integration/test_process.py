@@ -19,6 +19,23 @@ from turnout.sandbox.ports import free_port_block
 from turnout.sandbox.sandbox import Sandbox
 
 
+def _start_proxy(config: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "turnout.cli", "proxy", "--config", str(config), *args],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as an init system stops turnout: it must exit within 15 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("turnout did not stop on SIGTERM")
+
+
 def _wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -77,12 +94,7 @@ def test_proxy_process_with_admin(sandbox: Sandbox, tmp_path: Path) -> None:
         app.close()
         admin.close()
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            pytest.fail("turnout did not stop on SIGTERM")
+        _stop(process)
 
 
 def _serving_pids(proxy_port: int) -> set[int]:
@@ -96,10 +108,7 @@ def test_workers_share_the_port_and_follow_load_to_runtime(sandbox: Sandbox, tmp
     proxy_port = free_port_block(2)
     config = tmp_path / "turnout.toml"
     config.write_text(sandbox_config(sandbox, tmp_path / "data", proxy_port, proxy_port + 1))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "turnout.cli", "proxy", "--config", str(config), "--workers", "3"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-    )
+    process = _start_proxy(config, "--workers", "3")
     clients: list[pymysql.connections.Connection] = []  # type: ignore[type-arg]
     try:
         _wait_port(proxy_port + 1, process)
@@ -135,12 +144,7 @@ def test_workers_share_the_port_and_follow_load_to_runtime(sandbox: Sandbox, tmp
     finally:
         for conn in clients:
             conn.close()
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            pytest.fail("turnout did not stop on SIGTERM")
+        _stop(process)
     assert not _serving_pids(proxy_port)
 
 
@@ -207,10 +211,7 @@ def test_prometheus_metrics_count_every_worker_and_follow_the_admin_variables(sa
         "[admin_variables]\n",
         f"[admin_variables]\nrestapi_enabled = true\nprometheus_exporter = true\nrestapi_port = {metrics_port}\n",
     ))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "turnout.cli", "proxy", "--config", str(config), "--workers", "2"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-    )
+    process = _start_proxy(config, "--workers", "2")
     clients: list[pymysql.connections.Connection] = []  # type: ignore[type-arg]
     try:
         _wait_port(proxy_port + 1, process)
@@ -257,9 +258,4 @@ def test_prometheus_metrics_count_every_worker_and_follow_the_admin_variables(sa
     finally:
         for conn in clients:
             conn.close()
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            pytest.fail("turnout did not stop on SIGTERM")
+        _stop(process)
