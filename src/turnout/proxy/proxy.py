@@ -69,7 +69,6 @@ class Proxy:
         # Where the TLS certificate lives (mysql-have_ssl); generated there when missing.
         self.datadir = datadir
         self.tls_context: ssl.SSLContext | None = None
-        self.backend_tls_context = client_context()  # for servers with use_ssl = 1
         self.pools = Pools()
         self.stats = ProxyStats()
         self.sessions: dict[int, ClientSession] = {}

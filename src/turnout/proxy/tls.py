@@ -1,5 +1,5 @@
-"""TLS for client connections (`mysql-have_ssl`): the certificate, and the layer a channel runs
-its bytes through.
+"""TLS for client connections (`mysql-have_ssl`) and to servers (`use_ssl`): the contexts, and
+the layer a channel runs its bytes through.
 
 The certificate and key are ProxySQL's files in the datadir, so a ProxySQL's certificates serve
 as they are: `proxysql-cert.pem` and `proxysql-key.pem`, with `proxysql-ca.pem` for clients that
