@@ -81,12 +81,9 @@ class Monitor:
 
     def _sync(self) -> None:
         wanted = set() if not self._settings.enabled else {s.address for s in self._config.servers}
-        for address in list(self._checks):
-            if address not in wanted:
-                self._stopping += self._checks.pop(address).cancel()
         use_ssl = {s.address for s in self._config.servers if s.use_ssl}
-        for address in list(self._checks):
-            if (self._checks[address].tls is not None) != (address in use_ssl):  # use_ssl changed
+        for address, checks in list(self._checks.items()):
+            if address not in wanted or (checks.tls is not None) != (address in use_ssl):  # gone, or use_ssl changed
                 self._stopping += self._checks.pop(address).cancel()
         for server in self._config.servers:
             address = server.address
