@@ -49,7 +49,7 @@ class ServerHandshake:
         self.connection_id = connection_id
         self.server_version = server_version
         self.server_capabilities = capabilities | CLIENT_SSL if tls else capabilities & ~CLIENT_SSL
-        self.tls = False  # the client asked for TLS (the caller starts it)
+        self.tls_requested = False  # the client sent its SSLRequest (the caller starts TLS)
         self.salt = salt if salt is not None else new_salt()
         self.response: HandshakeResponse | None = None
         self.auth_data = b""
@@ -107,9 +107,9 @@ class ServerHandshake:
         if is_ssl_request(packet.payload):
             if not self.server_capabilities & CLIENT_SSL:
                 raise ProtocolError("the client asked for TLS, which this server does not offer")
-            if self.tls:
+            if self.tls_requested:
                 raise ProtocolError("a second SSLRequest")
-            self.tls = True
+            self.tls_requested = True
             return TlsRequested()
         self.response = parse_handshake_response(packet.payload)
         self.auth_data = self.response.auth_response

@@ -233,7 +233,7 @@ class ClientSession:
             self.client.write(handshake.error_packet(c.ER_ACCESS_DENIED_ERROR, denied))
             proxy.stats.counters.client_connections_aborted += 1
             return False
-        if entry.user.use_ssl and not handshake.tls:
+        if entry.user.use_ssl and self.client.tls is None:
             # As ProxySQL: a user with use_ssl=1 must come over TLS.
             self.client.write(handshake.error_packet(c.ER_ACCESS_DENIED_ERROR, denied + ". SSL is required"))
             proxy.stats.counters.client_connections_aborted += 1

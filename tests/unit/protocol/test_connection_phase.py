@@ -188,7 +188,7 @@ def test_tls_login_between_client_and_server() -> None:
     assert isinstance(start, TlsStart)
     request = unframe(start.ssl_request)
     assert request.seq == 1 and len(request.payload) == 32
-    assert isinstance(server.receive(request), TlsRequested) and server.tls
+    assert isinstance(server.receive(request), TlsRequested) and server.tls_requested
     with pytest.raises(ProtocolError):
         client.receive(Packet(2, b"\x00"))  # nothing in the clear after TLS started
     response = unframe(client.after_tls())
