@@ -219,8 +219,13 @@ class Sandbox:
             meta.nodes.append(node)
         box = cls(path, meta)
         box._save()
-        box.start_all(progress)
-        box._build_replication(progress)
+        try:
+            box.start_all(progress)
+            box._build_replication(progress)
+        except BaseException:
+            with contextlib.suppress(Exception):  # no server of a half-made sandbox stays running
+                box.down()
+            raise
         return box
 
     def _save(self) -> None:
