@@ -10,6 +10,7 @@ from integration.monitor.monitor_helpers import (
     READER,
     WAIT,
     WRITER,
+    Address,
     address,
     monitored,
     row,
@@ -17,6 +18,7 @@ from integration.monitor.monitor_helpers import (
     serving,
     status,
 )
+from turnout.monitor.service import MonitoredRouting
 from turnout.sandbox.sandbox import Sandbox
 
 pytestmark = pytest.mark.sandbox
@@ -40,6 +42,14 @@ async def replicate_from(box: Sandbox, index: int, master: int) -> None:
     )
 
 
+def replicates_from(service: MonitoredRouting, replica: Address, master: Address) -> bool:
+    """The monitor has seen `replica` replicating from `master`: routing no longer rests on its
+    health from before it was re-pointed (it is briefly stopped while it is)."""
+    health = service.health.get(replica)
+    repl = None if health is None else health.replication
+    return repl is not None and repl.replicating and repl.master == master
+
+
 async def test_graceful_demotion_twice(fresh_sandbox: Sandbox) -> None:
     box = fresh_sandbox
     n0, n1, n2 = (address(box, i) for i in range(3))
@@ -55,7 +65,10 @@ async def test_graceful_demotion_twice(fresh_sandbox: Sandbox) -> None:
         # First demotion: node0 -> node1.
         await demote_by_hand(box, old=0, new=1, other=2)
         snap = await service.wait_for(
-            lambda s: s.writer(WRITER) == n1 and serving(s, READER) == {n1, n2}, WAIT
+            lambda s: (
+                s.writer(WRITER) == n1 and serving(s, READER) == {n1, n2} and replicates_from(service, n2, n1)
+            ),
+            WAIT,
         )
         assert {s.address for s in snap.rows(WRITER)} == {n1}
         old = row(snap, READER, n0)
@@ -73,7 +86,10 @@ async def test_graceful_demotion_twice(fresh_sandbox: Sandbox) -> None:
         # Second demotion: node1 -> node2, node0 re-pointed.
         await demote_by_hand(box, old=1, new=2, other=0)
         snap = await service.wait_for(
-            lambda s: s.writer(WRITER) == n2 and serving(s, READER) == {n0, n2}, WAIT
+            lambda s: (
+                s.writer(WRITER) == n2 and serving(s, READER) == {n0, n2} and replicates_from(service, n0, n2)
+            ),
+            WAIT,
         )
         assert {s.address for s in snap.rows(WRITER)} == {n2}
         old = row(snap, READER, n1)
