@@ -2,7 +2,9 @@
 # Installs the Debian packages turnout's demo, tests and benchmarks use, when they are missing.
 # Needs root (or sudo); prints what it installs.
 set -euo pipefail
-want=(mariadb-server mariadb-client sysbench haproxy etcd-server iproute2 libdbd-mariadb-perl build-essential python3-dev)
+# libmariadb-dev: MariaDB Connector/Python, a test client, builds against it.
+want=(mariadb-server mariadb-client sysbench haproxy etcd-server iproute2 libdbd-mariadb-perl build-essential python3-dev
+      libmariadb-dev)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

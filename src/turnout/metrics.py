@@ -33,6 +33,7 @@ _GLOBAL_COUNTERS = {
     "Statements_retried": ("statements_retried", "Statements retried on another connection"),
     "Statements_fast_path": ("statements_fast_path", "Statements relayed by the fast path"),
     "Statements_timed_out": ("statements_timed_out", "Statements killed at their query timeout"),
+    "Metadata_restored": ("metadata_restored", "Results whose column definitions the proxy put back in (metadata caching)"),
     "Transactions_ended_by_switchover": ("transactions_ended_by_switchover", "Transactions ended by a graceful takeover"),
 }
 _GLOBAL_GAUGES = {

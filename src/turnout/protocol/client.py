@@ -113,7 +113,8 @@ class ClientHandshake:
         required = CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION
         if greeting.capabilities & required != required:
             raise ProtocolError("the server does not speak protocol 4.1 with secure connection")
-        caps = self.requested_capabilities & greeting.capabilities & ~CLIENT_SSL
+        offered = greeting.capabilities | greeting.mariadb_capabilities << 32
+        caps = self.requested_capabilities & offered & ~CLIENT_SSL
         if not self.database:
             caps &= ~CLIENT_CONNECT_WITH_DB
         if self.tls:

@@ -60,9 +60,11 @@ class Greeting:
 
 
 def build_greeting(g: Greeting) -> bytes:
-    """A HandshakeV10 payload. CLIENT_MYSQL is set, as MySQL does, so MariaDB clients do not
-    look for extended capabilities."""
+    """A HandshakeV10 payload. Without MariaDB extended capabilities CLIENT_MYSQL is set, as MySQL
+    does, so MariaDB clients do not look for them; with them it is cleared, as MariaDB does."""
     caps = g.capabilities | CLIENT_MYSQL | CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION
+    if g.mariadb_capabilities:
+        caps &= ~CLIENT_MYSQL
     salt = g.salt
     plugin_len = len(salt) + 1 if caps & CLIENT_PLUGIN_AUTH else 0
     part2 = salt[8:] + b"\x00"
@@ -79,7 +81,8 @@ def build_greeting(g: Greeting) -> bytes:
         _U16.pack(g.status_flags & 0xFFFF),
         _U16.pack((caps >> 16) & 0xFFFF),
         bytes((min(plugin_len, 255),)),
-        b"\x00" * 10,
+        b"\x00" * 6,
+        _U32.pack(g.mariadb_capabilities & 0xFFFFFFFF),
         part2,
     ]
     if caps & CLIENT_PLUGIN_AUTH:
@@ -138,7 +141,7 @@ def _write_attributes(attributes: dict[str, str]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class HandshakeResponse:
-    capabilities: int
+    capabilities: int  # MariaDB's extended capabilities in the upper 32 bits
     max_packet_size: int
     charset: int
     username: str
@@ -162,7 +165,10 @@ def parse_handshake_response(payload: Buffer) -> HandshakeResponse:
         raise MalformedPacket("pre-4.1 handshake responses are not supported")
     max_packet, pos = read_uint(payload, pos, 4)
     charset, pos = read_uint(payload, pos, 1)
-    _, pos = read_fixed(payload, pos, 23)
+    filler, pos = read_fixed(payload, pos, 23)
+    # A MariaDB client answering a greeting without CLIENT_MYSQL puts its extended capabilities
+    # in the last 4 filler bytes; MySQL clients send zeros there.
+    caps |= int.from_bytes(filler[19:], "little") << 32
     user, pos = read_nul_bytes(payload, pos)
     auth: bytes | None
     if caps & CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA:
@@ -188,12 +194,17 @@ def parse_handshake_response(payload: Buffer) -> HandshakeResponse:
     return HandshakeResponse(caps, max_packet, charset, _text(user), auth, database, plugin, attributes)
 
 
+def _filler(capabilities: int) -> bytes:
+    """The 23 reserved bytes, the last 4 holding MariaDB's extended capabilities."""
+    return b"\x00" * 19 + _U32.pack((capabilities >> 32) & 0xFFFFFFFF)
+
+
 def build_ssl_request(capabilities: int, max_packet_size: int, charset: int) -> bytes:
     return (
         _U32.pack((capabilities | CLIENT_SSL) & 0xFFFFFFFF)
         + _U32.pack(max_packet_size)
         + bytes((charset & 0xFF,))
-        + b"\x00" * 23
+        + _filler(capabilities)
     )
 
 
@@ -205,7 +216,7 @@ def build_handshake_response(r: HandshakeResponse) -> bytes:
         _U32.pack(caps & 0xFFFFFFFF),
         _U32.pack(r.max_packet_size & 0xFFFFFFFF),
         bytes((r.charset & 0xFF,)),
-        b"\x00" * 23,
+        _filler(caps),
         _raw(r.username) + b"\x00",
     ]
     if caps & CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA:

@@ -5,9 +5,10 @@ other message is made of."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
-MAX_PAYLOAD = 0xFFFFFF
-DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
+MAX_PAYLOAD: Final = 0xFFFFFF
+DEFAULT_MAX_PAYLOAD: Final = 64 * 1024 * 1024
 
 Buffer = bytes | bytearray | memoryview
 

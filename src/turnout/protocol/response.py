@@ -4,6 +4,12 @@ The framer walks packet headers in the byte stream. It keeps only the packets it
 (the first packet of a result set, column-count, EOF / OK / ERR, PrepareOk); rows and column
 definitions are skipped by counting down their lengths. Classic EOF framing only: the proxy
 never negotiates CLIENT_DEPRECATE_EOF.
+
+MariaDB's metadata caching (MARIADB_CLIENT_CACHE_METADATA): where both sides agreed on it, a
+result's column-count packet carries one more byte, 1 when column definitions follow and 0 when
+they are left out because the client has them cached (COM_STMT_EXECUTE of an unchanged
+statement); the EOF after the definitions is sent either way. The framer reads that byte from
+the packet's length, so it frames both kinds of connection alike.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ _PREP_COLUMNS_EOF = 9
 
 # States whose packets are skipped unless their first byte says ERR or EOF.
 _PEEKING = frozenset({_COLUMNS, _ROWS, _FIELDS, _PREP_PARAMS, _PREP_COLUMNS})
+# Column definitions, kept when asked (`keep_columns`).
+_DEFINITIONS = frozenset({_COLUMNS, _PREP_COLUMNS})
 
 
 class ResponseFramer:
@@ -64,19 +72,27 @@ class ResponseFramer:
         "_peek",
         "_remaining",
         "_state",
+        "columns",
         "command",
         "done",
         "error",
+        "keep_columns",
         "last_seq",
         "local_infile",
+        "metadata_omitted",
         "ok",
         "prepare",
         "result_sets",
         "status_flags",
     )
 
-    def __init__(self, command: int) -> None:
+    def __init__(self, command: int, keep_columns: bool = False) -> None:
         self.command = command
+        # Keep the column definitions of a PrepareOk or of the first result set in `columns`
+        # (None when none were sent); `metadata_omitted` says the first result set left them out.
+        self.keep_columns = keep_columns
+        self.columns: list[bytes] | None = None
+        self.metadata_omitted = False
         self.done = False
         self.status_flags = 0
         self.error: ErrPacket | None = None
@@ -158,7 +174,7 @@ class ResponseFramer:
             self._expect_seq = (seq + 1) & 0xFF
             self.last_seq = seq
             first = data[pos + 4]
-            if self._state in _PEEKING and first != 0xFF and not (first == 0xFE and length < 9):
+            if self._skips() and first != 0xFF and not (first == 0xFE and length < 9):
                 payload = None
             else:
                 payload = bytearray(data[pos + 4 : stop])
@@ -181,7 +197,7 @@ class ResponseFramer:
         self.last_seq = seq
         if self._length == 0 and not self._continues:
             # A new logical packet.
-            if self._state in _PEEKING:
+            if self._skips():
                 self._collect = None
                 self._peek = True
             else:
@@ -195,6 +211,13 @@ class ResponseFramer:
         self._in_payload = True
         if length == 0:
             self._end_piece()
+
+    def _skips(self) -> bool:
+        """Whether the next packet is skipped (unless it turns out to be ERR or EOF)."""
+        state = self._state
+        if state not in _PEEKING:
+            return False
+        return not (self.keep_columns and state in _DEFINITIONS and self.result_sets == 0)
 
     def _end_piece(self) -> None:
         self._in_payload = False
@@ -221,7 +244,10 @@ class ResponseFramer:
                 if payload[0] == 0xFF:
                     self._finish_err(payload)
                     return
-                raise MalformedPacket("EOF before the announced number of column definitions")
+                if self._skips() or (payload[0] == 0xFE and len(payload) < 9):
+                    raise MalformedPacket("EOF before the announced number of column definitions")
+                if self.columns is not None:
+                    self.columns.append(bytes(payload))
             self._left -= 1
             if self._left == 0:
                 self._state = state + 1
@@ -288,14 +314,26 @@ class ResponseFramer:
             self.status_flags = parse_eof(payload).status_flags
             self.done = True
         else:
-            count, _ = read_lenenc_int(payload, 0)
+            count, used = read_lenenc_int(payload, 0)
             if not count:
                 raise MalformedPacket("bad column count")
             self._left = count
             self._state = _COLUMNS
+            if used < len(payload):  # metadata caching's "metadata follows" byte
+                if payload[used] > 1 or used + 1 != len(payload):
+                    raise MalformedPacket("bad column count packet")
+                if payload[used] == 0:
+                    self._state = _COLUMNS_EOF
+                    if self.result_sets == 0:
+                        self.metadata_omitted = True
+                    return
+            if self.keep_columns and self.result_sets == 0:
+                self.columns = []
 
     def _on_prepare_ok(self, prepare: PrepareOk) -> None:
         self.prepare = prepare
+        if self.keep_columns:
+            self.columns = []
         if prepare.num_params:
             self._left = prepare.num_params
             self._state = _PREP_PARAMS
@@ -341,22 +379,31 @@ class WholeResultSet:
         self.status_flags = status_flags
 
 
-def whole_result_set(data: Buffer) -> int:
+def whole_result_set(data: bytes) -> int:
     """The final status flags when `data` is exactly one complete result set and nothing more
-    (column count under 251, its column definitions, EOF, rows, EOF without "more results");
+    (column count under 251 with or without metadata caching's byte, its column definitions
+    unless that byte left them out, EOF, rows, EOF without "more results");
     -1 for anything else, which `ResponseFramer` then reads packet by packet.
 
     The common answer to a SELECT arrives in one read; this walks its packets' headers and first
     bytes only, checking each packet is what its place in a result set says it must be and that
-    the sequence ids follow each other.
+    the sequence ids follow each other. `data` is bytes, not any Buffer: compiled, indexing
+    bytes is a machine operation where a Buffer's is a generic call.
     """
     end = len(data)
-    if end < 14 or data[0] != 1 or data[1] != 0 or data[2] != 0:
+    if end < 14 or data[1] != 0 or data[2] != 0:
         return -1
-    columns = data[4]
-    if columns == 0 or columns > 250:
+    count = data[4]
+    if count == 0 or count > 250:
         return -1
-    pos = 5
+    if data[0] == 1:
+        columns = count
+        pos = 5
+    elif data[0] == 2 and data[5] < 2:  # metadata caching: 0 when the definitions are left out
+        columns = count if data[5] else 0
+        pos = 6
+    else:
+        return -1
     index = 0  # packets after the column count
     seq = data[3]
     while pos < end:

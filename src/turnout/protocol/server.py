@@ -84,10 +84,11 @@ class ServerHandshake:
                 self.server_version,
                 self.connection_id,
                 self.salt,
-                self.server_capabilities,
+                self.server_capabilities & 0xFFFFFFFF,
                 CHARSET_UTF8_GENERAL_CI,
                 SERVER_STATUS_AUTOCOMMIT,
                 NATIVE_PASSWORD,
+                self.server_capabilities >> 32,  # MariaDB's extended capabilities, if any
             )
         )
         self._state = _AWAIT_RESPONSE

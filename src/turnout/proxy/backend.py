@@ -21,9 +21,11 @@ from turnout.protocol.constants import (
     COM_STMT_CLOSE,
     COM_STMT_PREPARE,
     DEFAULT_SERVER_CAPABILITIES,
+    MARIADB_CLIENT_CACHE_METADATA,
 )
 from turnout.protocol.events import AuthDone, AuthFailed, TlsStart
 from turnout.protocol.generic import ErrPacket
+from turnout.protocol.metadata import Metadata
 from turnout.protocol.packets import PacketBuffer, encode_packet
 from turnout.protocol.prepared import PrepareOk
 from turnout.protocol.response import ResponseFramer
@@ -33,11 +35,14 @@ from turnout.proxy.settings import SessionSettings, restore_statements
 ServerAddress = tuple[str, int]
 MAX_CACHED_STATEMENTS = 256
 
-# What the proxy asks of every backend connection; a client's FOUND_ROWS choice is part of the
-# pool key because it changes what the server reports as affected rows.
+# What the proxy asks of every backend connection, plus the session's flavour.
 BACKEND_CAPABILITIES = (
     DEFAULT_SERVER_CAPABILITIES | CLIENT_MULTI_STATEMENTS | CLIENT_MULTI_RESULTS | CLIENT_PS_MULTI_RESULTS
 ) & ~(CLIENT_FOUND_ROWS | CLIENT_NO_SCHEMA)
+# A session's flavour: the client capabilities that change what a server sends back (FOUND_ROWS
+# the affected rows it reports, metadata caching the shape of its result sets). Connections are
+# pooled per flavour: a backend connection serves only sessions that agreed on the same ones.
+FLAVOUR_CAPABILITIES = CLIENT_FOUND_ROWS | MARIADB_CLIENT_CACHE_METADATA
 
 _ids = itertools.count(1)
 # Errors after which the server closes the connection (MariaDB's "Connection was killed", a
@@ -65,6 +70,19 @@ class BackendStatement:
     num_params: int
     num_columns: int
     bound_types: bytes | None = None  # parameter types the server-side statement last received
+    # The column definitions the server last sent for it (PrepareOk, then any result that
+    # carried them): what it means when metadata caching leaves them out.
+    metadata: Metadata | None = None
+
+    def cached_metadata_is(self, metadata: Metadata) -> bool:
+        """Whether the column definitions the server has cached for this statement are `metadata`."""
+        mine = self.metadata
+        if mine is metadata:
+            return True
+        if mine is None or mine != metadata:
+            return False
+        self.metadata = metadata  # equal: shared from now on, so that `is` answers
+        return True
 
 
 class BackendConnection:
@@ -74,15 +92,20 @@ class BackendConnection:
         self,
         address: ServerAddress,
         user: str,
-        found_rows: bool,
+        flavour: int,
         channel: Channel,
         thread_id: int,
         settings: SessionSettings,
+        server_capabilities: int = 0,
+        server_version: str = "",
     ) -> None:
         self.id = next(_ids)
         self.address = address
         self.user = user
-        self.found_rows = found_rows
+        self.flavour = flavour
+        self.caches_metadata = bool(flavour & MARIADB_CLIENT_CACHE_METADATA)
+        self.server_capabilities = server_capabilities  # offered in its greeting, MariaDB's included
+        self.server_version = server_version
         self.channel = channel
         self.thread_id = thread_id
         self.settings = settings
@@ -92,10 +115,11 @@ class BackendConnection:
         self.last_used = self.created_at
         self.counted_sent = 0  # the channel's byte counts already added to the pool's stats
         self.counted_received = 0
+        self.server_pool: object = None  # its ServerPool, set by Pools: saves a lookup per statement
 
     @property
-    def pool_key(self) -> tuple[ServerAddress, str, bool]:
-        return (self.address, self.user, self.found_rows)
+    def pool_key(self) -> tuple[ServerAddress, str, int]:
+        return (self.address, self.user, self.flavour)
 
     def idle_usable(self) -> bool:
         """Whether an idle connection can take a command: an idle connection the server closed
@@ -110,8 +134,8 @@ class BackendConnection:
 
     # ---- internal exchanges (the proxy's own commands, never relayed to a client) -------------
     async def exchange(self, payload: bytes) -> ResponseFramer:
-        """Send one command and consume its whole response."""
-        framer = ResponseFramer(payload[0])
+        """Send one command and consume its whole response (keeping a PrepareOk's columns)."""
+        framer = ResponseFramer(payload[0], keep_columns=payload[0] == COM_STMT_PREPARE)
         self.channel.write(encode_packet(payload, 0))
         try:
             while not framer.done:
@@ -161,9 +185,11 @@ class BackendConnection:
         )
         return None
 
-    def remember_statement(self, sql: str, prepare: PrepareOk) -> None:
+    def remember_statement(self, sql: str, prepare: PrepareOk, metadata: Metadata | None) -> None:
         """Record a statement the client's own COM_STMT_PREPARE created on this connection."""
-        self._cache_statement(sql, BackendStatement(prepare.statement_id, prepare.num_params, prepare.num_columns))
+        self._cache_statement(
+            sql, BackendStatement(prepare.statement_id, prepare.num_params, prepare.num_columns, metadata=metadata)
+        )
 
     def _cache_statement(self, sql: str, statement: BackendStatement) -> None:
         previous = self.statements.pop(sql, None)
@@ -186,7 +212,12 @@ class BackendConnection:
         if framer.error is not None:
             return framer.error
         assert framer.prepare is not None
-        statement = BackendStatement(framer.prepare.statement_id, framer.prepare.num_params, framer.prepare.num_columns)
+        statement = BackendStatement(
+            framer.prepare.statement_id,
+            framer.prepare.num_params,
+            framer.prepare.num_columns,
+            metadata=tuple(framer.columns or ()),
+        )
         self._cache_statement(sql, statement)
         return statement
 
@@ -219,13 +250,14 @@ async def connect_backend(
     user: str,
     stage1: bytes | None,
     password: str | None,
-    found_rows: bool,
+    flavour: int,
     timeout: float,
     tls: ssl.SSLContext | None = None,
 ) -> BackendConnection:
     """Open and log in a backend connection as `user` (with SHA1(password) or the password),
-    over TLS when `tls` is given (the server's use_ssl)."""
-    capabilities = BACKEND_CAPABILITIES | (CLIENT_FOUND_ROWS if found_rows else 0)
+    over TLS when `tls` is given (the server's use_ssl). The connection asks for the `flavour`'s
+    capabilities; its own `flavour` says which the server agreed to."""
+    capabilities = BACKEND_CAPABILITIES | flavour
     try:
         channel = await asyncio.wait_for(open_channel(*address), timeout)
     except (OSError, TimeoutError) as exc:
@@ -241,7 +273,7 @@ async def connect_backend(
     )
     packets = PacketBuffer()
     try:
-        return await asyncio.wait_for(_login(address, user, found_rows, channel, handshake, packets, tls), timeout)
+        return await asyncio.wait_for(_login(address, user, channel, handshake, packets, tls), timeout)
     except TimeoutError as timed_out:
         channel.close()
         raise BackendError(f"login to {address[0]}:{address[1]} timed out") from timed_out
@@ -253,7 +285,6 @@ async def connect_backend(
 async def _login(
     address: ServerAddress,
     user: str,
-    found_rows: bool,
     channel: Channel,
     handshake: ClientHandshake,
     packets: PacketBuffer,
@@ -267,9 +298,12 @@ async def _login(
         while (packet := packets.next_packet()) is not None:
             outcome = handshake.receive(packet)
             if isinstance(outcome, AuthDone):
+                greeting = outcome.greeting
                 return BackendConnection(
-                    address, user, found_rows, channel, outcome.greeting.connection_id,
+                    address, user, handshake.capabilities & FLAVOUR_CAPABILITIES, channel, greeting.connection_id,
                     SessionSettings(names="utf8mb4", schema=None),
+                    greeting.capabilities | greeting.mariadb_capabilities << 32,
+                    greeting.server_version,
                 )
             if isinstance(outcome, AuthFailed):
                 raise BackendRefused(outcome.error)

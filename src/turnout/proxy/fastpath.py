@@ -32,11 +32,12 @@ from turnout.proxy.backend import (
 )
 from turnout.proxy.channel import WRITE_BUFFER_HIGH
 from turnout.proxy.rules import RuleOutcome
+from turnout.proxy.settings import same_settings
 from turnout.proxy.statement import StatementInfo, first_word
 from turnout.proxy.stats import command_name
 
 if TYPE_CHECKING:
-    from turnout.proxy.session import ClientSession
+    from turnout.proxy.session import ClientSession, ClientStatement
 
 # Server status flags after which a session keeps its connection (see after_statement).
 _KEEPING_FLAGS = c.SERVER_STATUS_IN_TRANS | c.SERVER_STATUS_CURSOR_EXISTS
@@ -72,6 +73,7 @@ class FastPath:
         "_held",
         "_hostgroup",
         "_info",
+        "_keep_columns",
         "_on_backend_closed_cb",
         "_on_backend_data_cb",
         "_on_client_closed_cb",
@@ -79,6 +81,7 @@ class FastPath:
         "_request",
         "_rule",
         "_started",
+        "_statement",
         "session",
     )
 
@@ -86,6 +89,10 @@ class FastPath:
         self.session = session
         self._connection: BackendConnection | None = None
         self._backend_statement: BackendStatement | None = None
+        self._statement: ClientStatement | None = None
+        # A COM_STMT_EXECUTE on a connection with metadata caching: column definitions the server
+        # sends are kept, to follow what the client and the server have cached.
+        self._keep_columns = False
         self._framer: ResponseFramer | None = None
         self._command = 0
         self._command_name = ""
@@ -155,9 +162,14 @@ class FastPath:
                 backend_statement.bound_types != statement.param_types
             ):
                 return self._give_back(connection)
+        caching = connection.caches_metadata
+        if caching and not backend_statement.cached_metadata_is(statement.metadata):
+            return self._give_back(connection)  # the coroutine puts the server's definitions back in
         packet = data[:5] + backend_statement.statement_id.to_bytes(4, "little") + data[9:]
         self._start(connection, data, packet, statement.info, statement.rule, statement.digest_text, statement.command)
         self._backend_statement = backend_statement
+        self._statement = statement
+        self._keep_columns = caching
         return True
 
     def _query(self, data: bytes) -> bool:
@@ -202,9 +214,11 @@ class FastPath:
         connection = session.proxy.take_idle(self._hostgroup, session)
         if connection is None:
             return None
-        if connection.settings is not session.settings and connection.settings != session.settings:
-            self._give_back(connection)
-            return None
+        if connection.settings is not session.settings:
+            if not same_settings(connection.settings, session.settings):
+                self._give_back(connection)
+                return None
+            connection.settings = session.settings  # equal and immutable: next time `is` answers
         return connection
 
     def _give_back(self, connection: BackendConnection) -> bool:
@@ -233,6 +247,8 @@ class FastPath:
         self._command_name = command_name
         self._framer = None
         self._backend_statement = None
+        self._statement = None
+        self._keep_columns = False
         self._relayed = 0
         client = session.client
         client.hold = True
@@ -253,11 +269,12 @@ class FastPath:
                 self._hand_back()
                 return True
             flags = whole_result_set(data)
-            if flags >= 0:
+            # Definitions that follow are kept by the framer (with caching, the count packet is 2 bytes).
+            if flags >= 0 and not (self._keep_columns and data[0] == 2 and data[5] == 1):
                 client.write(data)
                 self._finish(WholeResultSet(flags))
                 return True
-            framer = self._framer = ResponseFramer(self._command)
+            framer = self._framer = ResponseFramer(self._command, self._keep_columns)
         assert framer is not None
         try:
             used = framer.feed(data)
@@ -310,8 +327,14 @@ class FastPath:
 
     def _finish(self, outcome: ResponseFramer | WholeResultSet) -> None:
         connection = self._detach()
-        if outcome.error is not None and self._backend_statement is not None:
-            self._backend_statement.bound_types = None  # the server may not have taken the types
+        backend_statement = self._backend_statement
+        if outcome.error is not None and backend_statement is not None:
+            backend_statement.bound_types = None  # the server may not have taken the types
+        if isinstance(outcome, ResponseFramer) and outcome.columns is not None and outcome.error is None:
+            # The server sent definitions, and the client took them: both have these cached now.
+            statement = self._statement
+            if statement is not None and backend_statement is not None:
+                statement.metadata = backend_statement.metadata = tuple(outcome.columns)
         session = self.session
         ok = outcome.ok
         if self._held or outcome.status_flags & _KEEPING_FLAGS or (ok is not None and ok.last_insert_id):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 from turnout.proxy.backend import BackendConnection, ServerAddress
 
-PoolKey = tuple[ServerAddress, str, bool]
+PoolKey = tuple[ServerAddress, str, int]
 IDLE_TIMEOUT = 600.0  # seconds an idle connection is kept (servers' wait_timeout is far longer)
 
 
@@ -29,8 +30,8 @@ class ServerStats:
 @dataclass
 class ServerPool:
     address: ServerAddress
-    # Idle connections per (user, FOUND_ROWS), oldest first: taken last-in first-out, or by name.
-    idle: dict[tuple[str, bool], dict[BackendConnection, None]] = field(default_factory=dict)
+    # Idle connections per (user, flavour), oldest first: taken last-in first-out, or by name.
+    idle: dict[tuple[str, int], dict[BackendConnection, None]] = field(default_factory=dict)
     stats: ServerStats = field(default_factory=ServerStats)
 
     @property
@@ -50,9 +51,15 @@ class Pools:
             pool = self.servers[address] = ServerPool(address)
         return pool
 
-    def take_idle(self, address: ServerAddress, user: str, found_rows: bool) -> BackendConnection | None:
+    def pool_of(self, connection: BackendConnection) -> ServerPool:
+        pool = connection.server_pool
+        if pool is None:
+            pool = connection.server_pool = self.server(connection.address)
+        return cast(ServerPool, pool)
+
+    def take_idle(self, address: ServerAddress, user: str, flavour: int) -> BackendConnection | None:
         pool = self.server(address)
-        idle = pool.idle.get((user, found_rows))
+        idle = pool.idle.get((user, flavour))
         while idle:
             connection, _ = idle.popitem()
             if self._hand_out(pool, connection):
@@ -61,9 +68,9 @@ class Pools:
 
     def take(self, connection: BackendConnection) -> bool:
         """Take this very connection if it is idle in its pool and still usable."""
-        pool = self.servers.get(connection.address)
-        idle = pool.idle.get((connection.user, connection.found_rows)) if pool is not None else None
-        if pool is None or idle is None or connection not in idle:
+        pool = self.pool_of(connection)
+        idle = pool.idle.get((connection.user, connection.flavour))
+        if idle is None or connection not in idle:
             return False
         del idle[connection]
         return self._hand_out(pool, connection)
@@ -79,8 +86,8 @@ class Pools:
         return True
 
     def has_capacity(self, address: ServerAddress, max_connections: int) -> bool:
-        pool = self.server(address)
-        return pool.stats.conn_used < max_connections or any(pool.idle.values())
+        stats = self.server(address).stats
+        return stats.conn_used < max_connections or stats.conn_free > 0  # an idle one can be replaced
 
     def reserve(self, address: ServerAddress) -> None:
         """Count a connection being opened as used, so max_connections holds while it connects."""
@@ -97,7 +104,7 @@ class Pools:
 
     def release(self, connection: BackendConnection, reusable: bool) -> None:
         """Give a connection back; one in an unknown state is closed, never pooled."""
-        pool = self.server(connection.address)
+        pool = self.pool_of(connection)
         stats = pool.stats
         stats.conn_used -= 1
         channel = connection.channel
@@ -108,7 +115,7 @@ class Pools:
             connection.close()
             return
         connection.last_used = time.monotonic()
-        pool.idle.setdefault((connection.user, connection.found_rows), {})[connection] = None
+        pool.idle.setdefault((connection.user, connection.flavour), {})[connection] = None
         pool.stats.conn_free += 1
 
     def _mark_used(self, pool: ServerPool) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 from turnout.config.model import MysqlServer, MysqlUser, RuntimeConfig
 from turnout.protocol import constants as c
 from turnout.protocol.auth import parse_stored_password
+from turnout.protocol.generic import ErrPacket
+from turnout.protocol.metadata import Metadata
 from turnout.proxy.backend import (
     BackendConnection,
     BackendError,
@@ -73,7 +75,11 @@ class Proxy:
         self.stats = ProxyStats()
         self.sessions: dict[int, ClientSession] = {}
         self.connections_by_user: dict[str, int] = {}
-        self.prepared_responses: dict[tuple[str | None, str], tuple[bytes, int, int]] = {}
+        # PrepareOk responses by (schema, SQL): the whole response, params, columns, definitions.
+        self.prepared_responses: dict[tuple[str | None, str], tuple[bytes, int, int, Metadata]] = {}
+        # What backend logins found in each server's greeting: its version when it offered
+        # metadata caching, None when it did not.
+        self._metadata_caching: dict[ServerAddress, str | None] = {}
         self.routing = RoutingTable()
         self._routing_changed = asyncio.Event()
         self._failed_until: dict[ServerAddress, float] = {}
@@ -105,6 +111,8 @@ class Proxy:
         self.config = config
         self.tls_context = tls_context
         self.backend_tls_context = backend_tls_context
+        configured = {server.address for server in config.servers}
+        self._metadata_caching = {a: v for a, v in self._metadata_caching.items() if a in configured}
         self.users = {u.username: _user_entry(u) for u in config.users if u.frontend}
         self.rules = compile_rules(config.query_rules)
         self.reader_hostgroups = frozenset(rh.reader_hostgroup for rh in config.replication_hostgroups)
@@ -217,6 +225,7 @@ class Proxy:
                 "Statements_retried": counters.statements_retried,
                 "Statements_fast_path": counters.statements_fast_path,
                 "Statements_timed_out": counters.statements_timed_out,
+                "Metadata_restored": counters.metadata_restored,
                 "Transactions_ended_by_switchover": counters.transactions_ended,
                 "ProxySQL_Uptime": int(time.time() - self.stats.started_at),
             }
@@ -227,9 +236,10 @@ class Proxy:
 
     # ---- backend connections ------------------------------------------------------------------
     def _usable(self, server: MysqlServer) -> bool:
-        failed_until = self._failed_until.get(server.address)
-        if failed_until is not None and failed_until > time.monotonic():
-            return False
+        if self._failed_until:  # usually empty: no lookup
+            failed_until = self._failed_until.get(server.address)
+            if failed_until is not None and failed_until > time.monotonic():
+                return False
         return self.pools.has_capacity(server.address, server.max_connections)
 
     def take_idle(self, hostgroup: int, session: ClientSession) -> BackendConnection | None:
@@ -250,11 +260,11 @@ class Proxy:
             previous is not None
             and previous.address == address
             and previous.user == user.user.username
-            and previous.found_rows == session.found_rows
+            and previous.flavour == session.flavour
             and self.pools.take(previous)
         ):
             return previous
-        connection = self.pools.take_idle(address, user.user.username, session.found_rows)
+        connection = self.pools.take_idle(address, user.user.username, session.flavour)
         if connection is not None:
             session.previous_connection = connection
         return connection
@@ -273,7 +283,7 @@ class Proxy:
             table = self.routing
             server = None if hostgroup in table.held else pick_server(table.online(hostgroup), self._usable, self._rng)
             if server is not None:
-                connection = self.pools.take_idle(server.address, user.user.username, session.found_rows)
+                connection = self.pools.take_idle(server.address, user.user.username, session.flavour)
                 if connection is not None:
                     session.previous_connection = connection
                     return connection
@@ -284,7 +294,7 @@ class Proxy:
                         user.user.username,
                         session.stage1 or None,
                         user.password,
-                        session.found_rows,
+                        session.flavour,
                         self.connect_timeout_server,
                         self.backend_tls_context if server.use_ssl else None,
                     )
@@ -303,6 +313,19 @@ class Proxy:
                     self.backend_failed(server.address)
                     continue
                 self.pools.connected(server.address)
+                self._learn_metadata_caching(connection)
+                if connection.flavour != session.flavour:
+                    # Only metadata caching can be missing: the session's client expects result
+                    # sets shaped for it, which this server cannot send. The connection serves
+                    # other sessions; new clients are no longer offered it.
+                    self.pools.release(connection, reusable=True)
+                    message = (
+                        f"turnout: server {server.address[0]}:{server.address[1]} does not offer metadata "
+                        "caching (MARIADB_CLIENT_CACHE_METADATA), which this connection agreed with the "
+                        "proxy; reconnect"
+                    )
+                    log.warning("%s (session %d)", message, session.id)
+                    raise BackendRefused(ErrPacket(c.ER_UNKNOWN_ERROR, "HY000", message))
                 session.previous_connection = connection
                 return connection
             remaining = deadline - time.monotonic()
@@ -310,6 +333,31 @@ class Proxy:
                 raise NoServer(hostgroup, int((time.monotonic() - started) * 1000))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._routing_changed.wait(), min(remaining, 0.05))
+
+    def _learn_metadata_caching(self, connection: BackendConnection) -> None:
+        offered = bool(connection.server_capabilities & c.MARIADB_CLIENT_CACHE_METADATA)
+        found = connection.server_version if offered else None
+        if connection.address not in self._metadata_caching or self._metadata_caching[connection.address] != found:
+            self._metadata_caching[connection.address] = found
+            log.info(
+                "server %s:%d (%s) %s metadata caching", connection.address[0], connection.address[1],
+                connection.server_version, "offers" if offered else "does not offer",
+            )
+
+    def offers_metadata_caching(self) -> bool:
+        """Whether new clients are offered MariaDB's metadata caching: once every configured server
+        the proxy has logged in to offered it (at least one), so any backend connection can honour it."""
+        known = self._metadata_caching
+        return bool(known) and all(version is not None for version in known.values())
+
+    def greeting_version(self, metadata_caching: bool) -> str:
+        """The server version clients are greeted with: mysql-server_version, except that MariaDB
+        clients use extended capabilities only with a server whose version says MariaDB; when
+        they are offered and the configured version does not say it, a server's own version."""
+        if not metadata_caching or "MariaDB" in self.server_version:
+            return self.server_version
+        known = self._metadata_caching
+        return next((known[address] or "" for address in sorted(known)), self.server_version)
 
     async def writer_changed(self, hostgroup: int, refused_by: ServerAddress, deadline: float) -> None:
         """Wait until the hostgroup's writer is no longer `refused_by` (or it is held), or the deadline."""

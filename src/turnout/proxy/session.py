@@ -19,7 +19,9 @@ from turnout.protocol.commands import (
 from turnout.protocol.events import AuthSwitchResponse, ClientHello, TlsRequested
 from turnout.protocol.generic import ErrPacket, build_eof, build_err, build_ok
 from turnout.protocol.handshake import build_auth_switch_request, parse_change_user
+from turnout.protocol.metadata import Metadata, with_metadata
 from turnout.protocol.packets import (
+    MalformedPacket,
     Packet,
     PacketBuffer,
     PacketTooLarge,
@@ -32,16 +34,18 @@ from turnout.protocol.server import ServerHandshake
 from turnout.proxy.backend import (
     CONNECTION_ENDING_ERRORS,
     ER_LOST_BACKEND,
+    FLAVOUR_CAPABILITIES,
     BackendConnection,
     BackendError,
     BackendRefused,
+    BackendStatement,
     execute_payload,
 )
 from turnout.proxy.channel import WRITE_BUFFER_HIGH, Channel
 from turnout.proxy.digest import digest_text
 from turnout.proxy.fastpath import FastPath, stateless
 from turnout.proxy.rules import NO_MATCH, RuleOutcome, evaluate
-from turnout.proxy.settings import SessionSettings, charset_for_collation
+from turnout.proxy.settings import SessionSettings, charset_for_collation, same_settings
 from turnout.proxy.statement import (
     NEXT_TRANSACTION,
     TABLE_LOCK,
@@ -86,6 +90,9 @@ class ClientStatement:
     command: str  # stats_mysql_commands_counters' Command
     stateless: bool  # changes nothing in the session: the fast path may run it on any connection
     param_types: bytes | None = None
+    # The column definitions the client last received for it (its PrepareOk, then any result
+    # that carried them): what it decodes rows with when metadata caching leaves them out.
+    metadata: Metadata = ()
 
 
 @dataclass(slots=True)
@@ -108,7 +115,7 @@ class ClientSession:
         self.packets = PacketBuffer(max_payload=proxy.max_allowed_packet)
         self.user: UserEntry | None = None
         self.stage1: bytes | None = None
-        self.found_rows = False
+        self.flavour = 0  # capabilities its backend connections must share (backend.FLAVOUR_CAPABILITIES)
         self.settings = SessionSettings()
         self.held: Held | None = None
         # The connection acquired for the command in progress, until it is held or given back:
@@ -211,7 +218,16 @@ class ClientSession:
     async def _login(self) -> bool:
         proxy = self.proxy
         tls_context = proxy.tls_context
-        handshake = ServerHandshake(self.id, server_version=proxy.server_version, tls=tls_context is not None)
+        capabilities = c.DEFAULT_SERVER_CAPABILITIES
+        caching = proxy.offers_metadata_caching()
+        if caching:
+            capabilities |= c.MARIADB_CLIENT_CACHE_METADATA
+        handshake = ServerHandshake(
+            self.id,
+            server_version=proxy.greeting_version(caching),
+            capabilities=capabilities,
+            tls=tls_context is not None,
+        )
         self.client.write(handshake.greeting())
         self.salt = handshake.salt
         event = handshake.receive(await self._read_packet(timeout=proxy.connect_timeout_client))
@@ -254,7 +270,7 @@ class ClientSession:
             return False
         self.user = entry
         self.stage1 = stage1 or entry.stage1
-        self.found_rows = bool(hello.capabilities & c.CLIENT_FOUND_ROWS)
+        self.flavour = handshake.capabilities & FLAVOUR_CAPABILITIES
         self.settings = SessionSettings(
             names=charset_for_collation(hello.charset),
             schema=hello.database or entry.user.default_schema or proxy.default_schema,
@@ -400,7 +416,8 @@ class ClientSession:
                 self._send(build_err(refused.err.code, refused.err.message, refused.err.sql_state), 1)
                 return None
         self.in_flight = connection
-        if connection.settings == self.settings:
+        if same_settings(connection.settings, self.settings):
+            connection.settings = self.settings
             return connection, hostgroup
         error = await self._prepare_connection(connection)
         if error is not None:
@@ -489,14 +506,18 @@ class ClientSession:
 
     # ---- relaying -----------------------------------------------------------------------------
     async def _relay(
-        self, connection: BackendConnection, payload: bytes, retry_read_only: bool = False
+        self,
+        connection: BackendConnection,
+        payload: bytes,
+        retry_read_only: bool = False,
+        keep_columns: bool = False,
     ) -> ResponseFramer:
         """Send one client command to the backend and stream the answer back, untouched.
 
         With `retry_read_only`, a response that is only a read_only refusal (1290) is kept from
         the client: the statement did not execute, so the caller may run it on the new master.
         """
-        framer = ResponseFramer(payload[0])
+        framer = ResponseFramer(payload[0], keep_columns)
         backend = connection.channel
         client = self.client
         backend.write(encode_packet(payload, 0))
@@ -689,7 +710,7 @@ class ClientSession:
                 return
             connection, hostgroup = target
             try:
-                response, framer = await self._collect(connection, payload)
+                response, framer = await self._collect(connection, payload, keep_columns=True)
             except BackendLost as lost:
                 self._backend_lost(connection, lost)
                 return
@@ -697,21 +718,24 @@ class ClientSession:
             if framer.error is not None or framer.prepare is None:
                 self.client.write(response)
                 return
-            connection.remember_statement(sql, framer.prepare)
-            cached = (response, framer.prepare.num_params, framer.prepare.num_columns)
+            metadata = tuple(framer.columns or ())
+            connection.remember_statement(sql, framer.prepare, metadata)
+            cached = (response, framer.prepare.num_params, framer.prepare.num_columns, metadata)
             self.proxy.prepared_responses[(self.settings.schema, sql)] = cached
-        response, num_params, num_columns = cached
+        response, num_params, num_columns, metadata = cached
         self.next_statement_id += 1
         command = "EXECUTE" if not info.is_write else command_name(first_word(sql), True)
         self.statements[statement_id] = ClientStatement(
-            sql, num_params, num_columns, info, rule, digest, command, stateless(info, rule)
+            sql, num_params, num_columns, info, rule, digest, command, stateless(info, rule), metadata=metadata
         )
         # The first packet is the PrepareOk: 4-byte header, 0x00, then the 4-byte statement id.
         self.client.write(response[:5] + statement_id.to_bytes(4, "little") + response[9:])
 
-    async def _collect(self, connection: BackendConnection, payload: bytes) -> tuple[bytes, ResponseFramer]:
+    async def _collect(
+        self, connection: BackendConnection, payload: bytes, keep_columns: bool = False
+    ) -> tuple[bytes, ResponseFramer]:
         """Send a command and gather its whole response instead of streaming it."""
-        framer = ResponseFramer(payload[0])
+        framer = ResponseFramer(payload[0], keep_columns)
         connection.channel.write(encode_packet(payload, 0))
         chunks: list[bytes] = []
         while not framer.done:
@@ -782,13 +806,19 @@ class ClientSession:
             return
         started = time.perf_counter()
         self.arm_timeout(statement.rule, time.monotonic())
+        caching = connection.caches_metadata
         try:
-            framer = await self._relay(connection, backend_payload)
+            if caching and not backend_statement.cached_metadata_is(statement.metadata):
+                framer = await self._execute_with_metadata(connection, backend_payload, statement, backend_statement)
+            else:
+                framer = await self._relay(connection, backend_payload, keep_columns=caching)
         except BackendLost as lost:
             self._backend_lost(connection, lost)
             return
         finally:
             self.deadline = 0.0
+        if framer.columns is not None and framer.error is None:
+            statement.metadata = backend_statement.metadata = tuple(framer.columns)
         if framer.error is not None:
             backend_statement.bound_types = None  # the server may not have taken the types
         self.after_statement(connection, hostgroup, framer, statement.info, statement.rule)
@@ -803,6 +833,28 @@ class ClientSession:
             framer.ok.affected_rows if framer.ok is not None else 0,
             connection.address,
         )
+
+    async def _execute_with_metadata(
+        self,
+        connection: BackendConnection,
+        payload: bytes,
+        statement: ClientStatement,
+        backend_statement: BackendStatement,
+    ) -> ResponseFramer:
+        """COM_STMT_EXECUTE where the client's cached column definitions are not the server's (see
+        protocol.metadata): the response is gathered whole, and if the server left its
+        definitions out, they are put back in so the client decodes the rows with the right ones."""
+        response, framer = await self._collect(connection, payload, keep_columns=True)
+        if framer.metadata_omitted and backend_statement.metadata is not None:
+            try:
+                response = with_metadata(response, backend_statement.metadata)
+            except MalformedPacket as exc:
+                connection.broken = True
+                raise BackendLost(0, f"cannot put the column definitions back in: {exc}") from exc
+            statement.metadata = backend_statement.metadata
+            self.proxy.stats.counters.metadata_restored += 1
+        self.client.write(response)
+        return framer
 
     async def _on_long_data(self, payload: bytes) -> None:
         """No response; the data lives on one backend connection, which the session then keeps."""

@@ -35,8 +35,11 @@ NAMES_VARIABLES = frozenset(
 )
 
 
+_NO_VARIABLES: Mapping[str, str] = MappingProxyType({})
+
+
 def _empty() -> Mapping[str, str]:
-    return MappingProxyType({})
+    return _NO_VARIABLES
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,17 @@ class SessionSettings:
 
     def with_schema(self, schema: str | None) -> SessionSettings:
         return replace(self, schema=schema)
+
+
+def same_settings(a: SessionSettings, b: SessionSettings) -> bool:
+    """`a == b`, asked for every pooled statement: the dataclass's own __eq__ is interpreted
+    Python even when this module is compiled, this is not."""
+    return a is b or (
+        a.names == b.names
+        and a.schema == b.schema
+        and a.multi_statements == b.multi_statements
+        and (a.variables is b.variables or a.variables == b.variables)
+    )
 
 
 def restore_statements(current: SessionSettings, wanted: SessionSettings) -> list[str]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from dataclasses import dataclass, field
+from typing import Final
 
 from turnout.proxy.digest import digest_hash
 
-_BUCKETS_US = (100, 500, 1000, 5000, 10000, 50000, 100000, 500000, 1000000, 5000000, 10000000)
+_BUCKETS_US: Final = (100, 500, 1000, 5000, 10000, 50000, 100000, 500000, 1000000, 5000000, 10000000)
 COMMAND_COLUMNS = (
     "Command", "Total_Time_us", "Total_cnt", "cnt_100us", "cnt_500us", "cnt_1ms", "cnt_5ms", "cnt_10ms",
     "cnt_50ms", "cnt_100ms", "cnt_500ms", "cnt_1s", "cnt_5s", "cnt_10s", "cnt_INFs",
@@ -53,7 +53,13 @@ class CommandCounter:
     def add(self, elapsed_us: int) -> None:
         self.total += 1
         self.total_time_us += elapsed_us
-        self.buckets[bisect_left(_BUCKETS_US, elapsed_us)] += 1  # the first limit >= elapsed, else INF
+        # The first limit >= elapsed, else INF; most statements stop at the first limits.
+        index = 0
+        for limit in _BUCKETS_US:
+            if elapsed_us <= limit:
+                break
+            index += 1
+        self.buckets[index] += 1
 
 
 @dataclass
@@ -80,6 +86,7 @@ class GlobalCounters:
     statements_retried: int = 0
     statements_timed_out: int = 0
     statements_fast_path: int = 0  # relayed by callbacks, without waking the session's task
+    metadata_restored: int = 0  # results whose left-out column definitions the proxy put back in
     transactions_ended: int = 0
 
 

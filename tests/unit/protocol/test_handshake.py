@@ -16,6 +16,7 @@ from turnout.protocol.constants import (
     CLIENT_SECURE_CONNECTION,
     CLIENT_SSL,
     DEFAULT_SERVER_CAPABILITIES,
+    MARIADB_CLIENT_CACHE_METADATA,
 )
 from turnout.protocol.handshake import (
     ChangeUser,
@@ -58,6 +59,23 @@ def test_mariadb_style_greeting() -> None:
     parsed = parse_greeting(bytes(payload))
     assert parsed.mariadb_capabilities == 0x1D and parsed.server_version == g.server_version
     assert parsed.salt == g.salt
+
+
+def test_greeting_with_extended_capabilities_is_mariadb_style() -> None:
+    g = Greeting(10, "5.5.30", 5, b"12345678ABCDEFGHIJKL", DEFAULT_SERVER_CAPABILITIES, 45, 2, mariadb_capabilities=0x10)
+    parsed = parse_greeting(build_greeting(g))
+    assert not parsed.capabilities & CLIENT_MYSQL
+    assert parsed.mariadb_capabilities == 0x10 and parsed.salt == g.salt
+
+
+def test_extended_capabilities_in_the_response_and_the_ssl_request() -> None:
+    caps = BASE | MARIADB_CLIENT_CACHE_METADATA
+    parsed = parse_handshake_response(build_handshake_response(HandshakeResponse(caps, 1, 45, "u", b"")))
+    assert parsed.capabilities == caps
+    ssl_request = build_ssl_request(caps, 1, 45)
+    assert is_ssl_request(ssl_request) and ssl_request[-4:] == (MARIADB_CLIENT_CACHE_METADATA >> 32).to_bytes(4, "little")
+    # A MySQL client's zeros there ask for nothing more.
+    assert parse_handshake_response(build_handshake_response(HandshakeResponse(BASE, 1, 45, "u", b""))).capabilities == BASE
 
 
 @given(

@@ -114,6 +114,29 @@ CASES = [
         result_sets=1,
     ),
     Case("execute ok", COM_STMT_EXECUTE, [build_ok(2)], ok_rows=2),
+    # Metadata caching (MARIADB_CLIENT_CACHE_METADATA): the column count carries one more byte.
+    Case("text, caching", COM_QUERY, [b"\x02\x01", *result_set(TEXT_ROWS)[1:]], result_sets=1),
+    Case("binary, definitions sent", COM_STMT_EXECUTE, [b"\x03\x01", *result_set(BINARY_ROWS, 3)[1:]], result_sets=1),
+    Case(
+        "binary, definitions left out",
+        COM_STMT_EXECUTE,
+        [b"\x03\x00", build_eof(0, AC), *BINARY_ROWS, build_eof(0, AC)],
+        result_sets=1,
+    ),
+    Case(
+        "procedure, definitions left out",
+        COM_STMT_EXECUTE,
+        [b"\x03\x00", build_eof(0, AC), *BINARY_ROWS, build_eof(0, AC | MORE), build_ok(0, 0, AC)],
+        result_sets=1,
+        ok_rows=0,
+    ),
+    Case(
+        "cursor, definitions left out",
+        COM_STMT_EXECUTE,
+        [b"\x02\x00", build_eof(0, AC | SERVER_STATUS_CURSOR_EXISTS)],
+        AC | SERVER_STATUS_CURSOR_EXISTS,
+        result_sets=1,
+    ),
     Case(
         "fetch",
         COM_STMT_FETCH,
@@ -312,3 +335,41 @@ def test_whole_result_set_on_arbitrary_bytes(data: bytes) -> None:
     if flags >= 0:
         framer = ResponseFramer(COM_QUERY)
         assert framer.feed(data) == len(data) and framer.done and framer.status_flags == flags
+
+
+# ---- metadata caching: definitions kept for the proxy's bookkeeping ---------------------------
+def test_kept_definitions_of_an_execute_and_a_prepare() -> None:
+    sent = [b"\x02\x01", *defs(2), build_eof(0, AC), *BINARY_ROWS, build_eof(0, AC)]
+    framer = ResponseFramer(COM_STMT_EXECUTE, keep_columns=True)
+    assert framer.feed(frame(sent)) == len(frame(sent))
+    assert framer.columns == defs(2) and not framer.metadata_omitted
+
+    left_out = [b"\x02\x00", build_eof(0, AC), *BINARY_ROWS, build_eof(0, AC)]
+    for cuts in ([], list(range(len(frame(left_out))))):
+        framer = ResponseFramer(COM_STMT_EXECUTE, keep_columns=True)
+        assert feed_in_chunks(framer, frame(left_out), cuts) == len(frame(left_out))
+        assert framer.columns is None and framer.metadata_omitted
+
+    prepare = [build_prepare_ok(PrepareOk(9, 2, 3, 0)), *defs(3), build_eof(), *defs(2), build_eof()]
+    for cuts in ([], list(range(len(frame(prepare))))):
+        framer = ResponseFramer(COM_STMT_PREPARE, keep_columns=True)
+        assert feed_in_chunks(framer, frame(prepare), cuts) == len(frame(prepare))
+        assert framer.columns == defs(2)  # the result's columns, not the parameters
+
+    without = ResponseFramer(COM_STMT_EXECUTE)
+    without.feed(frame(sent))
+    assert without.done and without.columns is None  # kept only when asked
+
+
+def test_only_the_first_result_sets_definitions_are_kept() -> None:
+    payloads = [b"\x01\x01", *defs(1), build_eof(0, AC), build_eof(0, AC | MORE), b"\x02\x01", *defs(2)]
+    payloads += [build_eof(0, AC), build_eof(0, AC)]
+    framer = ResponseFramer(COM_STMT_EXECUTE, keep_columns=True)
+    assert framer.feed(frame(payloads)) == len(frame(payloads))
+    assert framer.result_sets == 2 and framer.columns == defs(1)
+
+
+@pytest.mark.parametrize("count_packet", [b"\x02\x02", b"\x02\x01\x00"])
+def test_a_bad_metadata_byte_is_refused(count_packet: bytes) -> None:
+    with pytest.raises(MalformedPacket):
+        ResponseFramer(COM_STMT_EXECUTE).feed(frame([count_packet, build_eof(0, AC)]))
