@@ -7,21 +7,14 @@ import pytest
 from turnout.protocol.constants import COM_STMT_EXECUTE, SERVER_MORE_RESULTS_EXISTS, SERVER_STATUS_AUTOCOMMIT
 from turnout.protocol.generic import build_eof, build_ok
 from turnout.protocol.metadata import with_metadata
-from turnout.protocol.packets import MAX_PAYLOAD, MalformedPacket, PacketBuffer, encode_packet
+from turnout.protocol.packets import MAX_PAYLOAD, MalformedPacket, PacketBuffer
 from turnout.protocol.response import ResponseFramer
 from turnout.protocol.resultset import ColumnDef, build_column_def
+from unit.protocol.framing import frame
 
 AC = SERVER_STATUS_AUTOCOMMIT
 ROWS = [b"\x00\x00\x01\x00\x00\x00", b"\x00\x00\x02\x00\x00\x00"]
 DEFS = (build_column_def(ColumnDef("id", type=3)), build_column_def(ColumnDef("k", type=3)))
-
-
-def frame(payloads: list[bytes], seq: int = 1) -> bytes:
-    out = []
-    for payload in payloads:
-        out.append(encode_packet(payload, seq))
-        seq = (seq + len(payload) // MAX_PAYLOAD + 1) & 0xFF
-    return b"".join(out)
 
 
 def payloads_of(data: bytes) -> list[tuple[int, bytes]]:

@@ -35,18 +35,11 @@ from turnout.protocol.packets import MAX_PAYLOAD, MalformedPacket, ProtocolError
 from turnout.protocol.prepared import PrepareOk, build_prepare_ok
 from turnout.protocol.response import ResponseFramer, expects_response, whole_result_set
 from turnout.protocol.resultset import ColumnDef, build_column_def, encode_value
+from unit.protocol.framing import frame
 
 AC = SERVER_STATUS_AUTOCOMMIT
 MORE = SERVER_MORE_RESULTS_EXISTS
 NEXT = encode_packet(b"\x03SELECT 'next command'", 0)
-
-
-def frame(payloads: list[bytes], seq: int = 1) -> bytes:
-    out = []
-    for p in payloads:
-        out.append(encode_packet(p, seq))
-        seq = (seq + len(p) // MAX_PAYLOAD + 1) & 0xFF
-    return b"".join(out)
 
 
 def defs(n: int) -> list[bytes]:
