@@ -845,6 +845,8 @@ class ClientSession:
         protocol.metadata): the response is gathered whole, and if the server left its
         definitions out, they are put back in so the client decodes the rows with the right ones."""
         response, framer = await self._collect(connection, payload, keep_columns=True)
+        if framer.error is not None and framer.error.code in CONNECTION_ENDING_ERRORS:
+            connection.broken = True  # e.g. KILL: the server closes it next
         if framer.metadata_omitted and backend_statement.metadata is not None:
             try:
                 response = with_metadata(response, backend_statement.metadata)
