@@ -19,7 +19,9 @@ class RoutingTable:
     """An immutable view built from runtime_mysql_servers as in force (after the monitor's changes)."""
 
     version: int = 0
-    by_hostgroup: Mapping[int, tuple[MysqlServer, ...]] = field(default_factory=_empty_blocks)  # type: ignore[arg-type]
+    # A dict, never changed after build(): compiled, a dict lookup is a direct call where a
+    # read-only mapping's would be a method looked up by name on every statement.
+    by_hostgroup: dict[int, tuple[MysqlServer, ...]] = field(default_factory=dict)
     write_blocked: Mapping[int, str] = field(default_factory=_empty_blocks)
     # Writer hostgroups held during a switchover: writes wait instead of failing (issue: held queries).
     held: frozenset[int] = frozenset()
@@ -38,7 +40,7 @@ class RoutingTable:
                 groups.setdefault(server.hostgroup_id, []).append(server)
         return cls(
             version=version,
-            by_hostgroup=MappingProxyType({hg: tuple(members) for hg, members in groups.items()}),
+            by_hostgroup={hg: tuple(members) for hg, members in groups.items()},
             write_blocked=MappingProxyType(dict(write_blocked or {})),
             held=held,
         )

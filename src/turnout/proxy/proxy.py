@@ -29,7 +29,7 @@ from turnout.proxy.backend import (
 )
 from turnout.proxy.channel import Channel
 from turnout.proxy.hostgroups import RoutingTable, pick_server, pick_server_sticky
-from turnout.proxy.pool import Pools
+from turnout.proxy.pool import IDLE_TIMEOUT, Pools
 from turnout.proxy.rules import CompiledRule, compile_rules
 from turnout.proxy.session import ClientSession, NoServer
 from turnout.proxy.stats import COMMAND_COLUMNS, DIGEST_COLUMNS, ProxyStats
@@ -43,6 +43,7 @@ FAILED_SERVER_BACKOFF = 1.0  # seconds a server that refused a connection gets n
 CONNECTION_AFFINITY = 0.9
 ER_NO_SUCH_THREAD = 1094  # the statement ended meanwhile: nothing to kill
 TIMEOUT_CHECK_INTERVAL = 0.25  # seconds between looks for statements past their timeout
+IDLE_SWEEP_INTERVAL = 10.0  # seconds between closings of backend connections idle too long
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,8 @@ class Proxy:
         self._listeners: list[Any] = []
         self._tasks: set[asyncio.Task[None]] = set()  # sessions, and background KILL QUERYs
         self._timeout_watch: asyncio.Task[None] | None = None
+        self.idle_timeout = IDLE_TIMEOUT  # seconds a pooled connection may sit unused
+        self.idle_sweep_interval = IDLE_SWEEP_INTERVAL
         self._rng = random.Random()
         self.on_backend_error: Callable[[ServerAddress], None] | None = None
         self.config = config
@@ -437,10 +440,18 @@ class Proxy:
             await session.close()
 
     async def _watch_timeouts(self) -> None:
-        """Statements past their timeout (mysql-default_query_timeout, a rule's timeout) are killed."""
+        """Statements past their timeout (mysql-default_query_timeout, a rule's timeout) are killed;
+        pooled connections unused for `idle_timeout` are closed; the pools' clock is kept current."""
+        last_sweep = time.monotonic()
         while True:
-            await asyncio.sleep(TIMEOUT_CHECK_INTERVAL)
+            await asyncio.sleep(min(TIMEOUT_CHECK_INTERVAL, self.idle_sweep_interval))
             now = time.monotonic()
+            self.pools.clock = now
+            if now - last_sweep >= self.idle_sweep_interval:
+                last_sweep = now
+                closed = self.pools.close_idle(self.idle_timeout)
+                if closed:
+                    log.info("closed %d backend connections idle for %.0f s or more", closed, self.idle_timeout)
             for session in self.sessions.values():
                 if session.deadline and session.deadline < now:
                     try:

@@ -8,7 +8,7 @@ from typing import Final
 
 from turnout.proxy.digest import digest_hash
 
-_BUCKETS_US: Final = (100, 500, 1000, 5000, 10000, 50000, 100000, 500000, 1000000, 5000000, 10000000)
+_BUCKETS_US: Final[list[int]] = [100, 500, 1000, 5000, 10000, 50000, 100000, 500000, 1000000, 5000000, 10000000]
 COMMAND_COLUMNS = (
     "Command", "Total_Time_us", "Total_cnt", "cnt_100us", "cnt_500us", "cnt_1ms", "cnt_5ms", "cnt_10ms",
     "cnt_50ms", "cnt_100ms", "cnt_500ms", "cnt_1s", "cnt_5s", "cnt_10s", "cnt_INFs",

@@ -3,6 +3,7 @@ state lives on them; replayable settings follow the session to whichever connect
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -47,6 +48,32 @@ def test_idle_sessions_hold_no_backend(writer_only: RunningProxy) -> None:
     finally:
         for conn in clients:
             conn.close()
+
+
+def test_pooled_connections_unused_too_long_are_closed(writer_only: RunningProxy, sandbox: Sandbox) -> None:
+    def shorten() -> None:
+        writer_only.proxy.idle_timeout = 1.0
+        writer_only.proxy.idle_sweep_interval = 0.2
+
+    writer_only.call(shorten)
+    with writer_only.connect() as conn:
+        with conn.cursor() as cur:
+            cur.execute("SELECT CONNECTION_ID()")
+            thread_id = cur.fetchone()[0]
+        assert _pool(writer_only) == (0, 1)
+        deadline = time.monotonic() + 30  # a safety net against hanging, not a measurement
+        while _pool(writer_only) != (0, 0):
+            assert time.monotonic() < deadline, "the idle connection was never closed"
+            time.sleep(0.1)
+        # Closed on the server too, and the session gets a new one for its next statement.
+        rows = sandbox.execute(0, f"SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID = {thread_id}")
+        while rows[0]["n"]:
+            assert time.monotonic() < deadline, "the server still has the connection"
+            time.sleep(0.1)
+            rows = sandbox.execute(0, f"SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID = {thread_id}")
+        with conn.cursor() as cur:
+            cur.execute("SELECT CONNECTION_ID()")
+            assert cur.fetchone()[0] != thread_id
 
 
 @pytest.mark.parametrize(
