@@ -330,11 +330,9 @@ class FastPath:
         backend_statement = self._backend_statement
         if outcome.error is not None and backend_statement is not None:
             backend_statement.bound_types = None  # the server may not have taken the types
-        if isinstance(outcome, ResponseFramer) and outcome.columns is not None and outcome.error is None:
-            # The server sent definitions, and the client took them: both have these cached now.
-            statement = self._statement
-            if statement is not None and backend_statement is not None:
-                statement.metadata = backend_statement.metadata = tuple(outcome.columns)
+        statement = self._statement
+        if isinstance(outcome, ResponseFramer) and statement is not None and backend_statement is not None:
+            statement.after_result(backend_statement, outcome)
         session = self.session
         ok = outcome.ok
         if self._held or outcome.status_flags & _KEEPING_FLAGS or (ok is not None and ok.last_insert_id):

@@ -357,10 +357,10 @@ class Proxy:
         """The server version clients are greeted with: mysql-server_version, except that MariaDB
         clients use extended capabilities only with a server whose version says MariaDB; when
         they are offered and the configured version does not say it, a server's own version."""
-        if not metadata_caching or "MariaDB" in self.server_version:
-            return self.server_version
         known = self._metadata_caching
-        return next((known[address] or "" for address in sorted(known)), self.server_version)
+        if not metadata_caching or "MariaDB" in self.server_version or not known:
+            return self.server_version
+        return known[min(known)] or self.server_version
 
     async def writer_changed(self, hostgroup: int, refused_by: ServerAddress, deadline: float) -> None:
         """Wait until the hostgroup's writer is no longer `refused_by` (or it is held), or the deadline."""

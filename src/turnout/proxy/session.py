@@ -94,6 +94,11 @@ class ClientStatement:
     # that carried them): what it decodes rows with when metadata caching leaves them out.
     metadata: Metadata = ()
 
+    def after_result(self, backend: BackendStatement, framer: ResponseFramer) -> None:
+        """A result of `backend` went to the client: definitions it carried are cached by both now."""
+        if framer.columns is not None and framer.error is None:
+            self.metadata = backend.metadata = tuple(framer.columns)
+
 
 @dataclass(slots=True)
 class Held:
@@ -817,8 +822,7 @@ class ClientSession:
             return
         finally:
             self.deadline = 0.0
-        if framer.columns is not None and framer.error is None:
-            statement.metadata = backend_statement.metadata = tuple(framer.columns)
+        statement.after_result(backend_statement, framer)
         if framer.error is not None:
             backend_statement.bound_types = None  # the server may not have taken the types
         self.after_statement(connection, hostgroup, framer, statement.info, statement.rule)
