@@ -3,8 +3,9 @@
 # Needs root (or sudo); prints what it installs.
 set -euo pipefail
 # libmariadb-dev: MariaDB Connector/Python, a test client, builds against it.
-want=(mariadb-server mariadb-client sysbench haproxy etcd-server iproute2 libdbd-mariadb-perl build-essential python3-dev
-      libmariadb-dev)
+# iproute2 and nftables: the multi-host lab (`turnout sandbox up --hosts`).
+want=(mariadb-server mariadb-client sysbench haproxy etcd-server iproute2 nftables libdbd-mariadb-perl build-essential
+      python3-dev libmariadb-dev)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

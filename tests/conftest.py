@@ -4,6 +4,9 @@
   brings every server back up and replicating from node 0. Tests must not change its topology.
 - `fresh_sandbox`: a new sandbox for one test (failovers, kills); destroyed afterwards.
 - `make_sandbox`: the factory behind both, for tests that need another shape.
+- `make_lab`: a multi-host lab network (turnout.sandbox.lab) with the hosts asked for, no servers;
+  `make_lab_sandbox`: a sandbox whose servers (and etcd members) run on lab hosts. Both always
+  remove every namespace, bridge, veth and rule they made. Mark such tests `netns`.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from pathlib import Path
 import pytest
 
 from turnout.compiled import stale_compiled_sources
+from turnout.sandbox.lab import Lab, missing_tools
 from turnout.sandbox.ports import free_port_block
 from turnout.sandbox.sandbox import Sandbox
 
 SandboxFactory = Callable[..., Sandbox]
+LabFactory = Callable[..., Lab]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -82,3 +87,53 @@ def fresh_sandbox(make_sandbox: SandboxFactory) -> Sandbox:
 
 
 pytest_plugins = ["proxy_harness", "system_harness"]
+
+
+def _require_lab() -> None:
+    missing = missing_tools()
+    if missing:
+        pytest.fail("the lab tests need " + "; ".join(missing) + " (`make setup` installs the packages)")
+
+
+@pytest.fixture
+def make_lab(tmp_path: Path) -> Iterator[LabFactory]:
+    """make_lab(["a", "b"]) -> a Lab with those (empty) hosts; removed after the test."""
+    made: list[Path] = []
+
+    def make(hosts: tuple[str, ...] | list[str] = ()) -> Lab:
+        _require_lab()
+        directory = tmp_path / f"lab{len(made)}"
+        made.append(directory)
+        return Lab.create(directory, hosts)
+
+    try:
+        yield make
+    finally:
+        for directory in made:
+            if Lab.exists(directory):
+                Lab.open(directory).down()
+
+
+@pytest.fixture
+def make_lab_sandbox(tmp_path: Path) -> Iterator[SandboxFactory]:
+    """make_lab_sandbox(replicas=2, semi_sync=False, etcd=0) -> a Sandbox on lab hosts; removed after."""
+    made: list[Path] = []
+
+    def make(replicas: int = 2, semi_sync: bool = False, etcd: int = 0) -> Sandbox:
+        _require_lab()
+        if not _have_mariadb():
+            pytest.fail("mariadbd is missing: run `make test`, which installs MariaDB")
+        directory = tmp_path / f"labsbx{len(made)}"
+        made.append(directory)
+        return Sandbox.create(directory, 0, replicas, semi_sync=semi_sync, hosts=True, etcd=etcd)
+
+    try:
+        yield make
+    finally:
+        for directory in made:
+            try:
+                if (directory / "sandbox.json").exists():
+                    Sandbox.open(directory).down(destroy=True)
+            finally:
+                if Lab.exists(directory):
+                    Lab.open(directory).down()

@@ -91,7 +91,8 @@ class NodePaths:
 
 
 def server_cnf(
-    paths: NodePaths, port: int, server_id: int, semi_sync: bool, run_as_root: bool, tls_dir: Path | None = None
+    paths: NodePaths, port: int, server_id: int, semi_sync: bool, run_as_root: bool, tls_dir: Path | None = None,
+    bind_address: str = "127.0.0.1",
 ) -> str:
     """my.cnf for one sandbox server.
 
@@ -109,7 +110,7 @@ def server_cnf(
         f"pid-file = {paths.pid_file}",
         f"log-error = {paths.error_log}",
         f"port = {port}",
-        "bind-address = 127.0.0.1",
+        f"bind-address = {bind_address}",
         "skip-name-resolve = ON",
         f"server_id = {server_id}",
         "read_only = ON",
@@ -118,7 +119,7 @@ def server_cnf(
         "binlog_format = ROW",
         "log_slave_updates = ON",
         "gtid_strict_mode = ON",
-        "report_host = 127.0.0.1",
+        f"report_host = {bind_address}",
         f"report_port = {port}",
         "slave_net_timeout = 4",
         "skip_slave_start = ON",

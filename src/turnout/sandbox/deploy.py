@@ -25,7 +25,7 @@ def sandbox_config(
     servers = "".join(
         f"""
 [[mysql_servers]]
-address = "127.0.0.1"
+address = "{node.host}"
 port = {node.port}
 hostgroup = {WRITER_HOSTGROUP if node.index == 0 else READER_HOSTGROUP}
 max_replication_lag = 10

@@ -25,13 +25,13 @@ import pymysql.cursors
 
 from turnout.certificates import generate_certificates
 from turnout.sandbox.config import ACCOUNTS, MANAGER, REPLICATION, NodePaths, account_sql, server_cnf
+from turnout.sandbox.errors import SandboxError as SandboxError
+from turnout.sandbox.etcd_members import EtcdMembers, etcd_binary
+from turnout.sandbox.lab import Lab
 
 META_FILE = "sandbox.json"
+LAB_MARIADB_PORT = 3306
 START_TIMEOUT = 60.0
-
-
-class SandboxError(Exception):
-    """A sandbox operation failed; the message says what to do next."""
 
 
 Progress = Callable[[str], None]
@@ -47,6 +47,7 @@ class Node:
     port: int
     server_id: int
     root: str
+    host: str = "127.0.0.1"  # the address it listens on: a lab host's own, else loopback
 
     @property
     def paths(self) -> NodePaths:
@@ -54,7 +55,12 @@ class Node:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    @property
+    def host_name(self) -> str:
+        """The node's host in a multi-host lab."""
+        return f"node{self.index}"
 
 
 @dataclass
@@ -63,6 +69,9 @@ class SandboxMeta:
     semi_sync: bool
     nodes: list[Node] = field(default_factory=list)
     tls: bool = False  # the servers offer TLS, with a certificate made for the sandbox
+    hosts: bool = False  # a multi-host lab: every server on a host of its own (turnout.sandbox.lab)
+    etcd: int = 0  # etcd members on hosts etcd0, etcd1, ... (lab only)
+    etcd_election_ms: int = 1000
 
 
 def find_binary(name: str) -> str:
@@ -141,6 +150,23 @@ class Sandbox:
     def __init__(self, directory: Path | str, meta: SandboxMeta) -> None:
         self.dir = Path(directory).resolve()
         self.meta = meta
+        self._lab: Lab | None = None
+
+    @property
+    def lab(self) -> Lab:
+        """The lab of a multi-host sandbox (`up --hosts`)."""
+        if not self.meta.hosts:
+            raise SandboxError(f"{self.dir} is a single-host sandbox; the lab needs `turnout sandbox up --hosts`")
+        if self._lab is None:
+            self._lab = Lab.open(self.dir)
+        return self._lab
+
+    @property
+    def etcd(self) -> EtcdMembers:
+        """The etcd members of a lab started with `--etcd N`."""
+        if not self.meta.etcd:
+            raise SandboxError(f"{self.dir} has no etcd members; make the sandbox with `--hosts --etcd 3`")
+        return EtcdMembers(self.lab, self.dir, self.meta.etcd, self.meta.etcd_election_ms)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -158,6 +184,9 @@ class Sandbox:
             semi_sync=raw["semi_sync"],
             nodes=[Node(**node) for node in raw["nodes"]],
             tls=raw.get("tls", False),
+            hosts=raw.get("hosts", False),
+            etcd=raw.get("etcd", 0),
+            etcd_election_ms=raw.get("etcd_election_ms", 1000),
         )
         return cls(path, meta)
 
@@ -170,16 +199,31 @@ class Sandbox:
         semi_sync: bool = False,
         progress: Progress = _quiet,
         tls: bool = False,
+        hosts: bool = False,
+        etcd: int = 0,
+        etcd_election_ms: int = 1000,
     ) -> Sandbox:
-        """Create and start a sandbox, or start the existing one at `directory`."""
+        """Create and start a sandbox, or start the existing one at `directory`.
+
+        `hosts`: a multi-host lab (turnout.sandbox.lab): node i on host ``node{i}`` at port 3306 of
+        its own address (`base_port` is not used), and `etcd` etcd members on ``etcd0``, ...
+        """
         path = Path(directory)
+        if etcd and not hosts:
+            raise SandboxError("--etcd needs --hosts: etcd members run on lab hosts of their own")
+        if etcd < 0:
+            raise SandboxError("--etcd must be 0 or more")
         if (path / META_FILE).exists():
             box = cls.open(path)
-            if len(box.meta.nodes) != replicas + 1 or box.meta.base_port != base_port:
+            if len(box.meta.nodes) != replicas + 1 or (
+                (box.meta.hosts, box.meta.etcd) != (hosts, etcd) if hosts or box.meta.hosts
+                else box.meta.base_port != base_port
+            ):
+                shape = (f"a lab with {box.meta.etcd} etcd members" if box.meta.hosts
+                         else f"a sandbox on port {box.meta.base_port}")
                 raise SandboxError(
-                    f"{path} already holds a sandbox of {len(box.meta.nodes)} servers on port "
-                    f"{box.meta.base_port}; use it as is, or remove it with "
-                    f"`turnout sandbox down --dir {path} --destroy`"
+                    f"{path} already holds {shape} and {len(box.meta.nodes)} servers; use it as is, "
+                    f"or remove it with `turnout sandbox down --dir {path} --destroy`"
                 )
             progress(f"reusing the sandbox in {path}")
             box.start_all(progress)
@@ -191,7 +235,9 @@ class Sandbox:
         if replicas < 0:
             raise SandboxError("--replicas must be 0 or more")
         find_binary("mariadbd")
-        busy = [p for p in range(base_port, base_port + replicas + 1) if port_in_use(p)]
+        if etcd:
+            etcd_binary()
+        busy = [] if hosts else [p for p in range(base_port, base_port + replicas + 1) if port_in_use(p)]
         if busy:
             raise SandboxError(
                 f"port {busy[0]} is already in use; choose another --base-port "
@@ -199,25 +245,33 @@ class Sandbox:
             )
         template = template_datadir(progress)
         path.mkdir(parents=True, exist_ok=True)
-        meta = SandboxMeta(base_port=base_port, semi_sync=semi_sync, tls=tls)
+        meta = SandboxMeta(base_port=base_port, semi_sync=semi_sync, tls=tls, hosts=hosts, etcd=etcd,
+                           etcd_election_ms=etcd_election_ms)
+        lab = None
+        if hosts:
+            progress("making the lab's network: a namespace per host on a bridge of its own")
+            lab = Lab.create(path, [f"node{i}" for i in range(replicas + 1)] + [f"etcd{i}" for i in range(etcd)])
         tls_dir = (path / "tls").resolve() if tls else None
         if tls_dir is not None:
             generate_certificates(tls_dir)
         for index in range(replicas + 1):
             node = Node(
                 index=index,
-                port=base_port + index,
+                port=LAB_MARIADB_PORT if lab else base_port + index,
                 server_id=index + 1,
                 root=str((path / f"node{index}").resolve()),
+                host=lab.address(f"node{index}") if lab else "127.0.0.1",
             )
             paths = node.paths
             paths.root.mkdir(parents=True)
             shutil.copytree(template, paths.datadir)
             paths.cnf.write_text(
-                server_cnf(paths, node.port, node.server_id, semi_sync, run_as_root=os.geteuid() == 0, tls_dir=tls_dir)
+                server_cnf(paths, node.port, node.server_id, semi_sync, run_as_root=os.geteuid() == 0, tls_dir=tls_dir,
+                           bind_address=node.host)
             )
             meta.nodes.append(node)
         box = cls(path, meta)
+        box._lab = lab
         box._save()
         try:
             box.start_all(progress)
@@ -233,6 +287,9 @@ class Sandbox:
             "base_port": self.meta.base_port,
             "semi_sync": self.meta.semi_sync,
             "tls": self.meta.tls,
+            "hosts": self.meta.hosts,
+            "etcd": self.meta.etcd,
+            "etcd_election_ms": self.meta.etcd_election_ms,
             "nodes": [asdict(node) for node in self.meta.nodes],
         }
         (self.dir / META_FILE).write_text(json.dumps(raw, indent=2) + "\n")
@@ -271,16 +328,19 @@ class Sandbox:
         node = self.node(index)
         if self.pid(index) is not None:
             return
-        if not _wait_port_free(node.port, timeout=3.0):
+        if not self.meta.hosts and not _wait_port_free(node.port, timeout=3.0):
             raise SandboxError(
                 f"port {node.port} for node {index} is taken by another process; stop it, "
                 f"or recreate the sandbox with another --base-port"
             )
-        progress(f"starting node {index} on port {node.port}")
+        progress(f"starting node {index} on {node.address}")
         log = node.paths.root / "mariadbd.stdout"
+        command = [find_binary("mariadbd"), f"--defaults-file={node.paths.cnf}"]
+        if self.meta.hosts:
+            command = self.lab.command(node.host_name, command)
         with open(log, "ab") as out:
             subprocess.Popen(
-                [find_binary("mariadbd"), f"--defaults-file={node.paths.cnf}"],
+                command,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -303,6 +363,11 @@ class Sandbox:
         raise SandboxError(f"node {index} did not start within {START_TIMEOUT:.0f}s; its error log ends:\n{tail}")
 
     def start_all(self, progress: Progress = _quiet) -> None:
+        if self.meta.hosts:
+            self.lab.up()
+        if self.meta.etcd:
+            progress(f"starting {self.meta.etcd} etcd members")
+            self.etcd.start_all()
         for node in self.nodes:
             self.resume(node.index)
             self.start(node.index, progress)
@@ -351,10 +416,17 @@ class Sandbox:
         return False
 
     def down(self, destroy: bool = False, progress: Progress = _quiet) -> None:
-        for node in self.nodes:
-            if self.pid(node.index) is not None:
-                progress(f"stopping node {node.index}")
-            self.stop(node.index)
+        try:
+            for node in self.nodes:
+                if self.pid(node.index) is not None:
+                    progress(f"stopping node {node.index}")
+                self.stop(node.index)
+            if self.meta.etcd:
+                self.etcd.stop_all()
+        finally:
+            if self.meta.hosts and Lab.exists(self.dir):
+                progress("removing the lab's namespaces, bridge, veths and firewall rules")
+                self.lab.down()
         if destroy:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -381,7 +453,7 @@ class Sandbox:
                 autocommit=True,
             )
         return pymysql.connect(
-            host="127.0.0.1",
+            host=node.host,
             port=node.port,
             user=user,
             password=password,
@@ -409,7 +481,7 @@ class Sandbox:
     def replication_sql(self, master: Node) -> list[str]:
         return [
             "STOP SLAVE",
-            f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={master.port}, "
+            f"CHANGE MASTER TO MASTER_HOST='{master.host}', MASTER_PORT={master.port}, "
             f"MASTER_USER='{REPLICATION.user}', MASTER_PASSWORD='{REPLICATION.password}', "
             "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1",
             "START SLAVE",
@@ -440,7 +512,7 @@ class Sandbox:
                 status = self.replica_status(node.index)
                 if status is None:
                     break
-                master_index = self.index_of_port(int(status["Master_Port"]))
+                master_index = self.index_of(f"{status['Master_Host']}:{status['Master_Port']}")
                 if master_index is None:
                     break
                 master_pos = self.execute(master_index, "SELECT @@gtid_binlog_pos AS pos")[0]["pos"]
@@ -468,7 +540,7 @@ class Sandbox:
         self.execute(master.index, "SET GLOBAL read_only = OFF")
         for node in self.nodes[1:]:
             status = self.replica_status(node.index)
-            if status is None or int(status["Master_Port"]) != master.port:
+            if status is None or self.index_of(f"{status['Master_Host']}:{status['Master_Port']}") != master.index:
                 self.execute(node.index, *self.replication_sql(master))
             elif status["Slave_IO_Running"] != "Yes" or status["Slave_SQL_Running"] != "Yes":
                 self.execute(node.index, "START SLAVE")
@@ -480,7 +552,26 @@ class Sandbox:
         return rows[0] if rows else None
 
     def index_of_port(self, port: int) -> int | None:
+        """The node at `port` (single-host sandboxes; in a lab every node is at 3306: use index_of)."""
         return next((node.index for node in self.nodes if node.port == port), None)
+
+    def index_of(self, key: str) -> int | None:
+        """The node whose address is `key` ("host:port"); a single-host sandbox matches the port only."""
+        host, _, port = key.rpartition(":")
+        if not port.isdigit():
+            return None
+        if not self.meta.hosts:
+            return self.index_of_port(int(port))
+        return next((n.index for n in self.nodes if n.host == host and n.port == int(port)), None)
+
+    def lab_status(self) -> dict[str, Any]:
+        """A lab's hosts (address, what runs there), the partition in force, servers and etcd members."""
+        servers = self.status()
+        for row in servers:
+            row["host"] = self.node(row["node"]).host_name
+            row["address"] = self.node(row["node"]).address
+        members = self.etcd.status() if self.meta.etcd else []
+        return _annotate_hosts(self.lab.status(), servers, members)
 
     def status(self) -> list[dict[str, Any]]:
         """One row per server: process, role and replication state."""
@@ -530,6 +621,16 @@ class Sandbox:
             else:
                 row["role"] = "master" if not row["read_only"] else "standalone"
         return rows
+
+
+def _annotate_hosts(lab_status: dict[str, Any], servers: list[dict[str, Any]],
+                    members: list[dict[str, Any]]) -> dict[str, Any]:
+    """The lab's status with, on each host, the sandbox server that runs there."""
+    serves: dict[str, str] = {f"node{row['node']}": f"mariadb node {row['node']} ({row['state']})" for row in servers}
+    serves.update({row["host"]: f"etcd member {row['member']} ({row['state']})" for row in members})
+    for host in lab_status["hosts"]:
+        host["serves"] = serves.get(host["host"])
+    return {**lab_status, "servers": servers, "etcd": members}
 
 
 def _wait_port_free(port: int, timeout: float) -> bool:
