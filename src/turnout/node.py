@@ -64,6 +64,7 @@ class Node:
         self.routing: RoutingSnapshot | None = None
         self.published_masters: dict[int, tuple[str, int]] = {}
         self.held_hostgroups: frozenset[int] = frozenset()
+        self.followed: dict[str, ClusterState] = {}  # each cluster's state as this proxy applies it
         self.admin_enabled = admin
         self.manage = manage
         self.workers = Workers(workers - 1) if workers > 1 else None
@@ -182,13 +183,15 @@ class Node:
         self.manager = ManagerService(settings, self.state_store, drain=self._drain)
         await self.manager.start()
         host, _, port = settings.ListenAddress.rpartition(":")
-        self.api_runner = await serve(self.manager, host or "127.0.0.1", int(port))
+        from turnout.api.proxies import local_report
+
+        self.api_runner = await serve(self.manager, host or "127.0.0.1", int(port), lambda: local_report(self))
         self._watch_task = asyncio.create_task(self._follow_clusters(), name="turnout-follow-clusters")
 
     async def _follow_clusters(self) -> None:
         """The proxy follows the manager: published masters become the only writers, and a
         cluster that is switching or recovering has its writes held, not failed."""
-        states: dict[str, ClusterState] = {}
+        states = self.followed
         async for state in self.state_store.watch():
             previous = states.get(state.name)
             states[state.name] = state

@@ -5,18 +5,22 @@ It holds no state of its own; every answer comes from the service or the state s
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from turnout.api import shapes
+from turnout.api import auth, shapes
+from turnout.api.console import add_console, audit_action
 from turnout.api.openapi import ROUTES, openapi_document
+from turnout.api.proxies import LocalProxy
 from turnout.manager import tree
 from turnout.manager.service import ManagerError, ManagerService, NotFound, cluster_matches
 from turnout.topology.model import make_key
 
+log = logging.getLogger("turnout.api")
 SERVICE: web.AppKey[ManagerService] = web.AppKey("service", ManagerService)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -166,7 +170,9 @@ async def recover(request: web.Request) -> web.Response:
 
 
 async def ack_recovery(request: web.Request) -> web.Response:
-    by = request.query.get("owner") or request.headers.get("X-Forwarded-User") or "turnout-api"
+    identity = auth.identity_of(request)
+    by = (identity.user if identity.authenticated else "") or request.query.get("owner") \
+        or request.headers.get("X-Forwarded-User") or "turnout-api"
     comment = request.query.get("comment", "")
     count = await _service(request).acknowledge(request.match_info["hint"], by, comment)
     return ok(f"Acknowledged cluster recoveries: {count}", count)
@@ -219,17 +225,24 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def make_app(service: ManagerService) -> web.Application:
-    app = web.Application(middlewares=[errors])
+def make_app(service: ManagerService, local_proxy: LocalProxy | None = None) -> web.Application:
+    """The API under /api/ and the console under / (`local_proxy`: the proxy in this process)."""
+    app = web.Application(middlewares=[auth.middleware(service.settings, audit_action), errors])
     app[SERVICE] = service
     for route in ROUTES:
         app.router.add_route(route.method, route.path, HANDLERS[route.handler])
+    add_console(app, service, local_proxy)
     return app
 
 
-async def serve(service: ManagerService, host: str, port: int) -> web.AppRunner:
-    """Start the API; stop it with `await runner.cleanup()`."""
-    runner = web.AppRunner(make_app(service), access_log=None)
+async def serve(
+    service: ManagerService, host: str, port: int, local_proxy: LocalProxy | None = None
+) -> web.AppRunner:
+    """Start the API and the console; stop them with `await runner.cleanup()`."""
+    warning = auth.listener_warning(host, service.settings)
+    if warning:
+        log.warning(warning)
+    runner = web.AppRunner(make_app(service, local_proxy), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

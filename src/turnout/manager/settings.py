@@ -38,6 +38,11 @@ class ManagerSettings:
     PreGracefulTakeoverProcesses: tuple[str, ...] = ()
     PostGracefulTakeoverProcesses: tuple[str, ...] = ()
     ReasonableReplicationLagSeconds: float = 10.0
+    # HTTP authentication for the API and the console: "" (none), "basic" (one account) or
+    # "multi" (as basic, and the user `readonly` with any password may view but not act).
+    AuthenticationMethod: str = ""
+    HTTPAuthUser: str = ""
+    HTTPAuthPassword: str = ""
     # turnout's own keys
     SQLite3DataFile: str = "turnout-state.db"
     # "etcd://host:port[,host:port]/prefix" for a shared etcd; "" keeps the SQLite3DataFile
@@ -83,6 +88,16 @@ class ManagerSettings:
                 raise SettingsError(
                     f"PromotionRules[{key!r}] = {rule!r}: use one of {', '.join(PROMOTION_RULES)}"
                 )
+        method = self.AuthenticationMethod.lower()
+        if method not in ("", "basic", "multi"):
+            raise SettingsError(
+                f"AuthenticationMethod = {self.AuthenticationMethod!r}: use \"\" (none), \"basic\" or \"multi\" "
+                "(Orchestrator's \"proxy\" and \"token\" methods are not supported)"
+            )
+        if method and not (self.HTTPAuthUser and self.HTTPAuthPassword):
+            raise SettingsError(f"AuthenticationMethod = {method!r} needs HTTPAuthUser and HTTPAuthPassword")
+        if method == "multi" and self.HTTPAuthUser == "readonly":
+            raise SettingsError("HTTPAuthUser must not be `readonly`: with \"multi\" that user may only view")
         if self.ReplicationFlavor not in ("", "mariadb", "mysql", "binlog"):
             raise SettingsError("ReplicationFlavor must be empty (detect), mariadb, mysql or binlog")
 

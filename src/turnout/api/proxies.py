@@ -1,0 +1,75 @@
+"""The proxies the console shows, and what each is doing.
+
+Today the manager sees one proxy: the one in its own process (`turnout up`). `list_proxies` is
+the one place that gathers them, so proxies that register in the state store can be listed
+beside it without touching the console.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from turnout.state.base import StateStore
+
+if TYPE_CHECKING:
+    from turnout.node import Node
+
+# A proxy's report: plain JSON-able data (see `local_report` for the keys).
+ProxyReport = dict[str, Any]
+LocalProxy = Callable[[], ProxyReport]
+
+
+def local_report(node: Node) -> ProxyReport:
+    """The proxy in this process: servers in force, pools, counters, holds and epochs applied."""
+    servers = [
+        {"hostgroup": s.hostgroup_id, "address": f"{s.hostname}:{s.port}", "status": s.status,
+         "weight": s.weight, "max_replication_lag": s.max_replication_lag, "comment": s.comment}
+        for s in node.runtime_servers()
+    ]
+    pools = [
+        {"hostgroup": row["hostgroup"], "address": f"{row['srv_host']}:{row['srv_port']}", "status": row["status"],
+         "used": row["ConnUsed"], "free": row["ConnFree"], "ok": row["ConnOK"], "errors": row["ConnERR"],
+         "queries": row["Queries"], "latency_us": row["Latency_us"]}
+        for row in node.stats_table("stats_mysql_connection_pool") or []
+    ]
+    counters = {str(r["Variable_Name"]): str(r["Variable_Value"]) for r in node.stats_table("stats_mysql_global") or []}
+    routing = node.routing
+    return {
+        "name": "local",
+        "where": "in the manager's process",
+        "listen": node.runtime.variable("mysql-interfaces", "127.0.0.1:6033"),
+        "at": time.time(),
+        "servers": servers,
+        "pools": pools,
+        "questions": int(counters.get("Questions", "0")),
+        "client_connections": int(counters.get("Client_Connections_connected", "0")),
+        "statements_held": int(counters.get("Statements_held", "0")),
+        "held_hostgroups": sorted(node.held_hostgroups),
+        "write_blocked": {str(k): v for k, v in (routing.write_blocked.items() if routing else ())},
+        "writers": {str(hg): f"{host}:{port}" for hg, (host, port) in sorted(node.published_masters.items())},
+        "epochs": {name: {"master": s.master, "epoch": s.epoch, "phase": s.phase}
+                   for name, s in sorted(node.followed.items())},
+    }
+
+
+async def list_proxies(store: StateStore, local: LocalProxy | None) -> list[ProxyReport]:
+    """Every proxy the console shows: the local one, then (once proxies register in the store)
+    the registered ones."""
+    del store  # the registrations will be read from here
+    return [local()] if local is not None else []
+
+
+def with_rates(reports: list[ProxyReport], previous: dict[str, tuple[float, int]]) -> list[ProxyReport]:
+    """Add questions per second since the previous report of each proxy; updates `previous`."""
+    result = []
+    for report in reports:
+        name, at, questions = str(report["name"]), float(report["at"]), int(report["questions"])
+        before = previous.get(name)
+        qps = None
+        if before is not None and at > before[0]:
+            qps = max(0.0, (questions - before[1]) / (at - before[0]))
+        previous[name] = (at, questions)
+        result.append({**report, "qps": qps})
+    return result
