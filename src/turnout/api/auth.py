@@ -122,7 +122,7 @@ def display_user(identity: Identity, request: web.Request) -> str:
     return f"anonymous@{request.remote or 'unknown'}"
 
 
-IDENTITY = "turnout.identity"
+IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Audit = Callable[[web.Request, Identity, web.StreamResponse], Awaitable[None]]
 
@@ -158,5 +158,4 @@ def middleware(settings: ManagerSettings, audit: Audit) -> Middleware:
 
 
 def identity_of(request: web.Request) -> Identity:
-    identity = request.get(IDENTITY)
-    return identity if isinstance(identity, Identity) else Identity("", can_act=True, authenticated=False)
+    return request.get(IDENTITY) or Identity("", can_act=True, authenticated=False)
