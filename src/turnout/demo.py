@@ -28,6 +28,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     demo = commands.add_parser("demo", help="run the demo on a local 3-server sandbox")
     demo.add_argument("--base-port", type=int, default=23306, help="sandbox ports; turnout uses base+10..12")
     demo.add_argument("--steady-seconds", type=float, default=5.0, help="workload time between events")
+    demo.add_argument("--console-seconds", type=float, default=15.0,
+                      help="time to open the web console before the first event")
     demo.set_defaults(handler=_demo)
 
 
@@ -86,6 +88,7 @@ def run_demo(
     steady_seconds: float = 5.0,
     show: Callable[[Table], None] | None = None,
     say: Callable[[str], None] = lambda _: None,
+    console_seconds: float = 0.0,
 ) -> DemoResult:
     ports = [base_port + 10, base_port + 11, base_port + 12]
     busy = [p for p in ports if port_in_use(p)]
@@ -109,7 +112,8 @@ def run_demo(
         _wait(lambda: _try(workload.create_schema), 20, "the proxy to accept writes")
         workload.start()
         say("workload running: 2 writers and 2 readers through the proxy")
-        _steady(workload, api, steady_seconds, show)
+        say(f"web console: http://127.0.0.1:{ports[2]}/ (open it to watch the takeover and the failover live)")
+        _steady(workload, api, max(steady_seconds, console_seconds), show)
 
         old = api.master() or ""
         new = f"127.0.0.1:{box.nodes[1].port}" if not old.endswith(str(box.nodes[1].port)) else f"127.0.0.1:{box.nodes[2].port}"
@@ -201,6 +205,7 @@ def _demo(args: argparse.Namespace) -> int:
                 result = run_demo(
                     args.base_port, Path(tmp), args.steady_seconds, show=live.update,
                     say=lambda text: console.print(f"[dim]·[/] {text}", highlight=False),
+                    console_seconds=args.console_seconds,
                 )
         except SandboxError as exc:
             raise UserError(str(exc)) from exc

@@ -8,6 +8,8 @@ import asyncio
 import base64
 import json
 import logging
+import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -157,3 +159,22 @@ async def test_a_listener_beyond_loopback_without_authentication_warns(tmp_path:
             await runner.cleanup()
             await service.store.close()
         await asyncio.sleep(0)
+
+
+async def cli(url: str, env: dict[str, str], *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "turnout.cli", *args, "--api", url, env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+async def test_the_cli_authenticates_with_orchestrator_clients_variables(multi: tuple[ManagerService, str]) -> None:
+    _, url = multi
+    code, out = await cli(url, {"ORCHESTRATOR_AUTH_USER": ""}, "clusters")
+    assert code != 0 and "ORCHESTRATOR_AUTH_USER" in out
+    code, out = await cli(url, {"ORCHESTRATOR_AUTH_USER": "dba", "ORCHESTRATOR_AUTH_PASSWORD": "pw"}, "clusters")
+    assert code == 0, out
+    code, out = await cli(url, {"ORCHESTRATOR_AUTH_USER": "readonly", "ORCHESTRATOR_AUTH_PASSWORD": "x"},
+                          "unfence", "-i", "h:1")
+    assert code != 0 and "Unauthorized" in out, out
