@@ -118,7 +118,7 @@ function serverRows(cluster, node, depth, last, rows, prefix) {
   const seen = node.reachable ? "" : ` · last seen ${node.last_seen ? clock(node.last_seen) : "never"}`;
   const stale = node.reachable ? "" : "stale";
   rows.push(h("tr", { class: cls, "data-server": key },
-    h("td", {}, h("span", { class: "tree" }, connector), h("span", { class: "server" }, key),
+    h("td", {}, h("div", { class: "srv" }, h("span", { class: "tree" }, connector), h("span", { class: "server" }, key)),
       h("div", { class: "muted", title: node.version },
         `${node.role}${node.version ? " · " + node.version.replace(/-.*$/, "") : ""}${seen}`)),
     h("td", { class: stale }, badge(ro, node.read_only === false ? "info" : "")),
