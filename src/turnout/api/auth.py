@@ -32,12 +32,15 @@ REALM = 'Basic realm="turnout"'
 # action a viewer may not take (a route added later is refused to viewers until it is listed
 # here). Orchestrator's read routes are listed too, so they stay viewable as they are added.
 READ_ENDPOINTS = frozenset({
-    "health", "lb-check", "leader-check", "status", "raft-state", "raft-leader", "raft-health",
-    "instance", "instance-replicas", "clusters", "clusters-info", "cluster", "cluster-info", "cluster-alias",
-    "cluster-master", "cluster-osc-replicas", "master", "topology", "topology-tabulated", "replication-analysis",
-    "problems", "search", "audit", "audit-recovery", "audit-recovery-steps", "audit-failure-detection",
-    "blocked-recoveries", "downtimed", "maintenance", "all-instances", "openapi.json", "api",
-    "check-global-recoveries", "last-pseudo-gtid", "replication-analysis-changelog",
+    "health", "lb-check", "_ping", "leader-check", "status", "raft-state", "raft-leader", "raft-health",
+    "raft-status", "instance", "instance-replicas", "clusters", "clusters-info", "cluster", "cluster-info",
+    "cluster-alias", "cluster-master", "cluster-osc-replicas", "cluster-pool-instances",
+    "heuristic-cluster-pool-instances", "master", "masters", "topology", "topology-tabulated", "search", "problems",
+    "replication-analysis", "replication-analysis-changelog", "audit", "audit-recovery", "audit-recovery-steps",
+    "audit-failure-detection", "blocked-recoveries", "active-cluster-recovery", "recently-active-cluster-recovery",
+    "recently-active-instance-recovery", "check-global-recoveries", "automated-recovery-filters", "downtimed",
+    "maintenance", "all-instances", "bulk-instances", "bulk-promotion-rules", "can-replicate-from",
+    "can-replicate-from-gtid", "last-pseudo-gtid", "openapi.json",
 })
 
 

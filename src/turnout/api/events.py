@@ -21,6 +21,7 @@ log = logging.getLogger("turnout.api")
 
 Build = Callable[[], Awaitable[dict[str, Any]]]
 KEEPALIVE_SECONDS = 15.0
+MIN_INTERVAL = 0.2
 
 
 def sse_message(event: str, data: str) -> bytes:
@@ -90,6 +91,7 @@ class Hub:
             self._wake.clear()
             if not due or not self._subscribers:
                 continue
+            await asyncio.sleep(max(0.0, MIN_INTERVAL - (time.monotonic() - last)))  # a burst of changes: one build
             seen_ticks, last = ticks, time.monotonic()
             try:
                 sections = await self._build()

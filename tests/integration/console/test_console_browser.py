@@ -261,6 +261,36 @@ async def test_console_shows_topology_takeover_viewer_and_failover(turnout: Turn
                 await page.set_viewport_size({"width": 1600, "height": 1000})  # a wide screen: two columns
                 await page.evaluate("window.scrollTo(0, 0)")
                 await page.screenshot(path=shots / "console-failover.png")
+
+                # ---- acknowledge, downtime and end it, all from the console ------------------------------
+                await page.set_viewport_size({"width": 1280, "height": 860})
+                action = page.locator("#dlg-action")
+                await card.get_by_role("button", name="Acknowledge…").focus()
+                await page.keyboard.press("Enter")
+                await expect(action).to_be_visible()
+                await page.keyboard.type("seen in the console test")
+                await page.keyboard.press("Enter")
+                await expect(page.locator("#act-result")).to_contain_text("OK: Acknowledged cluster recoveries: 1")
+                await expect(recovery).to_contain_text("acknowledged by alice", timeout=WAIT_MS)
+                await expect(action).to_be_hidden(timeout=WAIT_MS)
+                replica_row = card.locator("tbody tr").nth(1)
+                replica_key = await replica_row.get_attribute("data-server")
+                await replica_row.get_by_role("button", name="Downtime…").click()
+                await page.fill("#act-reason", "kernel upgrade")
+                await page.fill("#act-duration", "10m")
+                await page.keyboard.press("Enter")
+                await expect(replica_row).to_contain_text("alice: kernel upgrade", timeout=WAIT_MS)
+                await expect(action).to_be_hidden(timeout=WAIT_MS)
+                await replica_row.get_by_role("button", name="End downtime").click()
+                await page.locator("#act-confirm").press("Enter")
+                await expect(replica_row).not_to_contain_text("downtimed", timeout=WAIT_MS)
+                status, audit = turnout.api("audit")
+                ours = {e["AuditType"] for e in audit if "by alice from the console → OK" in e["Message"]}
+                assert ours == {"graceful-master-takeover-auto", "ack-recovery", "begin-downtime", "end-downtime"}, ours
+                status, recoveries = turnout.api("audit-recovery")
+                assert recoveries[0]["AcknowledgedBy"] == "alice"
+                assert recoveries[0]["AcknowledgedComment"] == "seen in the console test"
+                assert replica_key is not None
                 assert not errors, errors
             finally:
                 await browser.close()
