@@ -114,7 +114,8 @@ class EtcdMembers:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
             cmdline = ""
-        if _alive(pid) and str(self._root(index) / "data") in cmdline:
+        # An empty command line: the process is between fork and exec (just started).
+        if _alive(pid) and (not cmdline or str(self._root(index) / "data") in cmdline):
             return pid
         with contextlib.suppress(OSError):
             self._pid_file(index).unlink()
@@ -184,9 +185,18 @@ class EtcdMembers:
         if not self._wait_exit(pid, timeout):
             self.kill(index)
 
-    def stop_all(self) -> None:
-        for index in range(self.count):
-            self.stop(index)
+    def stop_all(self, timeout: float = 5) -> None:
+        """SIGTERM to every member at once (one stopping alone may wait for the others to take over
+        its leadership), then SIGKILL to those still running after `timeout`."""
+        running = {index: pid for index in range(self.count) if (pid := self.pid(index)) is not None}
+        for pid in running.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for index, pid in running.items():
+            if not self._wait_exit(pid, max(0.0, deadline - time.monotonic())):
+                self.kill(index)
 
     def pause(self, index: int) -> None:
         """SIGSTOP: the member hangs, its sockets stay open."""

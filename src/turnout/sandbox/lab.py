@@ -40,7 +40,7 @@ _LOCK_FILE = "lab.lock"
 _GLOBAL_LOCK = Path(tempfile.gettempdir()) / "turnout-lab-subnets.lock"
 _BRIDGE = "br0"
 _HOST_LINK = "eth0"
-STOP_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL for what still runs on a host at `down`
 
 
 @dataclass

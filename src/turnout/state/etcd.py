@@ -27,8 +27,26 @@ depends on what was read is a transaction comparing the revision it read (compar
 revision it read; if the stream breaks it reads the clusters again every ``interval`` seconds
 until a new stream is established, so no change is lost across an etcd restart.
 
-Several endpoints may be given: a request that cannot connect (or times out, or meets a member
-without a leader) is sent to the next one.
+Several endpoints (the members of one cluster) may be given:
+
+- every request carries gRPC's ``hasleader`` metadata, so a member cut off from its cluster's
+  leader refuses it at once ("no leader") instead of answering late, and cancels watches;
+- a request that cannot connect (``connect_timeout``), times out, or meets a member without a
+  leader is sent to the next member, the endpoint that answered last first; when every member
+  failed, it goes round again after a short pause (a leader election, a member restarting) until
+  ``timeout`` is spent, which bounds the whole call: each attempt gets a share of what is left;
+- every read is linearizable (etcd's default; nothing here asks for a serializable read), so a
+  member in a minority can never hand out a stale master or epoch;
+- when no member answers, `EtcdUnavailable` says which members failed and how: callers get an
+  error, never an empty answer ("no cluster", "no master", "no lease");
+- a write retried on another member after a lost answer may have been applied by the first: the
+  compare-and-set writes (`publish`, new recoveries and audit entries) recognise their own value
+  when the comparison fails, instead of reporting a lost race or writing it twice.
+
+``watch`` also checks that its stream is alive: a stream silent for ``check_every`` seconds is
+replaced by a new one after a linearizable read of every cluster (which yields what the stream
+missed), so a watcher whose member was cut off (its TCP connection stalled, no error ever comes)
+follows the cluster again within seconds, through another member.
 """
 
 from __future__ import annotations
@@ -62,8 +80,14 @@ log = logging.getLogger("turnout.state.etcd")
 # gRPC status codes etcd returns when this member cannot serve the request but another may.
 _TRY_ANOTHER_MEMBER = {4, 14}  # DEADLINE_EXCEEDED, UNAVAILABLE
 _NOT_FOUND = 5
+# gRPC metadata "hasleader: true" (through the JSON gateway's Grpc-Metadata- headers): a member
+# without a leader refuses the request at once, and cancels such watches when it loses its leader.
+_REQUIRE_LEADER = {"Grpc-Metadata-hasleader": "true"}
+_MIN_ATTEMPT = 1.0  # seconds an attempt gets at least, when `timeout` leaves that much
+_FIRST_PAUSE, _MAX_PAUSE = 0.05, 0.5  # between rounds over every member
 _ID_WIDTH = 20
 _STREAM_CREATED: Mapping[str, Any] = {"type": "CREATED"}  # marker yielded by _watch_stream
+_STREAM_SILENT: Mapping[str, Any] = {"type": "SILENT"}  # marker: nothing came for check_every seconds
 
 
 class EtcdError(RuntimeError):
@@ -124,16 +148,25 @@ def _normalise_endpoint(endpoint: str) -> str:
 
 
 class EtcdStateStore(StateStore):
-    def __init__(self, endpoints: Sequence[str] | str, prefix: str = "/turnout", timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str] | str,
+        prefix: str = "/turnout",
+        timeout: float = 5.0,
+        connect_timeout: float = 1.0,
+        check_every: float = 2.0,
+    ) -> None:
         if isinstance(endpoints, str):
             endpoints = endpoints.split(",")
         self.endpoints = [_normalise_endpoint(e) for e in endpoints if e.strip()]
         if not self.endpoints:
             raise ValueError("EtcdStateStore needs at least one endpoint (http://host:port)")
-        if timeout <= 0:
-            raise ValueError("timeout must be above 0")
+        if timeout <= 0 or connect_timeout <= 0 or check_every <= 0:
+            raise ValueError("timeout, connect_timeout and check_every must be above 0")
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.check_every = check_every
         self._current = 0  # the endpoint that answered last; tried first
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
@@ -155,45 +188,72 @@ class EtcdStateStore(StateStore):
 
     def _unavailable(self, failures: list[str]) -> EtcdUnavailable:
         return EtcdUnavailable(
-            f"cannot reach etcd at {'; '.join(failures)}: start etcd there, or point the state store "
+            f"cannot reach etcd at {'; '.join(failures) or ', '.join(self.endpoints)} (tried for "
+            f"{self.timeout:g}s): start etcd there, or point the state store "
             f"at running members (StateStore = \"etcd://host:port[,host:port]/prefix\" in [manager])"
         )
 
+    def _attempt_timeout(self, remaining: float, left: int) -> aiohttp.ClientTimeout:
+        """The share of the time left for one attempt, with `left` members still to try."""
+        budget = remaining if left <= 1 else max(min(remaining, _MIN_ATTEMPT), remaining / left)
+        return aiohttp.ClientTimeout(total=budget, sock_connect=min(budget, self.connect_timeout))
+
     async def _request(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        failures: list[str] = []
+        """POST to the members in turn until one answers; rounds again (a leader election, a member
+        restarting) until `timeout` is spent, then raises EtcdUnavailable."""
         session = self._http()
-        for index in self._order():
-            endpoint = self.endpoints[index]
-            try:
-                async with session.post(
-                    endpoint + path, json=body, timeout=aiohttp.ClientTimeout(total=self.timeout)
-                ) as resp:
-                    status = resp.status
-                    text = await resp.text()
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
-                failures.append(f"{endpoint} ({_describe(exc)})")
-                continue
-            try:
-                data = json.loads(text) if text else {}
-            except ValueError:
-                data = None
-            if not isinstance(data, dict):
-                raise EtcdError(
-                    f"{endpoint}{path} answered HTTP {status} with something that is not etcd's v3 JSON "
-                    f"gateway ({text[:80]!r}); check that the endpoint is an etcd v3.4+ client URL"
-                )
-            if "error" in data or status != 200:
-                if isinstance(data.get("error"), dict):  # streaming endpoints nest their error
-                    data = data["error"]
-                code = data.get("code")
-                message = data.get("message") or data.get("error") or f"HTTP {status}"
-                if isinstance(code, int) and code in _TRY_ANOTHER_MEMBER:
-                    failures.append(f"{endpoint} ({message})")
-                    continue
-                raise EtcdError(f"etcd at {endpoint} refused {path}: {message}", code if isinstance(code, int) else None)
-            self._current = index
-            return data
-        raise self._unavailable(failures)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        pause = _FIRST_PAUSE
+        while True:
+            failures: list[str] = []
+            order = self._order()
+            for position, index in enumerate(order):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                answer = await self._attempt(session, index, path, body,
+                                             self._attempt_timeout(remaining, len(order) - position))
+                if isinstance(answer, dict):
+                    self._current = index
+                    return answer
+                failures.append(answer)
+            remaining = deadline - loop.time()
+            if remaining <= pause:
+                raise self._unavailable(failures)
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, _MAX_PAUSE)
+
+    async def _attempt(
+        self, session: aiohttp.ClientSession, index: int, path: str, body: Mapping[str, Any],
+        timeout: aiohttp.ClientTimeout,
+    ) -> dict[str, Any] | str:
+        """etcd's answer from one member, or why another member should be tried."""
+        endpoint = self.endpoints[index]
+        try:
+            async with session.post(endpoint + path, json=body, headers=_REQUIRE_LEADER, timeout=timeout) as resp:
+                status = resp.status
+                text = await resp.text()
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            return f"{endpoint} ({_describe(exc)})"
+        try:
+            data = json.loads(text) if text else {}
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise EtcdError(
+                f"{endpoint}{path} answered HTTP {status} with something that is not etcd's v3 JSON "
+                f"gateway ({text[:80]!r}); check that the endpoint is an etcd v3.4+ client URL"
+            )
+        if "error" in data or status != 200:
+            if isinstance(data.get("error"), dict):  # streaming endpoints nest their error
+                data = data["error"]
+            code = data.get("code")
+            message = data.get("message") or data.get("error") or f"HTTP {status}"
+            if isinstance(code, int) and code in _TRY_ANOTHER_MEMBER:
+                return f"{endpoint} ({message})"
+            raise EtcdError(f"etcd at {endpoint} refused {path}: {message}", code if isinstance(code, int) else None)
+        return data
 
     async def close(self) -> None:
         session, self._session = self._session, None
@@ -283,11 +343,15 @@ class EtcdStateStore(StateStore):
             seen = await self._get(counter)
             next_id = (int(seen.value) if seen is not None else 0) + 1
             key = self._dir(kind) + f"{next_id:0{_ID_WIDTH}d}".encode()
+            value = _dumps(record(next_id))
             if await self._txn(
                 [self._unchanged(counter, seen)],
-                [self._put_op(counter, str(next_id).encode()), self._put_op(key, _dumps(record(next_id)))],
+                [self._put_op(counter, str(next_id).encode()), self._put_op(key, value)],
             ):
                 return next_id
+            written = await self._get(key)
+            if written is not None and written.value == value:
+                return next_id  # an earlier attempt whose answer was lost wrote it
 
     # ---- clusters -------------------------------------------------------------------------------------
     @staticmethod
@@ -307,11 +371,15 @@ class EtcdStateStore(StateStore):
             raise ValueError(f"epoch cannot go backwards ({expected_epoch} -> {state.epoch})")
         key = self._key("clusters", state.name)
         value = _dumps({**asdict(state), "members": list(state.members)})
+        attempted = False
         while True:
             seen = await self._get(key)
+            if attempted and seen is not None and seen.value == value:
+                return True  # our txn was applied, its answer lost, and a retry found it done
             current = None if seen is None else self._cluster(seen.value).epoch
             if current != expected_epoch:
                 return False
+            attempted = True
             if await self._txn([self._unchanged(key, seen)], [self._put_op(key, value)]):
                 return True
             # Someone wrote in between: read again; if the epoch moved, we lost.
@@ -363,8 +431,12 @@ class EtcdStateStore(StateStore):
                 if seen.get(key) != state:
                     seen[key] = state
                     yield state
+            silent = False
             try:
                 async for event in self._watch_stream(directory, revision + 1):
+                    if event is _STREAM_SILENT:  # the stream's last event: it ends after it
+                        silent = True  # read everything again (linearizably), then a new stream
+                        continue
                     if event is _STREAM_CREATED:
                         if degraded:
                             log.info("state store watch: stream back on %s", self.endpoints[self._current])
@@ -382,6 +454,8 @@ class EtcdStateStore(StateStore):
                     if seen.get(kv.key) != state:
                         seen[kv.key] = state
                         yield state
+                if silent:
+                    continue
                 lost("the watch stream ended")
             except (EtcdError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 lost(f"the watch stream broke ({_describe(exc)})")
@@ -390,7 +464,9 @@ class EtcdStateStore(StateStore):
     async def _watch_stream(self, directory: bytes, start_revision: int) -> AsyncIterator[Mapping[str, Any]]:
         """Events under `directory` from `start_revision` on, until the stream ends or breaks.
 
-        Yields `_STREAM_CREATED` first, once etcd has accepted the watch.
+        Yields `_STREAM_CREATED` first, once etcd has accepted the watch, and `_STREAM_SILENT` (then
+        ends) when nothing came for `check_every` seconds: a quiet cluster, or a member that can no
+        longer be reached; the caller cannot tell which without reading.
         """
         body = {"create_request": {"key": _b64(directory), "range_end": _b64(_prefix_end(directory)),
                                    "start_revision": start_revision}}
@@ -400,8 +476,9 @@ class EtcdStateStore(StateStore):
             endpoint = self.endpoints[index]
             try:
                 resp = await session.post(
-                    endpoint + "/v3/watch", json=body,
-                    timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_connect=self.timeout),
+                    endpoint + "/v3/watch", json=body, headers=_REQUIRE_LEADER,
+                    timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_connect=self.connect_timeout,
+                                                  sock_read=self.check_every),
                 )
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 failures.append(f"{endpoint} ({_describe(exc)})")
@@ -411,7 +488,15 @@ class EtcdStateStore(StateStore):
                     raise EtcdError(f"etcd at {endpoint} refused /v3/watch: HTTP {resp.status}")
                 self._current = index
                 buffer = b""
-                async for chunk in resp.content.iter_any():
+                chunks = aiter(resp.content.iter_any())
+                while True:
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                    except aiohttp.ServerTimeoutError:
+                        yield _STREAM_SILENT
+                        return
                     buffer += chunk
                     while b"\n" in buffer:
                         line, buffer = buffer.split(b"\n", 1)

@@ -186,3 +186,43 @@ async def test_watch_outlives_an_etcd_restart(tmp_path: Path, caplog: pytest.Log
         await watcher_store.close()
         await writer.close()
         server.stop()
+
+
+class LosesTheFirstTxnAnswer(EtcdStateStore):
+    """A transport fault: the first compare-and-set is applied by etcd, its answer lost, and the
+    request sent again (to another member, as `_request` does), which then sees its own write."""
+
+    lost = False
+
+    async def _txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]]) -> bool:
+        if not self.lost:
+            self.lost = True
+            assert await super()._txn(compare, success), "the first attempt is applied"
+        return await super()._txn(compare, success)
+
+
+async def test_a_publish_whose_answer_was_lost_is_not_reported_lost(etcd_server: EtcdServer) -> None:
+    prefix = f"/lost-{uuid.uuid4().hex[:8]}"
+    store = LosesTheFirstTxnAnswer([etcd_server.endpoint], prefix=prefix)
+    try:
+        assert await store.publish(ClusterState("c1", "h:1", 1), None)
+        assert store.lost
+        store.lost = False
+        assert await store.publish(ClusterState("c1", "h:2", 2), 1), "the promotion won: it must say so"
+        got = await store.get_cluster("c1")
+        assert got is not None and (got.master, got.epoch) == ("h:2", 2)
+        assert not await store.publish(ClusterState("c1", "h:3", 2), 1), "a real loss is still a loss"
+    finally:
+        await store.close()
+
+
+async def test_an_audit_entry_whose_answer_was_lost_is_written_once(etcd_server: EtcdServer) -> None:
+    store = LosesTheFirstTxnAnswer([etcd_server.endpoint], prefix=f"/lost-{uuid.uuid4().hex[:8]}")
+    try:
+        await store.audit("c1", "test", "once")
+        recovery = await store.start_recovery("c1", "DeadMaster", "h:1", manual=False)
+        assert [e.message for e in await store.audit_log("c1")] == ["once"]
+        assert recovery == 1 and [r.id for r in await store.recoveries("c1")] == [1]
+    finally:
+        await store.close()
+
