@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from turnout.manager import analysis
+from turnout.manager import analysis, detections
 from turnout.manager.analysis import Finding, Snapshot
 from turnout.manager.checks import SettingsFinding, slow_detection
 from turnout.manager.recovery import RecoveryResult, recover_dead_master
@@ -171,6 +171,10 @@ class ManagerService:
             if state is None:
                 continue
             views[name] = ClusterView(state, snapshot, tuple(analysis.analyze(snapshot)))
+        if self.is_leader:
+            for change in detections.changes({n: v.findings for n, v in self.views.items()},
+                                             {n: v.findings for n, v in views.items()}):
+                await self.store.audit(change.cluster, "detection", change.message, change.instance)
         self.views = views
         self.settings_findings = slow_detection(self.instances.values(), self.settings.DetectionDelayBoundSeconds)
         self.last_tick = time.time()

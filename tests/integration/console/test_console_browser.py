@@ -248,6 +248,7 @@ async def test_console_shows_topology_takeover_viewer_and_failover(turnout: Turn
                 await expect(recovery).to_contain_text(r1, timeout=WAIT_MS)
                 await expect(recovery).to_contain_text(new_master)
                 await expect(recovery).to_contain_text("recovered")
+                await expect(page.locator("#audit-body")).to_contain_text(f"DeadMaster detected on {r1}")
                 await expect(card.locator(f'tr[data-server="{r1}"]')).to_contain_text("fenced", timeout=WAIT_MS)
                 await expect(dead).to_contain_text("unreachable")
                 await expect(proxy.locator("[data-role=applies]")).to_contain_text(f"master {new_master} epoch 3",
