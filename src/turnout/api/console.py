@@ -68,16 +68,17 @@ class Console:
         old = snapshot.instances.get(state.master)
         flavor = service.actions.flavor(old) if old is not None and old.reachable else None
         limits = Limits(service.settings.ReasonableReplicationLagSeconds)
-        checks = console_model.takeover_checks(state, snapshot, designated, flavor, service.settings.promotion_rules,
-                                               limits, busy)
-        if old is None:
-            verdict = {"ok": False, "message": f"{state.master} is not in the manager's view"}
-        else:
+        verdict: dict[str, Any] = {"ok": False, "message": f"{state.master} is not in the manager's view"}
+        if old is not None:
             try:
                 new, why = check_takeover(state, snapshot, old, designated, service.toolkit, busy)
                 verdict = {"ok": True, "message": why, "successor": new.key}
             except TakeoverRefused as exc:
                 verdict = {"ok": False, "message": str(exc)}
+        # With no designated replica, the checks are those of the one the manager would choose.
+        checked = designated or verdict.get("successor")
+        checks = console_model.takeover_checks(state, snapshot, checked, flavor, service.settings.promotion_rules,
+                                               limits, busy)
         replicas = [r.key for r in snapshot.replicas_of(state.master)]
         return {"cluster": state.name, "master": state.master, "epoch": state.epoch, "designated": designated,
                 "replicas": replicas, "checks": [c.as_dict() for c in checks], "verdict": verdict}
@@ -93,8 +94,16 @@ def whoami(request: web.Request) -> dict[str, Any]:
             "authentication": settings.AuthenticationMethod or "none"}
 
 
+# The page loads only its own files; no other site may frame it (clickjacking).
+PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+}
+
+
 async def index(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+    return web.FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
 
 async def model(request: web.Request) -> web.Response:

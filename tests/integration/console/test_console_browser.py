@@ -55,9 +55,9 @@ class Turnout:
     process: subprocess.Popen[bytes]
     log: Path
 
-    def api(self, path: str, user: tuple[str, str] = OPERATOR) -> tuple[int, Any]:
+    def api(self, path: str, user: tuple[str, str] = OPERATOR, prefix: str = "/api/") -> tuple[int, Any]:
         token = base64.b64encode(f"{user[0]}:{user[1]}".encode()).decode()
-        request = urllib.request.Request(f"{self.url}/api/{path}", headers={"Authorization": f"Basic {token}"})
+        request = urllib.request.Request(f"{self.url}{prefix}{path}", headers={"Authorization": f"Basic {token}"})
         try:
             with urllib.request.urlopen(request, timeout=60) as answer:
                 return answer.status, json.loads(answer.read())
@@ -292,6 +292,11 @@ async def test_console_shows_topology_takeover_viewer_and_failover(turnout: Turn
                 assert recoveries[0]["AcknowledgedBy"] == "alice"
                 assert recoveries[0]["AcknowledgedComment"] == "seen in the console test"
                 assert replica_key is not None
+
+                # With no designated replica, the checks are those of the replica the manager would pick.
+                status, check = turnout.api(f"takeover-check/{name}", ("readonly", "x"), prefix="/console/api/")
+                assert status == 200 and check["verdict"]["ok"] and check["verdict"]["successor"] == replica_key
+                assert "designated replica is eligible" in {c["name"] for c in check["checks"]}
                 assert not errors, errors
             finally:
                 await browser.close()

@@ -65,6 +65,7 @@ async def test_multi_authentication_for_api_and_console(multi: tuple[ManagerServ
                     assert answer.status == 200, path
         async with http.get(url + "/", headers=VIEWER) as answer:
             assert "turnout console" in await answer.text()
+            assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
         async with http.get(url + "/console/api/model", headers=VIEWER) as answer:
             me = (await answer.json())["me"]
             assert me == {"user": "readonly", "can_act": False, "authentication": "multi"}

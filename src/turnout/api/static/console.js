@@ -361,18 +361,20 @@ async function openTakeover(name) {
   $("tk-verdict").replaceChildren();
   const master = c.tree.find((n) => n.key === c.master);
   const replicas = master ? master.children.map((n) => n.key) : [];
-  $("tk-designated").replaceChildren(...replicas.map((k) => h("option", { value: k }, k)));
+  $("tk-designated").replaceChildren(h("option", { value: "" }, "the best replica (the manager chooses)"),
+    ...replicas.map((k) => h("option", { value: k }, k)));
+  if (replicas.length) $("tk-designated").value = replicas[0];
   $("tk-designated").onchange = refreshChecks;
   $("tk-cancel").onclick = () => dlg.close();
   $("tk-confirm").onclick = async () => {
     const designated = $("tk-designated").value;
-    const [host, port] = hp(designated);
     const auto = $("tk-auto").checked;
+    const target = designated ? (([host, port]) => `/${enc(host)}/${port}`)(hp(designated)) : "";
     $("tk-confirm").disabled = true;
     result.hidden = false;
     result.className = "";
-    result.textContent = `graceful-master-takeover${auto ? "-auto" : ""} ${c.name}: ${c.master} → ${designated}…`;
-    const answer = await callApi(`/api/graceful-master-takeover${auto ? "-auto" : ""}/${enc(name)}/${enc(host)}/${port}`);
+    result.textContent = `graceful-master-takeover${auto ? "-auto" : ""} ${c.name}: ${c.master} → ${designated || "the best replica"}…`;
+    const answer = await callApi(`/api/graceful-master-takeover${auto ? "-auto" : ""}/${enc(name)}${target}`);
     const ok = answer.body.Code === "OK";
     const steps = answer.body.Details && answer.body.Details.Steps ? answer.body.Details.Steps.join("\n") : "";
     result.className = ok ? "" : "bad";
