@@ -79,15 +79,44 @@ MYSQL_QUERY_RULES = """CREATE TABLE {name} (
     attributes VARCHAR CHECK (JSON_VALID(attributes) OR attributes = '') NOT NULL DEFAULT '',
     comment VARCHAR)"""
 
-# ProxySQL's columns, then turnout's two (appended so positional `SELECT *` scripts keep working).
 MYSQL_REPLICATION_HOSTGROUPS = """CREATE TABLE {name} (
     writer_hostgroup INT CHECK (writer_hostgroup>=0) NOT NULL PRIMARY KEY,
     reader_hostgroup INT NOT NULL CHECK (reader_hostgroup<>writer_hostgroup AND reader_hostgroup>=0),
     check_type VARCHAR CHECK (LOWER(check_type) IN ('read_only','innodb_read_only','super_read_only','read_only|innodb_read_only','read_only&innodb_read_only')) NOT NULL DEFAULT 'read_only',
     comment VARCHAR NOT NULL DEFAULT '',
-    stale_read_protection INT CHECK (stale_read_protection IN (0,1)) NOT NULL DEFAULT 1,
-    two_writer_mode VARCHAR CHECK (two_writer_mode IN ('refuse','keep-current')) NOT NULL DEFAULT 'refuse',
     UNIQUE (reader_hostgroup))"""
+
+# turnout's own settings of a replication hostgroup pair, beside ProxySQL's table so its shape stays
+# ProxySQL's. A pair without a row here takes the defaults; rows of pairs that do not exist are ignored.
+TURNOUT_REPLICATION_HOSTGROUPS = """CREATE TABLE {name} (
+    writer_hostgroup INT CHECK (writer_hostgroup>=0) NOT NULL PRIMARY KEY,
+    stale_read_protection INT CHECK (stale_read_protection IN (0,1)) NOT NULL DEFAULT 1,
+    two_writer_mode VARCHAR CHECK (two_writer_mode IN ('refuse','keep-current')) NOT NULL DEFAULT 'refuse')"""
+
+# Galera and group replication: ProxySQL's tables, kept empty (turnout manages asynchronous replication).
+_CLUSTER_HOSTGROUPS = """CREATE TABLE {name} (
+    writer_hostgroup INT CHECK (writer_hostgroup>=0) NOT NULL PRIMARY KEY,
+    backup_writer_hostgroup INT CHECK (backup_writer_hostgroup>=0 AND backup_writer_hostgroup<>writer_hostgroup) NOT NULL,
+    reader_hostgroup INT NOT NULL CHECK (reader_hostgroup<>writer_hostgroup AND backup_writer_hostgroup<>reader_hostgroup AND reader_hostgroup>0),
+    offline_hostgroup INT NOT NULL CHECK (offline_hostgroup<>writer_hostgroup AND offline_hostgroup<>reader_hostgroup AND backup_writer_hostgroup<>offline_hostgroup AND offline_hostgroup>=0),
+    active INT CHECK (active IN (0,1)) NOT NULL DEFAULT 1,
+    max_writers INT NOT NULL CHECK (max_writers >= 0) DEFAULT 1,
+    writer_is_also_reader INT CHECK (writer_is_also_reader IN (0,1,2)) NOT NULL DEFAULT 0,
+    max_transactions_behind INT CHECK (max_transactions_behind>=0) NOT NULL DEFAULT 0,
+    comment VARCHAR,
+    UNIQUE (reader_hostgroup),
+    UNIQUE (offline_hostgroup),
+    UNIQUE (backup_writer_hostgroup))"""
+MYSQL_GALERA_HOSTGROUPS = _CLUSTER_HOSTGROUPS
+MYSQL_GROUP_REPLICATION_HOSTGROUPS = _CLUSTER_HOSTGROUPS
+UNMANAGED_TABLES = ("mysql_galera_hostgroups", "mysql_group_replication_hostgroups")
+
+PROXYSQL_SERVERS = """CREATE TABLE {name} (
+    hostname VARCHAR NOT NULL,
+    port INT NOT NULL DEFAULT 6032,
+    weight INT CHECK (weight >= 0) NOT NULL DEFAULT 0,
+    comment VARCHAR NOT NULL DEFAULT '',
+    PRIMARY KEY (hostname, port) )"""
 
 SCHEDULER = """CREATE TABLE {name} (
     id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
@@ -111,9 +140,21 @@ CONFIG_TABLES: Mapping[str, str] = {
     "mysql_users": MYSQL_USERS,
     "mysql_query_rules": MYSQL_QUERY_RULES,
     "mysql_replication_hostgroups": MYSQL_REPLICATION_HOSTGROUPS,
+    "turnout_replication_hostgroups": TURNOUT_REPLICATION_HOSTGROUPS,
+    "mysql_galera_hostgroups": MYSQL_GALERA_HOSTGROUPS,
+    "mysql_group_replication_hostgroups": MYSQL_GROUP_REPLICATION_HOSTGROUPS,
     "scheduler": SCHEDULER,
+    "proxysql_servers": PROXYSQL_SERVERS,
     "global_variables": GLOBAL_VARIABLES,
 }
+
+# What LOAD ... TO RUNTIME put in force, per module, as ProxySQL Cluster compares it.
+RUNTIME_CHECKSUMS_VALUES = """CREATE TABLE runtime_checksums_values (
+    name VARCHAR NOT NULL,
+    version INT NOT NULL,
+    epoch INT NOT NULL,
+    checksum VARCHAR NOT NULL,
+    PRIMARY KEY (name))"""
 
 # turnout's own: memory rows that are not in force yet, refreshed before every read.
 PENDING_CHANGES = """CREATE TABLE turnout_pending_changes (
@@ -196,12 +237,34 @@ STATS_TABLES: Mapping[str, str] = {
     username VARCHAR PRIMARY KEY,
     frontend_connections INT NOT NULL,
     frontend_max_connections INT NOT NULL)""",
+    "stats_mysql_query_rules": """CREATE TABLE {name} (
+    rule_id INTEGER PRIMARY KEY,
+    hits INT NOT NULL)""",
+    "stats_mysql_errors": """CREATE TABLE {name} (
+    hostgroup INT NOT NULL,
+    hostname VARCHAR NOT NULL,
+    port INT NOT NULL,
+    username VARCHAR NOT NULL,
+    client_address VARCHAR NOT NULL,
+    schemaname VARCHAR NOT NULL,
+    errno INT NOT NULL,
+    count_star INTEGER NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    last_error VARCHAR NOT NULL DEFAULT '',
+    PRIMARY KEY (hostgroup, hostname, port, username, schemaname, errno) )""",
+    # ProxySQL's stats database has a small global_variables table of its own (what the stats
+    # user's SHOW VARIABLES reads).
+    "global_variables": """CREATE TABLE {name} (
+    variable_name VARCHAR NOT NULL PRIMARY KEY,
+    variable_value VARCHAR NOT NULL)""",
 }
 # Reading a *_reset table returns the counters and zeroes them (the provider does the zeroing).
 STATS_TABLES = {
     **STATS_TABLES,
     "stats_mysql_query_digest_reset": STATS_TABLES["stats_mysql_query_digest"],
     "stats_mysql_connection_pool_reset": STATS_TABLES["stats_mysql_connection_pool"],
+    "stats_mysql_errors_reset": STATS_TABLES["stats_mysql_errors"],
 }
 
 MONITOR_TABLES: Mapping[str, str] = {
@@ -247,7 +310,7 @@ def config_ddl(schema: str, runtime: bool = False) -> list[str]:
 def all_ddl() -> dict[str, list[str]]:
     """Schema name -> CREATE statements, disk excluded (it is created only when missing)."""
     return {
-        "main": [*config_ddl("main"), *config_ddl("main", runtime=True), PENDING_CHANGES],
+        "main": [*config_ddl("main"), *config_ddl("main", runtime=True), RUNTIME_CHECKSUMS_VALUES, PENDING_CHANGES],
         "stats": [ddl.format(name=f"stats.{table}") for table, ddl in STATS_TABLES.items()],
         "monitor": [ddl.format(name=f"monitor.{table}") for table, ddl in MONITOR_TABLES.items()],
     }

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 ADMIN_ERROR = c.ER_ACCESS_DENIED_ERROR  # ProxySQL answers every admin error with 1045
 ADMIN_SQLSTATE = "28000"
+ERROR_PREFIX = "ProxySQL Admin Error: "  # ProxySQL's, kept: scripts match on it
+# Commands ProxySQL's admin answers with 1045 "Command not supported" (no prepared statements there).
+NOT_SUPPORTED = (c.COM_STMT_PREPARE, c.COM_STMT_EXECUTE, c.COM_FIELD_LIST)
+NO_ANSWER = (c.COM_STMT_CLOSE, c.COM_STMT_SEND_LONG_DATA)  # the client waits for no answer
 READ_SIZE = 65536
 
 
@@ -171,6 +175,8 @@ class AdminListener:
             command = command_of(packet.payload) if packet.payload else -1
             if command == c.COM_QUIT:
                 return
+            if command in NO_ANSWER:
+                continue
             await connection.send(self._answer(command, packet, session))
 
     def _answer(self, command: int, packet: Packet, session: AdminSession) -> bytes:
@@ -179,11 +185,12 @@ class AdminListener:
             c.COM_PING: lambda: encode_packet(build_ok(), 1),
             c.COM_INIT_DB: lambda: encode_packet(build_ok(), 1),
             c.COM_RESET_CONNECTION: lambda: encode_packet(build_ok(), 1),
-            c.COM_FIELD_LIST: lambda: encode_packet(build_eof(), 1),
             c.COM_SET_OPTION: lambda: encode_packet(build_eof(), 1),
             c.COM_STATISTICS: lambda: encode_packet(b"turnout admin interface", 1),
         }
         handler = handlers.get(command)
+        if command in NOT_SUPPORTED:
+            return encode_packet(build_err(ADMIN_ERROR, "Command not supported", ADMIN_SQLSTATE), 1)
         if handler is None:
             name = c.COMMAND_NAMES.get(command, hex(command))
             return encode_packet(build_err(c.ER_UNKNOWN_COM_ERROR, f"Unknown command {name}", "08S01"), 1)
@@ -194,10 +201,10 @@ class AdminListener:
         try:
             answer = session.execute(text)
         except AdminError as exc:
-            return encode_packet(build_err(ADMIN_ERROR, str(exc), ADMIN_SQLSTATE), 1)
+            return encode_packet(build_err(ADMIN_ERROR, ERROR_PREFIX + str(exc), ADMIN_SQLSTATE), 1)
         except Exception as exc:  # a bug must cost this statement, never the admin interface
             log.exception("admin statement failed: %s", text)
-            return encode_packet(build_err(ADMIN_ERROR, f"internal error: {exc}", ADMIN_SQLSTATE), 1)
+            return encode_packet(build_err(ADMIN_ERROR, f"{ERROR_PREFIX}internal error: {exc}", ADMIN_SQLSTATE), 1)
         if isinstance(answer, ResultSet):
             return build_text_resultset(answer.columns, answer.rows, seq=1)
         assert isinstance(answer, Ok)

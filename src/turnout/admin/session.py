@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from turnout.admin import schema, sql
-from turnout.admin.modules import TABLES, Direction, module_of_variable
+from turnout.admin.modules import TABLE_OF, Direction, module_of_variable
 from turnout.admin.store import AdminError, AdminStore
 from turnout.config import variables
 
@@ -38,7 +38,8 @@ class Ok:
 Answer = ResultSet | Ok
 
 _READ_ONLY_KINDS = (sql.ShowTables, sql.ShowDatabases, sql.ShowCreateTable, sql.ShowVariables, sql.ShowWarnings,
-                    sql.Rewritten, sql.Probe, sql.Ignored)
+                    sql.Rewritten, sql.Probe, sql.Ignored, sql.Sql)
+_STATS_REFUSED = ("PRAGMA", "ATTACH")  # ProxySQL: "Command not allowed" from the stats interface
 
 
 @dataclass
@@ -46,13 +47,21 @@ class AdminSession:
     store: AdminStore
     user: str = "admin"
     connection_id: int = 0
-    read_only: bool = False  # the stats user: SELECT and SHOW only
+    # The stats user: its statements run on the stats database (stats tables, monitor attached),
+    # read only, as ProxySQL's stats sessions do; the configuration is not visible to it.
+    read_only: bool = False
     last_warnings: list[str] = field(default_factory=list)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        return self.store.stats_db if self.read_only else self.store.db
 
     def execute(self, text: str) -> Answer:
         statement = sql.classify(text)
         if self.read_only and not self._harmless(statement):
             raise AdminError("the stats user can only read: connect as an admin user to change anything")
+        if self.read_only and isinstance(statement, sql.Sql) and statement.sql.upper().startswith(_STATS_REFUSED):
+            raise AdminError("Command not allowed")
         if isinstance(statement, sql.ShowWarnings):
             return ResultSet(("Level", "Code", "Message"), [("Warning", WARNING_CODE, w) for w in self.last_warnings])
         self.last_warnings = []
@@ -64,11 +73,8 @@ class AdminSession:
 
     @staticmethod
     def _harmless(statement: sql.Statement) -> bool:
-        if isinstance(statement, _READ_ONLY_KINDS):
-            return True
-        return isinstance(statement, sql.Sql) and statement.writes is None and statement.sql.upper().startswith(
-            ("SELECT", "WITH", "EXPLAIN")
-        )
+        """What the stats user may send (its database is read only: SQLite refuses writes)."""
+        return isinstance(statement, _READ_ONLY_KINDS)
 
     @staticmethod
     def _changes_memory(statement: sql.Statement) -> bool:
@@ -76,7 +82,7 @@ class AdminSession:
             return statement.direction.changes_memory
         if isinstance(statement, sql.SetVariable):
             return True
-        return isinstance(statement, sql.Sql) and (statement.writes in TABLES or statement.writes == "global_variables")
+        return isinstance(statement, sql.Sql) and (statement.writes in TABLE_OF or statement.writes == "global_variables")
 
     def _dispatch(self, statement: sql.Statement) -> Answer:
         match statement:
@@ -109,7 +115,7 @@ class AdminSession:
     def _query(self, query: str, args: Sequence[object] = ()) -> Answer:
         self.store.refresh(query)
         try:
-            cursor = self.store.db.execute(query, args)
+            cursor = self.db.execute(query, args)
             rows = cursor.fetchall()
         except sqlite3.Error as exc:
             raise AdminError(str(exc)) from exc
@@ -125,9 +131,12 @@ class AdminSession:
         log.info("%s: %s %s", self.user, module, direction.value)
         return Ok()
 
+    def _schemas(self) -> tuple[str, ...]:
+        return ("main", "monitor") if self.read_only else ("main", "disk", "stats", "monitor")
+
     def _show_tables(self, schema_name: str | None, like: str | None) -> Answer:
         name = (schema_name or "main").lower()
-        if name not in ("main", "disk", "stats", "monitor"):
+        if name not in self._schemas():
             raise AdminError(f"unknown database {schema_name!r}")
         master = "sqlite_master" if name == "main" else f"{name}.sqlite_master"
         where = f" AND name LIKE {sql.quote(sql.string_literal(like))}" if like else ""
@@ -138,7 +147,7 @@ class AdminSession:
     def _show_create(self, table: str) -> Answer:
         schema_name, _, name = table.rpartition(".")
         master = f"{schema_name}.sqlite_master" if schema_name else "sqlite_master"
-        if schema_name and schema_name.lower() not in ("main", "disk", "stats", "monitor"):
+        if schema_name and schema_name.lower() not in self._schemas():
             raise AdminError(f"unknown database {schema_name!r}")
         result = self._query(f"SELECT name, sql FROM {master} WHERE type='table' AND name = ?", (name,))
         if not isinstance(result, ResultSet) or not result.rows:
@@ -167,7 +176,7 @@ class AdminSession:
             return self._session_variable(name)
         function = name.split("(")[0].strip()
         if function in ("database", "schema"):
-            return "main"
+            return "stats" if self.read_only else "admin"  # ProxySQL's answers
         if function in ("user", "current_user", "session_user", "system_user"):
             return f"{self.user}@localhost"
         if function == "connection_id":

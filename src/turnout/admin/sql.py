@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from turnout.admin.modules import MODULES, Direction
+from turnout.admin.schema import UNMANAGED_TABLES
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ Statement = (
     | SetVariable | Ignored | Refused | Sql
 )
 
-_MODULE = r"(?P<module>MYSQL\s+SERVERS|MYSQL\s+USERS|MYSQL\s+QUERY\s+RULES|MYSQL\s+VARIABLES|ADMIN\s+VARIABLES|SCHEDULER)"
+_MODULE = r"(?P<module>MYSQL\s+SERVERS|MYSQL\s+USERS|MYSQL\s+QUERY\s+RULES|MYSQL\s+VARIABLES|ADMIN\s+VARIABLES|SCHEDULER|PROXYSQL\s+SERVERS)"
 _LOAD_SAVE = re.compile(
     rf"^(?P<verb>LOAD|SAVE)\s+{_MODULE}\s+(?P<prep>TO|FROM)\s+(?P<place>RUNTIME|RUN|MEMORY|MEM|DISK|CONFIG)$",
     re.IGNORECASE,
@@ -263,6 +264,9 @@ def classify(sql: str) -> Statement:
         if table.startswith("runtime_") or table == "turnout_pending_changes":
             source = table.removeprefix("runtime_")
             return Refused(f"{table} shows what is in force and cannot be edited: edit {source} and LOAD it TO RUNTIME")
+        if table in UNMANAGED_TABLES:
+            return Refused(f"{table} stays empty in turnout: it manages asynchronous replication "
+                           "(mysql_replication_hostgroups), not Galera or group replication clusters")
         return Sql(text, writes=table)
     return Sql(text)
 

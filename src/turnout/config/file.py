@@ -33,6 +33,7 @@ from turnout.config import validate, variables
 from turnout.config.model import (
     MysqlServer,
     MysqlUser,
+    ProxysqlServer,
     QueryRule,
     ReplicationHostgroup,
     RuntimeConfig,
@@ -67,6 +68,7 @@ ROW_SECTIONS: Mapping[str, RowSection] = {
     "mysql_query_rules": RowSection(QueryRule, validate.query_rule_problems),
     "mysql_replication_hostgroups": RowSection(ReplicationHostgroup, validate.replication_hostgroup_problems),
     "scheduler": RowSection(SchedulerJob, validate.scheduler_problems),
+    "proxysql_servers": RowSection(ProxysqlServer, validate.proxysql_server_problems),
 }
 VARIABLE_SECTIONS = {"mysql_variables": "mysql-", "admin_variables": "admin-"}
 PASSTHROUGH_SECTIONS = ("manager",)
@@ -84,6 +86,7 @@ class ConfigFile:
     query_rules: tuple[QueryRule, ...] = ()
     replication_hostgroups: tuple[ReplicationHostgroup, ...] = ()
     scheduler: tuple[SchedulerJob, ...] = ()
+    proxysql_servers: tuple[ProxysqlServer, ...] = ()
     manager: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def all_variables(self) -> dict[str, str]:
@@ -99,6 +102,7 @@ class ConfigFile:
             query_rules=tuple(sorted(self.query_rules, key=lambda rule: rule.rule_id)),
             replication_hostgroups=self.replication_hostgroups,
             scheduler=self.scheduler,
+            proxysql_servers=self.proxysql_servers,
             variables=MappingProxyType(self.all_variables()),
         )
 
@@ -215,6 +219,7 @@ def parse(text: str, source: str = "<config>", path: Path | None = None) -> Conf
         query_rules=tuple(rows["mysql_query_rules"]),
         replication_hostgroups=tuple(rows["mysql_replication_hostgroups"]),
         scheduler=tuple(rows["scheduler"]),
+        proxysql_servers=tuple(rows["proxysql_servers"]),
         manager=MappingProxyType(manager),
     )
 

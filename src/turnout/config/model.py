@@ -99,7 +99,8 @@ class ReplicationHostgroup:
     reader_hostgroup: int
     check_type: str = "read_only"
     comment: str = ""
-    # turnout's columns, appended after ProxySQL's so `SELECT *` scripts keep their positions.
+    # turnout's settings, kept in the admin's turnout_replication_hostgroups (ProxySQL's table has
+    # the four columns above only); in the configuration file they sit with the pair.
     stale_read_protection: int = 1  # a read_only server that does not replicate serves no reads
     two_writer_mode: str = "refuse"  # or "keep-current"
 
@@ -118,6 +119,16 @@ class SchedulerJob:
     comment: str = ""
 
 
+@dataclass(frozen=True)
+class ProxysqlServer:
+    """A row of proxysql_servers (ProxySQL Cluster's peers): kept and saved, not acted on."""
+
+    hostname: str
+    port: int = 6032
+    weight: int = 0
+    comment: str = ""
+
+
 def _frozen(mapping: Mapping[str, str] | None = None) -> Mapping[str, str]:
     return MappingProxyType(dict(mapping or {}))
 
@@ -132,6 +143,7 @@ class RuntimeConfig:
     query_rules: tuple[QueryRule, ...] = ()
     replication_hostgroups: tuple[ReplicationHostgroup, ...] = ()
     scheduler: tuple[SchedulerJob, ...] = ()
+    proxysql_servers: tuple[ProxysqlServer, ...] = ()
     # global_variables with ProxySQL's names: "mysql-...", "monitor-..." ("mysql-monitor_..." in the
     # table), "admin-...". Values are strings, as in ProxySQL's table.
     variables: Mapping[str, str] = field(default_factory=_frozen)

@@ -16,6 +16,7 @@ from turnout.config.model import (
     SERVER_STATUSES,
     MysqlServer,
     MysqlUser,
+    ProxysqlServer,
     QueryRule,
     ReplicationHostgroup,
     SchedulerJob,
@@ -214,6 +215,23 @@ def scheduler_problems(jobs: Sequence[SchedulerJob]) -> list[Problem]:
                 _range(job, "interval_ms", 100, 100_000_000),
                 ("filename", None if job.filename.strip() else "filename must not be empty"),
                 ("id", "id listed twice" if ids[job.id] > 1 else None),
+            ),
+        )
+    return problems
+
+
+def proxysql_server_problems(peers: Sequence[ProxysqlServer]) -> list[Problem]:
+    keys = [(peer.hostname, peer.port) for peer in peers]
+    problems: list[Problem] = []
+    for index, peer in enumerate(peers):
+        problems += _report(
+            index,
+            f"proxysql_servers {peer.hostname}:{peer.port}",
+            (
+                ("hostname", None if peer.hostname.strip() else "hostname must not be empty"),
+                _range(peer, "port", 0, 65535),
+                _range(peer, "weight", 0),
+                _twice(keys, index, "hostname and port"),
             ),
         )
     return problems

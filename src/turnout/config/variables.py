@@ -134,6 +134,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("admin-stats_credentials", "stats:stats", credentials),
     Variable("admin-mysql_ifaces", "127.0.0.1:6032", interfaces),
     Variable("admin-read_only", "false", boolean),
+    Variable(
+        "admin-hash_passwords", "true", boolean,
+        "LOAD MYSQL USERS TO RUNTIME stores clear-text passwords as mysql_native_password hashes",
+    ),
     Variable("admin-restapi_enabled", "false", boolean, "the HTTP listener on admin-restapi_port (turnout serves /metrics there)"),
     Variable("admin-restapi_port", "6070", integer(1, 65535)),
     Variable("admin-prometheus_exporter", "false", boolean, "Prometheus metrics at /metrics on admin-restapi_port"),

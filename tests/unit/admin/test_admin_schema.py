@@ -41,8 +41,11 @@ def db() -> Iterator[sqlite3.Connection]:
         "INSERT INTO mysql_replication_hostgroups (writer_hostgroup, reader_hostgroup) VALUES (10, 10)",
         "INSERT INTO mysql_replication_hostgroups (writer_hostgroup, reader_hostgroup, check_type) "
         "VALUES (10, 20, 'wrong')",
-        "INSERT INTO mysql_replication_hostgroups (writer_hostgroup, reader_hostgroup, two_writer_mode) "
-        "VALUES (10, 20, 'both')",
+        "INSERT INTO turnout_replication_hostgroups (writer_hostgroup, two_writer_mode) VALUES (10, 'both')",
+        "INSERT INTO turnout_replication_hostgroups (writer_hostgroup, stale_read_protection) VALUES (10, 2)",
+        "INSERT INTO proxysql_servers (hostname, weight) VALUES ('p', -1)",
+        "INSERT INTO mysql_galera_hostgroups (writer_hostgroup, backup_writer_hostgroup, reader_hostgroup, "
+        "offline_hostgroup) VALUES (1, 1, 2, 3)",
         "INSERT INTO scheduler (interval_ms, filename) VALUES (10, '/bin/true')",
         "INSERT INTO scheduler (interval_ms) VALUES (1000)",
     ],
@@ -72,7 +75,11 @@ def test_defaults_are_proxysqls(db: sqlite3.Connection) -> None:
         3306, "ONLINE", 1, 1000, ""
     )
     db.execute("INSERT INTO mysql_replication_hostgroups (writer_hostgroup, reader_hostgroup) VALUES (1, 2)")
-    assert db.execute("SELECT * FROM mysql_replication_hostgroups").fetchone() == (1, 2, "read_only", "", 1, "refuse")
+    assert db.execute("SELECT * FROM mysql_replication_hostgroups").fetchone() == (1, 2, "read_only", "")
+    db.execute("INSERT INTO turnout_replication_hostgroups (writer_hostgroup) VALUES (1)")
+    assert db.execute("SELECT * FROM turnout_replication_hostgroups").fetchone() == (1, 1, "refuse")
+    db.execute("INSERT INTO proxysql_servers (hostname) VALUES ('p')")
+    assert db.execute("SELECT * FROM proxysql_servers").fetchone() == ("p", 6032, 0, "")
     db.execute("INSERT INTO mysql_query_rules (match_digest) VALUES ('^SELECT')")
     assert db.execute("SELECT rule_id, active, re_modifiers, apply FROM mysql_query_rules").fetchone() == (
         1, 0, "CASELESS", 0
@@ -81,9 +88,38 @@ def test_defaults_are_proxysqls(db: sqlite3.Connection) -> None:
 
 @pytest.mark.parametrize("name", list(TABLES))
 def test_row_types_have_exactly_the_tables_columns(db: sqlite3.Connection, name: str) -> None:
+    table = TABLES[name]
     columns = [row[1] for row in db.execute(f"PRAGMA table_info({name})")]
-    fields = [f.name for f in dataclasses.fields(TABLES[name].row_type)]
+    if table.extension is not None:  # turnout's columns live beside ProxySQL's table
+        extension = [row[1] for row in db.execute(f"PRAGMA table_info({table.extension.name})")]
+        assert extension == [table.extension.join_on, *table.extension.columns]
+        columns += list(table.extension.columns)
+    fields = [f.name for f in dataclasses.fields(table.row_type)]
     assert sorted(columns) == sorted(fields)  # QueryRule appends ProxySQL 2.x's newer columns at its end
+
+
+# ProxySQL 2.x's column lists, in order, as its admin creates them.
+PROXYSQL_COLUMNS = {
+    "mysql_replication_hostgroups": ["writer_hostgroup", "reader_hostgroup", "check_type", "comment"],
+    "mysql_galera_hostgroups": [
+        "writer_hostgroup", "backup_writer_hostgroup", "reader_hostgroup", "offline_hostgroup", "active",
+        "max_writers", "writer_is_also_reader", "max_transactions_behind", "comment",
+    ],
+    "mysql_group_replication_hostgroups": [
+        "writer_hostgroup", "backup_writer_hostgroup", "reader_hostgroup", "offline_hostgroup", "active",
+        "max_writers", "writer_is_also_reader", "max_transactions_behind", "comment",
+    ],
+    "proxysql_servers": ["hostname", "port", "weight", "comment"],
+    "mysql_users": [
+        "username", "password", "active", "use_ssl", "default_hostgroup", "default_schema", "schema_locked",
+        "transaction_persistent", "fast_forward", "backend", "frontend", "max_connections", "attributes", "comment",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(PROXYSQL_COLUMNS))
+def test_tables_have_proxysqls_columns_in_order(db: sqlite3.Connection, name: str) -> None:
+    assert [row[1] for row in db.execute(f"PRAGMA table_info({name})")] == PROXYSQL_COLUMNS[name]
 
 
 def test_stats_and_monitor_tables_exist_with_proxysql_names() -> None:

@@ -18,6 +18,7 @@ from turnout.config.file import ConfigFile
 from turnout.config.model import (
     MysqlServer,
     MysqlUser,
+    ProxysqlServer,
     QueryRule,
     ReplicationHostgroup,
     RuntimeConfig,
@@ -91,6 +92,14 @@ CASES = {
         lambda c: [j.id for j in c.scheduler],
         3,
         ConfigFile(scheduler=(SchedulerJob(3, interval_ms=1000, filename="/bin/true"),)),
+    ),
+    "PROXYSQL SERVERS": Case(
+        "INSERT INTO proxysql_servers (hostname, port, weight) VALUES ('peer1', 6032, 1)",
+        "DELETE FROM proxysql_servers",
+        "SELECT hostname FROM {schema}.proxysql_servers",
+        lambda c: [p.hostname for p in c.proxysql_servers],
+        "peer1",
+        ConfigFile(proxysql_servers=(ProxysqlServer("peer1", weight=1),)),
     ),
 }
 assert set(CASES) == set(MODULES)
@@ -410,8 +419,151 @@ def test_disk_survives_a_new_store(tmp_path: Path) -> None:
 
 def test_replication_hostgroups_turnout_columns_reach_runtime(make: Callable[..., Harness]) -> None:
     h = make()
-    h.run("INSERT INTO mysql_replication_hostgroups VALUES (10, 20, 'read_only', 'c1', 0, 'keep-current')")
+    h.run("INSERT INTO mysql_replication_hostgroups VALUES (10, 20, 'read_only', 'c1')")
+    h.run("INSERT INTO mysql_replication_hostgroups VALUES (30, 40, 'read_only', 'c2')")
+    h.run("INSERT INTO turnout_replication_hostgroups VALUES (10, 0, 'keep-current')")
+    h.run("INSERT INTO turnout_replication_hostgroups VALUES (50, 0, 'keep-current')")  # no such pair: ignored
     h.run("LOAD MYSQL SERVERS TO RUNTIME")
     assert h.store.runtime.replication_hostgroups == (
         ReplicationHostgroup(10, 20, "read_only", "c1", stale_read_protection=0, two_writer_mode="keep-current"),
+        ReplicationHostgroup(30, 40, "read_only", "c2"),
     )
+    assert h.rows("SELECT * FROM runtime_mysql_replication_hostgroups") == [(10, 20, "read_only", "c1"),
+                                                                          (30, 40, "read_only", "c2")]
+    assert h.rows("SELECT * FROM runtime_turnout_replication_hostgroups") == [(10, 0, "keep-current")]
+
+
+def test_replication_hostgroup_settings_from_the_config_file_go_beside_proxysqls_table(
+    make: Callable[..., Harness],
+) -> None:
+    pairs = (ReplicationHostgroup(10, 20, comment="c", two_writer_mode="keep-current"), ReplicationHostgroup(30, 40))
+    h = make(ConfigFile(replication_hostgroups=pairs))
+    h.run("LOAD MYSQL SERVERS FROM CONFIG")
+    assert h.rows("SELECT * FROM mysql_replication_hostgroups") == [(10, 20, "read_only", "c"),
+                                                                  (30, 40, "read_only", "")]
+    assert h.rows("SELECT * FROM turnout_replication_hostgroups") == [(10, 1, "keep-current")]
+    h.run("LOAD MYSQL SERVERS TO RUNTIME")
+    h.run("SAVE MYSQL SERVERS TO DISK")
+    assert h.rows("SELECT * FROM disk.turnout_replication_hostgroups") == [(10, 1, "keep-current")]
+    assert h.store.runtime.replication_hostgroups == pairs
+
+
+def test_a_disk_written_with_turnouts_old_columns_is_moved_to_the_new_table(tmp_path: Path) -> None:
+    import sqlite3
+
+    tmp_path.mkdir(exist_ok=True)
+    old = sqlite3.connect(tmp_path / "proxysql.db")
+    old.execute(
+        "CREATE TABLE mysql_replication_hostgroups (writer_hostgroup INT NOT NULL PRIMARY KEY, reader_hostgroup INT "
+        "NOT NULL, check_type VARCHAR NOT NULL DEFAULT 'read_only', comment VARCHAR NOT NULL DEFAULT '', "
+        "stale_read_protection INT NOT NULL DEFAULT 1, two_writer_mode VARCHAR NOT NULL DEFAULT 'refuse', "
+        "UNIQUE (reader_hostgroup))"
+    )
+    old.execute("INSERT INTO mysql_replication_hostgroups VALUES (10, 20, 'read_only', 'a', 0, 'refuse')")
+    old.execute("INSERT INTO mysql_replication_hostgroups VALUES (30, 40, 'super_read_only', 'b', 1, 'refuse')")
+    old.commit()
+    old.close()
+    store = AdminStore(tmp_path)
+    store.load_all(Direction.DISK_TO_MEMORY)
+    assert store.load_all_to_runtime().replication_hostgroups == (
+        ReplicationHostgroup(10, 20, "read_only", "a", stale_read_protection=0),
+        ReplicationHostgroup(30, 40, "super_read_only", "b"),
+    )
+    assert [r[1] for r in store.db.execute("PRAGMA disk.table_info(mysql_replication_hostgroups)")] == [
+        "writer_hostgroup", "reader_hostgroup", "check_type", "comment"
+    ]
+    store.close()
+
+
+def test_unhex_inserts_the_hash_proxysql_admin_syncusers_sends(make: Callable[..., Harness]) -> None:
+    h = make()
+    stored = "*" + "AB" * 20
+    h.run(f"INSERT INTO mysql_users (username, password, active, default_hostgroup) "
+          f"VALUES ('u', UNHEX('{stored.encode().hex().upper()}'), 1, 10)")
+    assert h.rows("SELECT password, HEX(password) FROM mysql_users") == [(stored, stored.encode().hex().upper())]
+    assert h.rows("SELECT UNHEX('zz'), UNHEX(NULL), UNHEX('616263')") == [(None, None, "abc")]
+
+
+def test_load_hashes_clear_passwords_and_runtime_shows_a_row_per_role(make: Callable[..., Harness]) -> None:
+    from turnout.protocol.auth import native_password_hash
+
+    h = make()
+    h.run("INSERT INTO mysql_users (username, password, default_hostgroup) VALUES ('app', 'secret', 10)")
+    h.run("INSERT INTO mysql_users (username, password, active) VALUES ('off', 'x', 0)")
+    h.run("LOAD MYSQL USERS TO RUNTIME")
+    digest = native_password_hash("secret")
+    assert [u.password for u in h.store.runtime.users if u.username == "app"] == [digest]
+    assert h.rows("SELECT password FROM mysql_users WHERE username = 'app'") == [("secret",)]  # memory untouched
+    assert h.rows("SELECT username, password, backend, frontend FROM runtime_mysql_users ORDER BY backend") == [
+        ("app", digest, 0, 1), ("app", digest, 1, 0),
+    ]
+    assert h.rows("SELECT * FROM turnout_pending_changes") == []  # hashed runtime is what memory means
+    h.run("SAVE MYSQL USERS TO MEMORY")  # as ProxySQL: the runtime rows, hashed, one per role
+    assert h.rows("SELECT username, HEX(password), backend, frontend FROM mysql_users ORDER BY backend") == [
+        ("app", digest.encode().hex().upper(), 0, 1), ("app", digest.encode().hex().upper(), 1, 0),
+    ]
+    h.run("LOAD MYSQL USERS TO RUNTIME")
+    assert h.rows("SELECT username, backend, frontend FROM runtime_mysql_users ORDER BY backend") == [
+        ("app", 0, 1), ("app", 1, 0),
+    ]
+
+
+def test_hash_passwords_false_keeps_clear_text(make: Callable[..., Harness]) -> None:
+    h = make()
+    h.run("SET admin-hash_passwords = 'false'")
+    h.run("LOAD ADMIN VARIABLES TO RUNTIME")
+    h.run("INSERT INTO mysql_users (username, password) VALUES ('app', 'secret')")
+    h.run("LOAD MYSQL USERS TO RUNTIME")
+    assert [u.password for u in h.store.runtime.users] == ["secret"]
+
+
+def test_runtime_checksums_values_count_loads(make: Callable[..., Harness]) -> None:
+    h = make()
+    h.store.load_all_to_runtime()
+    names = [row[0] for row in h.rows("SELECT name FROM runtime_checksums_values ORDER BY name")]
+    assert names == ["admin_variables", "mysql_query_rules", "mysql_servers", "mysql_servers_v2", "mysql_users",
+                     "mysql_variables", "proxysql_servers"]
+    before = dict(h.rows("SELECT name, checksum FROM runtime_checksums_values"))
+    h.run(CASES["MYSQL USERS"].edit)
+    h.run("LOAD MYSQL USERS TO RUNTIME")
+    version, checksum = h.rows("SELECT version, checksum FROM runtime_checksums_values WHERE name = 'mysql_users'")[0]
+    assert version == 2 and checksum != before["mysql_users"] and str(checksum).startswith("0x")
+    assert len(str(checksum)) == 18
+
+
+def test_galera_and_group_replication_tables_exist_and_stay_empty(make: Callable[..., Harness]) -> None:
+    h = make()
+    for table in ("mysql_galera_hostgroups", "mysql_group_replication_hostgroups"):
+        assert h.rows(f"SELECT * FROM {table}") == []
+        assert h.rows(f"SELECT * FROM runtime_{table}") == []
+        with pytest.raises(AdminError, match="stays empty"):
+            h.run(f"INSERT INTO {table} (writer_hostgroup, backup_writer_hostgroup, reader_hostgroup, "
+                  "offline_hostgroup) VALUES (1, 2, 3, 4)")
+
+
+def test_the_stats_user_sees_the_stats_database_only(make: Callable[..., Harness]) -> None:
+    h = make()
+    h.store.load_all_to_runtime()
+    stats = AdminSession(h.store, user="stats", read_only=True)
+    with pytest.raises(AdminError, match="no such table: mysql_users"):
+        stats.execute("SELECT * FROM mysql_users")
+    # its global_variables is the stats database's own, as in ProxySQL: no credentials there
+    assert stats.execute("SELECT * FROM global_variables WHERE variable_name LIKE 'admin-%'") == ResultSet(
+        ("variable_name", "variable_value"), []
+    )
+    with pytest.raises(AdminError, match="no such table"):
+        stats.execute("SELECT * FROM disk.mysql_users")
+    answer = stats.execute("SHOW VARIABLES")
+    assert isinstance(answer, ResultSet) and [row[0] for row in answer.rows] == ["mysql-max_allowed_packet"]
+    assert isinstance(stats.execute("SELECT * FROM stats_mysql_connection_pool"), ResultSet)
+    assert isinstance(stats.execute("SELECT * FROM monitor.mysql_server_ping_log"), ResultSet)
+    tables = stats.execute("SHOW TABLES")
+    assert isinstance(tables, ResultSet) and "stats_mysql_users" in [row[0] for row in tables.rows]
+    assert "mysql_users" not in [row[0] for row in tables.rows]
+    with pytest.raises(AdminError, match="readonly"):
+        stats.execute("DELETE FROM stats_mysql_global")
+    with pytest.raises(AdminError, match="Command not allowed"):
+        stats.execute("PRAGMA table_info(stats_mysql_global)")
+    with pytest.raises(AdminError, match="can only read"):
+        stats.execute("LOAD MYSQL USERS TO RUNTIME")
+    assert stats.execute("SELECT DATABASE()") == ResultSet(("DATABASE()",), [("stats",)])
