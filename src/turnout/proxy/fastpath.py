@@ -183,6 +183,8 @@ class FastPath:
         if connection is None:
             return False
         self._start(connection, data, data, info, rule, digest, command_name(word, info.is_write))
+        if rule.matched:
+            session.proxy.stats.count_rule_hits(rule.matched)
         return True
 
     def _connection_for(self, info: StatementInfo, rule: RuleOutcome, anywhere: bool) -> BackendConnection | None:
@@ -351,6 +353,7 @@ class FastPath:
             int((time.monotonic() - self._started) * 1e6),
             outcome.ok.affected_rows if outcome.ok is not None else 0,
             connection.address,
+            outcome.error,
         )
         session.proxy.stats.counters.statements_fast_path += 1
         session.current_command = ""

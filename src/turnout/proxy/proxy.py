@@ -32,7 +32,7 @@ from turnout.proxy.hostgroups import RoutingTable, pick_server, pick_server_stic
 from turnout.proxy.pool import IDLE_TIMEOUT, Pools
 from turnout.proxy.rules import CompiledRule, compile_rules
 from turnout.proxy.session import ClientSession, NoServer
-from turnout.proxy.stats import COMMAND_COLUMNS, DIGEST_COLUMNS, ProxyStats
+from turnout.proxy.stats import COMMAND_COLUMNS, DIGEST_COLUMNS, ProxyStats, connection_pool_rows, reset_pool
 from turnout.proxy.tls import TlsSetupError, client_context, server_context
 
 log = logging.getLogger("turnout.proxy")
@@ -185,34 +185,47 @@ class Proxy:
         elapsed_us: int,
         rows_affected: int,
         address: ServerAddress,
+        error: ErrPacket | None = None,
     ) -> None:
-        self.stats.record(command, hostgroup, schema, username, digest_text, elapsed_us, rows_affected)
-        stats = self.pools.server(address).stats
-        stats.queries += 1
+        stats = self.stats
+        stats.record(command, hostgroup, schema, username, digest_text, elapsed_us, rows_affected)
+        stats.count_server_query(hostgroup, address)
+        self.pools.server(address).stats.queries += 1
+        if error is not None:
+            stats.count_error((hostgroup, address[0], address[1], username, schema, error.code), error.message)
 
     def stats_table(self, table: str) -> list[dict[str, object]] | None:
         """Rows for the admin's stats tables, as column -> value."""
         if table.startswith("stats_mysql_connection_pool"):
-            hostgroups = {s.address: s.hostgroup_id for s in self.config.servers}
-            for members in self.routing.by_hostgroup.values():
-                hostgroups.update({s.address: s.hostgroup_id for s in members})
+            rows = connection_pool_rows(
+                {address: pool.stats for address, pool in self.pools.servers.items()},
+                {hg: [s.address for s in members] for hg, members in self.routing.by_hostgroup.items()},
+                [(s.hostgroup_id, s.address) for s in self.config.servers],
+                [pair.writer_hostgroup for pair in self.config.replication_hostgroups],
+                self.stats.server_queries,
+            )
+            if table.endswith("_reset"):
+                self.reset_stats(table)
+            return rows
+        if table == "stats_mysql_users":
             return [
-                {
-                    "hostgroup": hostgroups.get(address, -1), "srv_host": address[0], "srv_port": address[1],
-                    "status": "ONLINE" if any(address == s.address for m in self.routing.by_hostgroup.values() for s in m) else "SHUNNED",
-                    "ConnUsed": pool.stats.conn_used, "ConnFree": pool.stats.conn_free, "ConnOK": pool.stats.conn_ok,
-                    "ConnERR": pool.stats.conn_err, "MaxConnUsed": pool.stats.max_conn_used, "Queries": pool.stats.queries,
-                    "Queries_GTID_sync": 0, "Bytes_data_sent": pool.stats.bytes_sent, "Bytes_data_recv": pool.stats.bytes_recv,
-                    "Latency_us": 0,  # the monitor's ping time, filled in by the node
-                }
-                for address, pool in self.pools.servers.items()
+                {"username": name, "frontend_connections": self.connections_by_user.get(name, 0),
+                 "frontend_max_connections": entry.user.max_connections}
+                for name, entry in sorted(self.users.items())
             ]
+        if table == "stats_mysql_query_rules":
+            return [{"rule_id": r.rule.rule_id, "hits": self.stats.rule_hits.get(r.rule.rule_id, 0)} for r in self.rules]
+        if table.startswith("stats_mysql_errors"):
+            rows = self.stats.error_rows()
+            if table.endswith("_reset"):
+                self.reset_stats(table)
+            return rows
         if table.startswith("stats_mysql_commands_counters"):
             return [dict(zip(COMMAND_COLUMNS, row, strict=True)) for row in self.stats.command_rows()]
         if table.startswith("stats_mysql_query_digest"):
             rows = [dict(zip(DIGEST_COLUMNS, row, strict=True)) for row in self.stats.digest_rows()]
             if table.endswith("_reset"):  # ProxySQL: reading the _reset table zeroes the counters
-                self.stats.digests.clear()
+                self.reset_stats(table)
             return rows
         if table == "stats_mysql_global":
             counters = self.stats.counters
@@ -236,6 +249,18 @@ class Proxy:
         if table == "stats_mysql_processlist":
             return [session.processlist_row() for session in self.sessions.values()]
         return None
+
+    def reset_stats(self, table: str) -> None:
+        """Zero what reading `table` (a stats_*_reset table) zeroes in ProxySQL."""
+        base = table.removesuffix("_reset")
+        if base == "stats_mysql_query_digest":
+            self.stats.digests.clear()
+        elif base == "stats_mysql_connection_pool":
+            self.stats.server_queries.clear()
+            for pool in self.pools.servers.values():
+                reset_pool(pool.stats)
+        elif base == "stats_mysql_errors":
+            self.stats.errors.clear()
 
     # ---- backend connections ------------------------------------------------------------------
     def _usable(self, server: MysqlServer) -> bool:
@@ -349,18 +374,15 @@ class Proxy:
 
     def offers_metadata_caching(self) -> bool:
         """Whether new clients are offered MariaDB's metadata caching: once every configured server
-        the proxy has logged in to offered it (at least one), so any backend connection can honour it."""
+        the proxy has logged in to offered it (at least one), so any backend connection can honour
+        it, and only when mysql-server_version says MariaDB (MariaDB clients use extended
+        capabilities only with a server whose version says so)."""
         known = self._metadata_caching
-        return bool(known) and all(version is not None for version in known.values())
+        return "MariaDB" in self.server_version and bool(known) and all(v is not None for v in known.values())
 
     def greeting_version(self, metadata_caching: bool) -> str:
-        """The server version clients are greeted with: mysql-server_version, except that MariaDB
-        clients use extended capabilities only with a server whose version says MariaDB; when
-        they are offered and the configured version does not say it, a server's own version."""
-        known = self._metadata_caching
-        if not metadata_caching or "MariaDB" in self.server_version or not known:
-            return self.server_version
-        return known[min(known)] or self.server_version
+        """The server version clients are greeted with: mysql-server_version, as ProxySQL."""
+        return self.server_version
 
     async def writer_changed(self, hostgroup: int, refused_by: ServerAddress, deadline: float) -> None:
         """Wait until the hostgroup's writer is no longer `refused_by` (or it is held), or the deadline."""

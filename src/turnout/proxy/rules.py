@@ -30,6 +30,7 @@ class RuleOutcome:
     ok_msg: str | None = None
     multiplex: int | None = None
     timeout_ms: int | None = None
+    matched: tuple[int, ...] = ()  # every rule that matched on the walk (stats_mysql_query_rules' hits)
 
 
 NO_MATCH = RuleOutcome()
@@ -85,11 +86,13 @@ def evaluate(
     rule_id: int | None = None
     error_msg = ok_msg = None
     multiplex = timeout = None
+    matched: list[int] = []
     for compiled in rules:
         r = compiled.rule
         if r.flagIN != flag or not _matches(compiled, query, digest, username, schema):
             continue
         rule_id = r.rule_id
+        matched.append(rule_id)
         if r.destination_hostgroup is not None:
             hostgroup = r.destination_hostgroup
         if r.error_msg is not None:
@@ -106,4 +109,4 @@ def evaluate(
             break
     if rule_id is None:
         return NO_MATCH
-    return RuleOutcome(hostgroup, rule_id, error_msg, ok_msg, multiplex, timeout)
+    return RuleOutcome(hostgroup, rule_id, error_msg, ok_msg, multiplex, timeout, tuple(matched))

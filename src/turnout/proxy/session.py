@@ -613,6 +613,7 @@ class ClientSession:
             elapsed_us,
             framer.ok.affected_rows if framer.ok is not None else 0,
             connection.address,
+            framer.error,
         )
 
     def _backend_lost(self, connection: BackendConnection, lost: BackendLost) -> None:
@@ -669,6 +670,8 @@ class ClientSession:
     async def _on_query(self, payload: bytes) -> None:
         sql = query_text(payload)
         info, digest, rule = self.classify(sql)
+        if rule.matched:  # counted where a statement is taken on: here, or where the fast path starts it
+            self.proxy.stats.count_rule_hits(rule.matched)
         if rule.error_msg is not None:
             self.send_error(ER_PROXY_RULE_ERROR, rule.error_msg)
             return
@@ -704,6 +707,8 @@ class ClientSession:
     async def _on_prepare(self, payload: bytes) -> None:
         sql = query_text(payload)
         info, digest, rule = self.classify(sql)
+        if rule.matched:
+            self.proxy.stats.count_rule_hits(rule.matched)
         if rule.error_msg is not None:
             self.send_error(ER_PROXY_RULE_ERROR, rule.error_msg)
             return
@@ -836,6 +841,7 @@ class ClientSession:
             int((time.perf_counter() - started) * 1e6),
             framer.ok.affected_rows if framer.ok is not None else 0,
             connection.address,
+            framer.error,
         )
 
     async def _execute_with_metadata(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from turnout.proxy.digest import digest_hash
 
@@ -75,6 +76,23 @@ class DigestEntry:
 
 
 @dataclass
+class ErrorEntry:
+    """A row of stats_mysql_errors: one error code from one server for one user and schema."""
+
+    count: int = 0
+    first_seen: int = 0
+    last_seen: int = 0
+    last_error: str = ""
+
+
+ErrorKey = tuple[int, str, int, str, str, int]  # hostgroup, hostname, port, username, schemaname, errno
+ERROR_COLUMNS = (
+    "hostgroup", "hostname", "port", "username", "client_address", "schemaname", "errno", "count_star",
+    "first_seen", "last_seen", "last_error",
+)
+
+
+@dataclass
 class GlobalCounters:
     client_connections_created: int = 0
     client_connections_aborted: int = 0
@@ -96,6 +114,36 @@ class ProxyStats:
         self.digests: dict[tuple[int, str, str, str], DigestEntry] = {}
         self.counters = GlobalCounters()
         self.started_at = time.time()
+        # stats_mysql_connection_pool's Queries per (hostgroup, server): turnout's pools are per
+        # server, shared by its hostgroups; the statements are counted where they were routed.
+        self.server_queries: dict[tuple[int, tuple[str, int]], int] = {}
+        self.rule_hits: dict[int, int] = {}  # stats_mysql_query_rules
+        self.errors: dict[ErrorKey, ErrorEntry] = {}  # stats_mysql_errors
+
+    def count_server_query(self, hostgroup: int, address: tuple[str, int]) -> None:
+        key = (hostgroup, address)
+        self.server_queries[key] = self.server_queries.get(key, 0) + 1
+
+    def count_rule_hits(self, rule_ids: tuple[int, ...]) -> None:
+        hits = self.rule_hits
+        for rule_id in rule_ids:
+            hits[rule_id] = hits.get(rule_id, 0) + 1
+
+    def count_error(self, key: ErrorKey, message: str) -> None:
+        now = int(time.time())
+        entry = self.errors.get(key)
+        if entry is None:
+            entry = self.errors[key] = ErrorEntry(first_seen=now)
+        entry.count += 1
+        entry.last_seen = now
+        entry.last_error = message
+
+    def error_rows(self) -> list[dict[str, object]]:
+        return [
+            dict(zip(ERROR_COLUMNS, (hg, host, port, user, "", schema, errno, e.count, e.first_seen, e.last_seen,
+                                     e.last_error), strict=True))
+            for (hg, host, port, user, schema, errno), e in self.errors.items()
+        ]
 
     def record(
         self,
@@ -138,3 +186,67 @@ class ProxyStats:
              e.last_seen, e.sum_time, e.min_time, e.max_time, e.rows_affected, 0)
             for (hg, schema, user, _), e in self.digests.items()
         ]
+
+
+class PoolCounters(Protocol):
+    """A server pool's counters (proxy/pool.py's ServerStats)."""
+
+    conn_used: int
+    conn_free: int
+    conn_ok: int
+    conn_err: int
+    max_conn_used: int
+    queries: int
+    bytes_sent: int
+    bytes_recv: int
+
+
+Address = tuple[str, int]
+
+
+def connection_pool_rows(
+    pools: Mapping[Address, PoolCounters],
+    routed: Mapping[int, Iterable[Address]],
+    configured: Iterable[tuple[int, Address]],
+    writer_hostgroups: Iterable[int],
+    server_queries: Mapping[tuple[int, Address], int],
+) -> list[dict[str, object]]:
+    """stats_mysql_connection_pool as ProxySQL shows it: a row per (hostgroup, server), for the
+    servers in force in a hostgroup, configured in it, or that took its statements. Queries are
+    counted per hostgroup. turnout pools connections per server, shared by its hostgroups: the
+    connection columns are on the row of the hostgroup the server is writer in (when it is one),
+    else of its lowest hostgroup, and zero on its other rows, so sums over the table stay right."""
+    online = {(hostgroup, address) for hostgroup, members in routed.items() for address in members}
+    rows_of: dict[Address, set[int]] = {}
+    for hostgroup, address in [*online, *configured, *server_queries]:
+        rows_of.setdefault(address, set()).add(hostgroup)
+    for address in pools:
+        rows_of.setdefault(address, set())
+    writers = set(writer_hostgroups)
+    rows: list[dict[str, object]] = []
+    for address in sorted(rows_of):
+        hostgroups = sorted(rows_of[address]) or [-1]
+        home = next((hg for hg in hostgroups if hg in writers and (hg, address) in online), hostgroups[0])
+        pool = pools.get(address)
+        for hostgroup in hostgroups:
+            counted = pool is not None and hostgroup == home
+            rows.append({
+                "hostgroup": hostgroup, "srv_host": address[0], "srv_port": address[1],
+                "status": "ONLINE" if (hostgroup, address) in online else "SHUNNED",
+                "ConnUsed": pool.conn_used if counted and pool else 0,
+                "ConnFree": pool.conn_free if counted and pool else 0,
+                "ConnOK": pool.conn_ok if counted and pool else 0,
+                "ConnERR": pool.conn_err if counted and pool else 0,
+                "MaxConnUsed": pool.max_conn_used if counted and pool else 0,
+                "Queries": server_queries.get((hostgroup, address), 0),
+                "Queries_GTID_sync": 0,
+                "Bytes_data_sent": pool.bytes_sent if counted and pool else 0,
+                "Bytes_data_recv": pool.bytes_recv if counted and pool else 0,
+                "Latency_us": 0,  # the monitor's ping time, filled in by the node
+            })
+    return rows
+
+
+def reset_pool(pool: PoolCounters) -> None:
+    """What reading stats_mysql_connection_pool_reset zeroes (ProxySQL's list)."""
+    pool.conn_ok = pool.conn_err = pool.max_conn_used = pool.queries = pool.bytes_sent = pool.bytes_recv = 0

@@ -13,8 +13,11 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "stats_mysql_commands_counters": ("Command",),
     "stats_mysql_query_digest": ("hostgroup", "schemaname", "username", "client_address", "digest"),
     "stats_mysql_global": ("Variable_Name",),
+    "stats_mysql_users": ("username",),
+    "stats_mysql_query_rules": ("rule_id",),
+    "stats_mysql_errors": ("hostgroup", "hostname", "port", "username", "schemaname", "errno"),
 }
-_FIRST = {"status", "digest_text"}
+_FIRST = {"status", "digest_text", "frontend_max_connections", "last_error", "client_address"}
 _MIN = {"first_seen", "min_time"}
 _MAX = {"last_seen", "max_time", "Latency_us"}
 _MAX_VARIABLES = {"ProxySQL_Uptime"}

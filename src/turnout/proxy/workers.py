@@ -36,9 +36,10 @@ log = logging.getLogger("turnout.workers")
 STATS_INTERVAL = 1.0
 STATS_TABLES = (
     "stats_mysql_connection_pool", "stats_mysql_commands_counters", "stats_mysql_query_digest",
-    "stats_mysql_global", "stats_mysql_processlist",
+    "stats_mysql_global", "stats_mysql_processlist", "stats_mysql_users", "stats_mysql_query_rules",
+    "stats_mysql_errors",
 )
-RESET_DIGESTS = "reset-digests"  # control -> worker: the digest table was read with _reset
+RESET = "reset:"  # control -> worker: "reset:<table>_reset" was read, zero what it zeroes
 # Session ids of worker N start at N * SESSION_ID_SPAN + 1, unique across processes (and within
 # the 32 bits of a connection id).
 SESSION_ID_SPAN = 100_000_000
@@ -107,8 +108,8 @@ def _worker_main(
             try:
                 while pipe.poll():
                     message = pipe.recv()
-                    if message == RESET_DIGESTS:
-                        proxy.stats.digests.clear()
+                    if isinstance(message, str) and message.startswith(RESET):
+                        proxy.reset_stats(message.removeprefix(RESET))
                         continue
                     config, table = decode(message)
                     if config.version != proxy.config.version:
@@ -177,14 +178,14 @@ class Workers:
 
     def stats(self, table: str) -> list[list[dict[str, object]]]:
         """Each worker's latest rows of `table` (reading a `_reset` table also zeroes the
-        workers' digests)."""
+        workers' counters of that table)."""
         base = table.removesuffix("_reset")
         rows = [tables.get(base, []) for tables in self._stats]
         if table.endswith("_reset"):
             for index, pipe in enumerate(self._pipes):
                 self._stats[index] = {**self._stats[index], base: []}
                 with contextlib.suppress(OSError):
-                    pipe.send(RESET_DIGESTS)
+                    pipe.send(RESET + table)
         return rows
 
     def publish(self, config: RuntimeConfig, table: RoutingTable) -> None:

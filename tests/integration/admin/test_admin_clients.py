@@ -16,6 +16,7 @@ import pymysql
 import pytest
 
 from turnout.config.model import MysqlServer, MysqlUser
+from turnout.protocol.auth import native_password_hash
 
 Starter = Callable[..., Awaitable[Any]]  # the start_admin fixture (conftest.py): -> Admin
 
@@ -63,7 +64,8 @@ async def test_proxysql_documentation_steps_in_the_mariadb_client(start_admin: S
     assert [(r.writer_hostgroup, r.reader_hostgroup, r.comment) for r in config.replication_hostgroups] == [
         (1, 2, "cluster1")
     ]
-    assert config.users == (MysqlUser("app", "app_pass", default_hostgroup=1),)
+    # admin-hash_passwords (true, ProxySQL's default): LOAD put the password in force hashed
+    assert config.users == (MysqlUser("app", native_password_hash("app_pass"), default_hostgroup=1),)
     assert [(r.rule_id, r.match_digest, r.destination_hostgroup) for r in config.query_rules] == [
         (1, "^SELECT.*FOR UPDATE$", 1), (2, "^SELECT", 2)
     ]
@@ -131,7 +133,7 @@ async def test_pymysql(start_admin: Starter) -> None:
          "apply (SAVE MYSQL SERVERS TO MEMORY discards the edits)"),
     )
     assert seen["runtime"] == (("10", "db1", "3306", "ONLINE"),)  # the admin answers in text, as ProxySQL
-    assert seen["error"] == (1045, "no such table: nowhere")
+    assert seen["error"] == (1045, "ProxySQL Admin Error: no such table: nowhere")
     assert seen["after_error"] == (("1",),)
     assert admin.service.runtime.servers == (MysqlServer(10, "db1", 3306),)
 
@@ -172,8 +174,8 @@ def _connector(port: int, use_pure: bool) -> list[tuple[object, ...]]:
 async def test_mysql_connector(start_admin: Starter) -> None:
     admin = await start_admin()
     rows = await asyncio.to_thread(_connector, admin.port, True)  # the C extension is not installed
-    assert [tuple(str(v) for v in row) for row in rows] == [("app", "10")]
-    assert admin.service.runtime.users == (MysqlUser("app", "pw", default_hostgroup=10),)
+    assert [tuple(str(v) for v in row) for row in rows] == [("app", "10"), ("app", "10")]  # frontend, backend
+    assert admin.service.runtime.users == (MysqlUser("app", native_password_hash("pw"), default_hostgroup=10),)
 
 
 PERL = """\

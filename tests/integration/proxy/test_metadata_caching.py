@@ -3,17 +3,20 @@ Connector/Python (libmariadb, which asks for it) beside clients that do not ask 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import mariadb
 import mysql.connector
+import pytest
 
-from proxy_harness import RunningProxy
+from proxy_harness import RunningProxy, split_config
 from turnout.protocol.constants import MARIADB_CLIENT_CACHE_METADATA
 from turnout.sandbox.config import APP
 from turnout.sandbox.sandbox import Sandbox
 
 SELECT = "SELECT * FROM c.m WHERE id = ?"
+MARIADB_VERSION = "5.5.5-10.11.0-MariaDB"  # as MariaDB greets: MySQL clients read 5.5.5
 
 
 def _setup(box: Sandbox) -> None:
@@ -31,12 +34,12 @@ def _connect(proxy: RunningProxy) -> Any:
     return mariadb.connect(host="127.0.0.1", port=proxy.port, user=APP.user, password=APP.password, autocommit=True)
 
 
-def _learn_servers(proxy: RunningProxy) -> None:
+def _learn_servers(proxy: RunningProxy, offered: bool = True) -> None:
     """Backend logins to the readers, so the proxy knows they offer metadata caching."""
     with proxy.connect() as conn, conn.cursor() as cur:
         for _ in range(20):
             cur.execute("SELECT 1")
-    assert proxy.call(proxy.proxy.offers_metadata_caching)
+    assert proxy.call(proxy.proxy.offers_metadata_caching) is offered
 
 
 def _bytes_sent_by_readers(box: Sandbox) -> int:
@@ -52,6 +55,25 @@ def _caching_sessions(proxy: RunningProxy) -> list[bool]:
     return [bool(s.flavour & MARIADB_CLIENT_CACHE_METADATA) for s in sessions]
 
 
+@pytest.fixture
+def split_proxy(sandbox: Sandbox, start_proxy: Callable[..., RunningProxy]) -> RunningProxy:
+    """MariaDB clients use extended capabilities only with a server whose version says MariaDB:
+    the proxy offers metadata caching when mysql-server_version says it."""
+    return start_proxy(split_config(sandbox, **{"mysql-server_version": MARIADB_VERSION}))
+
+
+def test_clients_are_greeted_with_mysql_server_version(sandbox: Sandbox,
+                                                       start_proxy: Callable[..., RunningProxy]) -> None:
+    _setup(sandbox)
+    proxy = start_proxy(split_config(sandbox, **{"mysql-server_version": "8.0.34"}))
+    _learn_servers(proxy, offered=False)  # the servers offer it, the configured version does not say MariaDB
+    connection = _connect(proxy)
+    try:
+        assert connection.server_info == "8.0.34" and _caching_sessions(proxy) == [False]
+    finally:
+        connection.close()
+
+
 def test_offered_once_the_servers_offer_it(sandbox: Sandbox, split_proxy: RunningProxy) -> None:
     _setup(sandbox)
     assert not split_proxy.call(split_proxy.proxy.offers_metadata_caching)  # no server known yet
@@ -62,9 +84,8 @@ def test_offered_once_the_servers_offer_it(sandbox: Sandbox, split_proxy: Runnin
         second = _connect(split_proxy)
         try:
             assert sorted(_caching_sessions(split_proxy)) == [False, True]
-            # MariaDB clients use extended capabilities only with a server that says MariaDB:
-            # greeted with a server's own version, not mysql-server_version's 5.5.30.
-            assert "5.5.30" in first.server_info and "MariaDB" in second.server_info
+            # mysql-server_version (libmariadb drops the 5.5.5- prefix, as with MariaDB itself)
+            assert first.server_info == second.server_info == MARIADB_VERSION.removeprefix("5.5.5-")
             for conn in (first, second):
                 cur = conn.cursor(prepared=True, binary=True)
                 cur.execute(SELECT, (2,))

@@ -4,7 +4,7 @@ settings replay and digests."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -85,6 +85,7 @@ class ModelOutcome:
     ok_msg: str | None = None
     multiplex: int | None = None
     timeout_ms: int | None = None
+    matched: list[int] = field(default_factory=list)  # each one's hits count goes up
 
 
 def proxysql_walk(rules: list[QueryRule], query: str, digest: str, user: str, schema: str | None) -> RuleOutcome:
@@ -109,6 +110,7 @@ def proxysql_walk(rules: list[QueryRule], query: str, digest: str, user: str, sc
         if rule.match_pattern is not None and (re.search(rule.match_pattern, query, flags) is not None) == negate:
             continue
         out.rule_id = rule.rule_id
+        out.matched.append(rule.rule_id)
         if rule.flagOUT is not None:
             flag = rule.flagOUT
         for source, target in (("destination_hostgroup", "hostgroup"), ("error_msg", "error_msg"),
@@ -118,7 +120,8 @@ def proxysql_walk(rules: list[QueryRule], query: str, digest: str, user: str, sc
                 setattr(out, target, value)
         if rule.apply:
             break
-    return RuleOutcome(out.hostgroup, out.rule_id, out.error_msg, out.ok_msg, out.multiplex, out.timeout_ms)
+    return RuleOutcome(out.hostgroup, out.rule_id, out.error_msg, out.ok_msg, out.multiplex, out.timeout_ms,
+                       tuple(out.matched))
 
 
 @settings(max_examples=400)
