@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import playwright.async_api as playwright_api
 import pymysql
 import pytest
 
@@ -35,8 +36,6 @@ from turnout.sandbox.config import APP
 from turnout.sandbox.deploy import sandbox_config
 from turnout.sandbox.ports import free_port_block
 from turnout.sandbox.sandbox import Sandbox
-
-playwright_api = pytest.importorskip("playwright.async_api")
 
 pytestmark = pytest.mark.sandbox
 
