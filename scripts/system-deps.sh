@@ -5,8 +5,9 @@ set -euo pipefail
 # libmariadb-dev: MariaDB Connector/Python, a test client, builds against it.
 # iproute2 and nftables: the multi-host lab (`turnout sandbox up --hosts`).
 # chromium (and a font): the console's tests drive it headless through Playwright.
+# jq, curl: the Orchestrator API tests pipe answers through orchestrator-client's jq filters.
 want=(mariadb-server mariadb-client sysbench haproxy etcd-server iproute2 nftables libdbd-mariadb-perl build-essential
-      python3-dev libmariadb-dev chromium fonts-dejavu-core)
+      python3-dev libmariadb-dev chromium fonts-dejavu-core jq curl)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

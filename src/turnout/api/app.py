@@ -12,27 +12,26 @@ from typing import Any
 
 from aiohttp import web
 
-from turnout.api import auth, shapes
+from turnout.api import auth, orchestrator, shapes
 from turnout.api.console import add_console, audit_action
+from turnout.api.context import SERVICE
 from turnout.api.openapi import ROUTES, openapi_document
 from turnout.api.proxies import LocalProxy
-from turnout.manager import tree
-from turnout.manager.service import ManagerError, ManagerService, NotFound, cluster_matches
+from turnout.manager.service import ManagerError, ManagerService, cluster_matches
 from turnout.topology.model import make_key
 
 log = logging.getLogger("turnout.api")
-SERVICE: web.AppKey[ManagerService] = web.AppKey("service", ManagerService)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
 
 
 def parse_duration(text: str) -> float:
-    """Orchestrator's downtime durations: '300', '30s', '10m', '2h', '1d'."""
-    match = _DURATION.match(text.strip())
+    """Orchestrator's SimpleTimeToSeconds: '30s', '10m', '2h', '1d', '4w' (a bare number is refused)."""
+    match = _DURATION.match(text)
     if not match:
-        raise ValueError(f"duration {text!r}: use a number of seconds or e.g. 30s, 10m, 2h, 1d")
-    return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        raise ValueError(f"Cannot parse simple time: {text}")
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
 
 
 def ok(message: str, details: Any = None) -> web.Response:
@@ -44,22 +43,16 @@ def error(status: int, message: str) -> web.Response:
 
 
 def _port(request: web.Request) -> int:
-    try:
-        return int(request.match_info["port"])
-    except ValueError:
-        raise web.HTTPBadRequest(text="port must be a number") from None
+    return orchestrator.port_of(request.match_info["port"])
 
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refusals answer as Orchestrator's do: HTTP 500 with {"Code": "ERROR", "Message": ...}."""
     try:
         return await handler(request)
-    except NotFound as exc:
-        return error(404, str(exc))
-    except ManagerError as exc:
-        return error(409, str(exc))
-    except ValueError as exc:
-        return error(400, str(exc))
+    except (ManagerError, ValueError) as exc:
+        return error(500, str(exc))
 
 
 def _service(request: web.Request) -> ManagerService:
@@ -67,12 +60,7 @@ def _service(request: web.Request) -> ManagerService:
 
 
 async def _instance_json(service: ManagerService, key: str) -> dict[str, Any]:
-    inst = service.instance(key)
-    cluster = service.cluster_of.get(key, key)
-    fenced = {f.key for f in await service.store.fenced()}
-    downtime = next((d for d in await service.store.downtimes() if d.key == key), None)
-    rule = service.settings.promotion_rules.get(key, "neutral")
-    return shapes.instance(inst, cluster, key in fenced, downtime, rule)
+    return await orchestrator.instance_json(service, key)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -98,13 +86,14 @@ async def forget(request: web.Request) -> web.Response:
     return ok(f"Instance forgotten: {make_key(host, port)}", {"Hostname": host, "Port": port})
 
 
+async def clusters(request: web.Request) -> web.Response:
+    """Cluster names, Orchestrator's: each cluster's current master."""
+    return web.json_response(sorted(v.state.master for v in _service(request).views.values()))
+
+
 async def instance(request: web.Request) -> web.Response:
     key = make_key(request.match_info["host"], _port(request))
     return web.json_response(await _instance_json(_service(request), key))
-
-
-async def clusters(request: web.Request) -> web.Response:
-    return web.json_response(sorted(_service(request).views))
 
 
 async def clusters_info(request: web.Request) -> web.Response:
@@ -117,8 +106,7 @@ async def clusters_info(request: web.Request) -> web.Response:
 
 
 async def _cluster_instances(service: ManagerService, hint: str) -> web.Response:
-    view = service.resolve_cluster(hint)
-    return web.json_response([await _instance_json(service, k) for k in sorted(view.snapshot.instances)])
+    return await orchestrator.cluster_instances(service, service.resolve_cluster(hint))
 
 
 async def cluster(request: web.Request) -> web.Response:
@@ -129,34 +117,18 @@ async def cluster_by_alias(request: web.Request) -> web.Response:
     return await _cluster_instances(_service(request), request.match_info["alias"])
 
 
-async def topology(request: web.Request) -> web.Response:
-    view = _service(request).resolve_cluster(request.match_info["hint"])
-    return ok(f"Topology of {view.state.name}", tree.render(view.snapshot.instances, view.snapshot.fenced))
-
-
 async def replication_analysis(request: web.Request) -> web.Response:
     service = _service(request)
     hint = request.match_info.get("hint")
     views = [service.resolve_cluster(hint)] if hint else list(service.views.values())
     details = [
-        shapes.analysis(f, v.snapshot.instances[f.instance].master_key)
+        shapes.analysis(f, v.snapshot.instances[f.instance].master_key, v.state.master)
         for v in views for f in v.findings if f.is_problem
     ]
     settings = [{"Instance": shapes.key(s.instance), "Setting": s.setting, "Value": s.value, "Message": s.message}
                 for s in service.settings_findings]
     return ok("Analysis", details) if not request.query.get("settings") else ok("Analysis", {
         "Analysis": details, "SlowDetectionSettings": settings})
-
-
-async def takeover(request: web.Request) -> web.Response:
-    auto = request.path.split("/")[2].endswith("-auto")
-    host = request.match_info.get("host")
-    new = make_key(host, _port(request)) if host else None
-    result = await _service(request).takeover(request.match_info["hint"], new, auto)
-    if not result.success:
-        return web.json_response(shapes.response("ERROR", result.message, shapes.takeover_result(result)), status=500)
-    return ok(f"graceful-master-takeover: successor {result.new_master}, former master {result.old_master}",
-              shapes.takeover_result(result))
 
 
 async def recover(request: web.Request) -> web.Response:
@@ -166,16 +138,19 @@ async def recover(request: web.Request) -> web.Response:
     result = await _service(request).recover(host, port, candidate)
     if not result.success:
         return web.json_response(shapes.response("ERROR", result.message, shapes.recovery_result(result)), status=500)
-    return ok(f"Recovered: {result.failed} -> {result.successor}", shapes.recovery_result(result))
+    # Orchestrator's Details is the promoted instance's key; turnout's account of it rides along.
+    return ok(f"Recovery executed on {result.failed}", {**shapes.key(result.successor),
+                                                          **shapes.recovery_result(result)})
 
 
 async def ack_recovery(request: web.Request) -> web.Response:
+    service = _service(request)
+    view = service.resolve_cluster(orchestrator.cluster_hint(request))
+    comment = orchestrator.ack_comment(request)
     identity = auth.identity_of(request)
-    by = (identity.user if identity.authenticated else "") or request.query.get("owner") \
-        or request.headers.get("X-Forwarded-User") or "turnout-api"
-    comment = request.query.get("comment", "")
-    count = await _service(request).acknowledge(request.match_info["hint"], by, comment)
-    return ok(f"Acknowledged cluster recoveries: {count}", count)
+    by = (identity.user if identity.authenticated else "") or orchestrator.ack_user(request)
+    await service.acknowledge(view.state.name, by, comment)
+    return ok("Acknowledged cluster recoveries", view.state.master)
 
 
 async def audit_recovery(request: web.Request) -> web.Response:
@@ -197,13 +172,14 @@ async def begin_downtime(request: web.Request) -> web.Response:
     info = request.match_info
     seconds = parse_duration(info["duration"])
     await _service(request).begin_downtime(info["host"], _port(request), info["owner"], info["reason"], seconds)
-    return ok(f"Downtime begun: {make_key(info['host'], _port(request))}")
+    key = make_key(info["host"], _port(request))
+    return ok(f"Downtime begun: {key}", shapes.key(key))
 
 
 async def end_downtime(request: web.Request) -> web.Response:
     host, port = request.match_info["host"], _port(request)
-    ended = await _service(request).end_downtime(host, port)
-    return ok(f"Downtime ended: {make_key(host, port)}" if ended else f"{make_key(host, port)} was not downtimed")
+    await _service(request).end_downtime(host, port)
+    return ok(f"Downtime ended: {make_key(host, port)}", shapes.key(make_key(host, port)))
 
 
 async def unfence(request: web.Request) -> web.Response:
@@ -218,10 +194,11 @@ async def openapi(request: web.Request) -> web.Response:
 
 HANDLERS: dict[str, Handler] = {
     "health": health, "discover": discover, "forget": forget, "instance": instance, "clusters": clusters,
-    "clusters_info": clusters_info, "cluster": cluster, "cluster_by_alias": cluster_by_alias, "topology": topology,
-    "replication_analysis": replication_analysis, "takeover": takeover, "recover": recover,
+    "clusters_info": clusters_info, "cluster": cluster, "cluster_by_alias": cluster_by_alias,
+    "replication_analysis": replication_analysis, "recover": recover,
     "ack_recovery": ack_recovery, "audit_recovery": audit_recovery, "audit": audit,
     "begin_downtime": begin_downtime, "end_downtime": end_downtime, "unfence": unfence, "openapi": openapi,
+    **orchestrator.HANDLERS,
 }
 
 
@@ -232,6 +209,7 @@ def make_app(service: ManagerService, local_proxy: LocalProxy | None = None) -> 
     for route in ROUTES:
         app.router.add_route(route.method, route.path, HANDLERS[route.handler])
     add_console(app, service, local_proxy)
+    app.router.add_route("*", "/api/{tail:.*}", orchestrator.unknown)
     return app
 
 

@@ -128,7 +128,7 @@ def _clusters(args: argparse.Namespace) -> int:
     if not info:
         console.print("no clusters yet: `turnout discover -i HOST:PORT` adds one")
         return 0
-    print_table([{"cluster": c["ClusterName"], "master": _key(c["Master"]), "epoch": c["Epoch"],
+    print_table([{"cluster": c["ClusterAlias"], "master": _key(c["Master"]), "epoch": c["Epoch"],
                   "phase": c["Phase"], "instances": c["CountInstances"],
                   "auto_recovery": c["HasAutomatedMasterRecovery"]} for c in info])
     return 0
@@ -148,7 +148,8 @@ def _discover(args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
     else:
-        console.print(f"{_key(data['Details']['Key'])} (cluster {data['Details']['ClusterName']})", highlight=False)
+        console.print(f"{_key(data['Details']['Key'])} (cluster {data['Details']['SuggestedClusterAlias']})",
+                      highlight=False)
     return 0
 
 
@@ -163,7 +164,7 @@ def _analysis(args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
         return 0
-    rows = [{"cluster": d["ClusterDetails"]["ClusterName"], "instance": _key(d["AnalyzedInstanceKey"]),
+    rows = [{"cluster": d["ClusterDetails"]["ClusterAlias"], "instance": _key(d["AnalyzedInstanceKey"]),
              "analysis": d["Analysis"], "replicas": d["CountReplicas"], "downtimed": d["IsDowntimed"],
              "description": d["Description"]} for d in data["Details"]]
     if rows:
@@ -221,7 +222,7 @@ def _audit(args: argparse.Namespace) -> int:
         print_json({"recoveries": recoveries, "audit": entries})
         return 0
     if recoveries:
-        print_table([{"id": r["Id"], "cluster": r["AnalysisEntry"]["ClusterDetails"]["ClusterName"],
+        print_table([{"id": r["Id"], "cluster": r["AnalysisEntry"]["ClusterDetails"]["ClusterAlias"],
                       "failure": r["AnalysisEntry"]["Analysis"], "failed": _key(r["AnalysisEntry"]["AnalyzedInstanceKey"]),
                       "successor": _key(r["SuccessorKey"]), "ok": r["IsSuccessful"], "started": r["RecoveryStartTimestamp"],
                       "acknowledged": r["Acknowledged"]} for r in recoveries], title="recoveries")

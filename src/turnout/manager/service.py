@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import re
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
-from turnout.manager import analysis, detections
+from turnout.manager import analysis, detections, switches
 from turnout.manager.analysis import Finding, Snapshot
 from turnout.manager.checks import SettingsFinding, slow_detection
 from turnout.manager.recovery import RecoveryResult, recover_dead_master
@@ -222,6 +223,8 @@ class ManagerService:
                 continue
             if not cluster_matches(view.state.name, self.settings.RecoverMasterClusterFilters):
                 continue
+            if await switches.recoveries_disabled(self.store):
+                return
             result = await self._run_recovery(view, finding, manual=False)
             blocker = result.blocked_by
             if blocker is not None and self._blocked_reported.get(view.state.name) != blocker.id:
@@ -235,7 +238,8 @@ class ManagerService:
         self._busy.add(view.state.name)
         try:
             async with self._lock:
-                result = await recover_dead_master(self.toolkit, view.state, view.snapshot, finding, manual, candidate)
+                toolkit = await self.operation_toolkit(view.snapshot.instances)
+                result = await recover_dead_master(toolkit, view.state, view.snapshot, finding, manual, candidate)
                 if result.recovery_id is not None:
                     self.last_recovery = result
                     self._blocked_reported.pop(view.state.name, None)
@@ -243,6 +247,32 @@ class ManagerService:
             return result
         finally:
             self._busy.discard(view.state.name)
+
+    async def operation_toolkit(self, keys: Iterable[str]) -> Toolkit:
+        """The toolkit with the promotion rules registered by register-candidate over the configured ones."""
+        registered = await switches.registered_rules(self.store, keys)
+        if not registered:
+            return self.toolkit
+        rules = {**self.settings.PromotionRules, **registered}
+        return dataclasses.replace(self.toolkit, settings=dataclasses.replace(self.settings, PromotionRules=rules))
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[ClusterState]:
+        """Run one operator operation on a cluster: none other, no recovery meanwhile; re-discovered after."""
+        if name in self._busy:
+            raise ManagerError(f"a recovery or takeover of {name} is running: wait for it to finish")
+        self._busy.add(name)
+        try:
+            async with self._lock:
+                state = await self.store.get_cluster(name)
+                if state is None:
+                    raise NotFound(f"cluster {name} has no published state yet")
+                try:
+                    yield state
+                finally:
+                    await self._refresh()
+        finally:
+            self._busy.discard(name)
 
     # ---- lookups ------------------------------------------------------------------------------
     def resolve_cluster(self, hint: str) -> ClusterView:
@@ -305,7 +335,8 @@ class ManagerService:
         try:
             async with self._lock:
                 state = await self.store.get_cluster(name) or view.state
-                result = await graceful_takeover(self.toolkit, state, view.snapshot, state.master, new, auto,
+                toolkit = await self.operation_toolkit(view.snapshot.instances)
+                result = await graceful_takeover(toolkit, state, view.snapshot, state.master, new, auto,
                                                  recovering=busy)
                 await self._refresh()
             return result
@@ -314,6 +345,51 @@ class ManagerService:
         finally:
             if not busy:
                 self._busy.discard(name)
+
+    async def force_failover(self, name: str, candidate: str | None, command: str) -> RecoveryResult:
+        """force-master-failover / -takeover: recover as if the master were dead. A master that still
+        answers is set read_only first, so the promoted replica is the only writable server."""
+        view = self.views.get(name)
+        if view is None:
+            raise NotFound(f"no cluster {name}")
+        if name in self._busy or view.state.phase != "stable":
+            raise ManagerError(f"a recovery or takeover of {name} is running: wait for it to finish")
+        master_key = view.state.master
+        replicas = view.snapshot.replicas_of(master_key)
+        if not replicas:
+            raise ManagerError(f"master {master_key} has no replicas: nothing to fail over to")
+        master = self.instances.get(master_key)
+        if master is not None and master.reachable:
+            try:
+                await self.actions.set_read_only(master, True, timeout=2.0)
+                await self.store.audit(name, command, f"{command}: {master_key} read_only=ON before failing over",
+                                       master_key)
+            except Exception as exc:
+                await self.store.audit(name, command, f"{command}: read_only=ON on {master_key} failed ({exc}); "
+                                       "failing over anyway", master_key)
+        finding = Finding(
+            cluster=name, code=analysis.DEAD_MASTER, instance=master_key, is_master=True,
+            replicas=tuple(r.key for r in replicas), count_replicas=len(replicas),
+            count_valid_replicas=sum(1 for r in replicas if r.reachable),
+            count_replicas_reaching_master=sum(1 for r in replicas if r.io_ok),
+            count_replicating_replicas=sum(1 for r in replicas if r.replicating),
+            downtimed=master_key in view.snapshot.downtimed, description=f"{command} requested by the operator",
+        )
+        return await self._run_recovery(view, finding, manual=True, candidate=candidate)
+
+    async def forget_cluster(self, name: str) -> None:
+        """Forget every instance of a cluster and its published state (discover brings it back)."""
+        if name in self._busy:
+            raise ManagerError(f"a recovery or takeover of {name} is running: wait for it to finish")
+        async with self._lock:
+            keys = sorted(k for k, c in self.cluster_of.items() if c == name)
+            for key in keys:
+                self.instances.pop(key, None)
+                self.cluster_of.pop(key, None)
+                await self.store.forget_instance(key)
+            await self.store.delete_cluster(name)
+            self.views.pop(name, None)
+            await self.store.audit(name, "forget-cluster", f"cluster {name} forgotten: {', '.join(keys)}")
 
     async def acknowledge(self, cluster_hint: str, by: str, comment: str) -> int:
         name = self.resolve_cluster(cluster_hint).state.name

@@ -40,6 +40,7 @@ def check_takeover(
     new_key: str | None,
     toolkit: Toolkit,
     recovering: bool,
+    auto: bool = True,
 ) -> tuple[Instance, str]:
     """The replica to promote and why, or TakeoverRefused with the reason. Pure apart from settings."""
     if recovering or state.phase != "stable":
@@ -52,6 +53,12 @@ def check_takeover(
     if not old.reachable:
         raise TakeoverRefused(f"{old.key} is unreachable ({old.last_probe_error}): use recover for a dead master")
     replicas = snapshot.replicas_of(old.key)
+    if not replicas:
+        raise TakeoverRefused(f"master {old.key} doesn't seem to have replicas")
+    if new_key is None and not auto and len(replicas) > 1:
+        raise TakeoverRefused(
+            f"target instance not indicated, auto=false, and master {old.key} has {len(replicas)} replicas: "
+            "name the replica to promote (-d HOST:PORT), or use graceful-master-takeover-auto")
     if new_key is not None and new_key not in snapshot.instances:
         raise TakeoverRefused(f"{new_key} is not a known instance of {state.name}")
     if new_key is not None and snapshot.instances[new_key].master_key != old.key:
@@ -90,7 +97,7 @@ async def graceful_takeover(
     old = await actions.refresh(snapshot.instances[old_key])
     fresh[old.key] = old
     snapshot = Snapshot(snapshot.cluster, fresh, snapshot.downtimed, snapshot.fenced)
-    new, why = check_takeover(state, snapshot, old, new_key, toolkit, recovering)
+    new, why = check_takeover(state, snapshot, old, new_key, toolkit, recovering, auto)
     others = [r for r in snapshot.replicas_of(old.key) if r.key != new.key and r.reachable]
     command = "graceful-master-takeover-auto" if auto else "graceful-master-takeover"
     log = StepLog(store, state.name, command)

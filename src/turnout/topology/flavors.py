@@ -141,7 +141,8 @@ class MariaDBGtid(Flavor):
             "variables": (
                 "SELECT @@server_id AS server_id, @@version AS version, @@read_only AS read_only, "
                 "@@gtid_current_pos AS gtid_current_pos, @@gtid_slave_pos AS gtid_slave_pos, "
-                "@@gtid_binlog_pos AS gtid_binlog_pos, @@slave_net_timeout AS slave_net_timeout"
+                "@@gtid_binlog_pos AS gtid_binlog_pos, @@slave_net_timeout AS slave_net_timeout, "
+                "@@binlog_format AS binlog_format, @@log_slave_updates AS log_slave_updates"
             ),
             "replica": "SHOW ALL SLAVES STATUS",
             "replica_hosts": "SHOW SLAVE HOSTS",
@@ -246,7 +247,7 @@ class MySQLGtid(Flavor):
             "variables": (
                 "SELECT @@server_id AS server_id, @@version AS version, @@read_only AS read_only, "
                 "@@super_read_only AS super_read_only, @@gtid_executed AS gtid_executed, "
-                "@@replica_net_timeout AS replica_net_timeout"
+                "@@replica_net_timeout AS replica_net_timeout, @@binlog_format AS binlog_format"
             ),
             "replica": "SHOW REPLICA STATUS",
             "replica_hosts": "SHOW REPLICAS",
@@ -462,6 +463,8 @@ def _common_fields(
         "semi_sync_replica_enabled": _on(semi.get(named("rpl_semi_sync_slave_enabled"))),
         "binlog_file": str(binlog.get("File") or ""),
         "binlog_pos": _int(binlog.get("Position")),
+        "binlog_format": str(var.get("binlog_format") or ""),
+        "log_replica_updates": _on(var["log_slave_updates"]) if "log_slave_updates" in var else None,
         "replica_hosts": tuple(
             sorted(make_key(str(r["Host"]), _int(r["Port"])) for r in results.get("replica_hosts", ()))
         ),

@@ -54,6 +54,8 @@ class Instance:
     executed_gtid_set: str = ""  # MySQL: gtid_executed
     retrieved_gtid_set: str = ""  # MySQL: received
     binlog_file: str = ""
+    binlog_format: str = ""  # ROW | STATEMENT | MIXED; "" when unknown
+    log_replica_updates: bool | None = None  # log_slave_updates; None when unknown
     binlog_pos: int = 0
     master_log_file: str = ""  # what the IO thread has read from the master
     read_master_log_pos: int = 0

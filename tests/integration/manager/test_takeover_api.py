@@ -128,7 +128,7 @@ async def test_takeovers_and_orchestrator_client_calls(fresh_sandbox: Sandbox, a
         await service.wait_ticks(1)
 
         # ---- refusals --------------------------------------------------------------------------------
-        body = await get(session, f"{url}/api/graceful-master-takeover/{name}/127.0.0.1/1", status=409)
+        body = await get(session, f"{url}/api/graceful-master-takeover/{name}/127.0.0.1/1", status=500)
         assert body["Code"] == "ERROR" and "not a known instance" in body["Message"]
         # An errant transaction on r1 (a replica of r2 now) makes it unsafe to promote.
         box.execute(1, "SET gtid_domain_id = 7", "INSERT INTO t.x (v) VALUES (-7)")
@@ -138,21 +138,22 @@ async def test_takeovers_and_orchestrator_client_calls(fresh_sandbox: Sandbox, a
         assert (await service.store.get_cluster(name)).epoch == 3  # type: ignore[union-attr]
 
         # ---- what orchestrator-client asks most ------------------------------------------------------
-        assert await get(session, f"{url}/api/clusters") == [name]
+        assert await get(session, f"{url}/api/clusters") == [r2]
         [info] = await get(session, f"{url}/api/clusters-info")
-        assert (info["ClusterName"], info["Master"]["Port"], info["Epoch"], info["Phase"]) == (
-            name, box.nodes[2].port, 3, "stable")
+        assert (info["ClusterName"], info["ClusterAlias"], info["Master"]["Port"], info["Epoch"], info["Phase"]) == (
+            r2, name, box.nodes[2].port, 3, "stable")
         inst = await get(session, f"{url}/api/instance/127.0.0.1/{box.nodes[1].port}")
         assert inst["MasterKey"] == {"Hostname": "127.0.0.1", "Port": box.nodes[2].port}
-        assert inst["ReadOnly"] is True and inst["ReplicationIOThreadRuning"] is True and inst["ClusterName"] == name
+        assert inst["ReadOnly"] is True and inst["ReplicationIOThreadRuning"] is True and inst["ClusterName"] == r2
+        assert inst["SuggestedClusterAlias"] == name
         members = await get(session, f"{url}/api/cluster/alias/{name}")
         assert sorted(i["Key"]["Port"] for i in members) == sorted(n.port for n in box.nodes)
         assert len(await get(session, f"{url}/api/cluster/{r1}")) == 3
         topo = await get(session, f"{url}/api/topology/{r1}")
         lines = topo["Details"].splitlines()
-        assert lines[0].startswith(f"{r2} [0s,ok,") and ",rw," in lines[0]
+        assert lines[0].startswith(f"{r2}   [0s,ok,") and ",rw,ROW,>>,GTID" in lines[0]
         assert sorted(line.split()[1] for line in lines[1:]) == sorted([m, r1])
-        assert all(line.startswith("+ ") and ",ro,>>,GTID:" in line for line in lines[1:])
+        assert all(line.startswith("+ ") and ",ro,ROW,>>,GTID" in line for line in lines[1:])
         assert (await get(session, f"{url}/api/replication-analysis"))["Details"] == []
         audit = await get(session, f"{url}/api/audit")
         assert {"graceful-master-takeover", "graceful-master-takeover-auto"} <= {e["AuditType"] for e in audit}
@@ -163,20 +164,20 @@ async def test_takeovers_and_orchestrator_client_calls(fresh_sandbox: Sandbox, a
         assert inst["IsDowntimed"] and inst["DowntimeOwner"] == "ops"
         body = await get(session, f"{url}/api/end-downtime/127.0.0.1/{box.nodes[0].port}")
         assert body["Message"].startswith("Downtime ended")
-        body = await get(session, f"{url}/api/begin-downtime/127.0.0.1/{box.nodes[0].port}/ops/x/soon", status=400)
-        assert "duration" in body["Message"]
+        body = await get(session, f"{url}/api/begin-downtime/127.0.0.1/{box.nodes[0].port}/ops/x/soon", status=500)
+        assert body["Message"] == "Cannot parse simple time: soon"
         health = await get(session, f"{url}/api/health")
         assert health["Code"] == "OK" and health["Details"]["IsActiveNode"] is True
         spec = await get(session, f"{url}/api/openapi.json")
-        assert "/api/graceful-master-takeover-auto/{hint}/{host}/{port}" in spec["paths"]
-        body = await get(session, f"{url}/api/topology/nope", status=404)
+        assert "/api/graceful-master-takeover-auto/{hint}/{designated_host}/{designated_port}" in spec["paths"]
+        body = await get(session, f"{url}/api/topology/nope", status=500)
         assert "no cluster matches 'nope'" in body["Message"]
-        body = await get(session, f"{url}/api/recover/127.0.0.1/{box.nodes[2].port}", status=409)
+        body = await get(session, f"{url}/api/recover/127.0.0.1/{box.nodes[2].port}", status=500)
         assert "NoProblem" in body["Message"]
         body = await get(session, f"{url}/api/forget/127.0.0.1/{box.nodes[0].port}")
         assert body["Code"] == "OK"
         body = await get(session, f"{url}/api/discover/127.0.0.1/{box.nodes[0].port}")
-        assert body["Details"]["ClusterName"] == name
+        assert (body["Details"]["ClusterName"], body["Details"]["SuggestedClusterAlias"]) == (r2, name)
 
     # ---- the CLI's other commands, with --json --------------------------------------------------------
     code, out, _ = await cli(url, "clusters", "--json")
