@@ -9,7 +9,13 @@ import pytest
 from turnout.api.app import parse_duration
 from turnout.manager import osc, tree
 from turnout.manager.analysis import Snapshot
-from turnout.manager.relocation import OperationRefused, ancestors, can_replicate_from, check_move, descendants
+from turnout.manager.relocation import (
+    OperationRefused,
+    ancestors,
+    can_replicate_from,
+    check_move,
+    descendants,
+)
 from turnout.state.base import ClusterState
 from turnout.topology.model import Instance
 
