@@ -20,8 +20,13 @@ def sandbox_config(
     monitor_interval_ms: int = 500,
     poll_seconds: int = 1,
     state_store: str | None = None,
+    bind: str = "127.0.0.1",
 ) -> str:
-    """TOML with proxysql.cnf's sections: writer 10, readers 20, the classic read/write split."""
+    """TOML with proxysql.cnf's sections: writer 10, readers 20, the classic read/write split.
+
+    `bind`: the address the proxy, its admin interface and the manager's API listen on (on a lab
+    host, "0.0.0.0" serves both the host's address and its own 127.0.0.1).
+    """
     servers = "".join(
         f"""
 [[mysql_servers]]
@@ -37,7 +42,7 @@ comment = "node{node.index}"
     if api_port is not None:
         manager = f"""
 [manager]
-ListenAddress = "127.0.0.1:{api_port}"
+ListenAddress = "{bind}:{api_port}"
 MySQLTopologyUser = "{MANAGER.user}"
 MySQLTopologyPassword = "{MANAGER.password}"
 MySQLReplicaUser = "{REPLICATION.user}"
@@ -51,10 +56,10 @@ RecoveryPeriodBlockSeconds = 1
 
 [admin_variables]
 admin_credentials = "admin:admin"
-mysql_ifaces = "127.0.0.1:{admin_port}"
+mysql_ifaces = "{bind}:{admin_port}"
 
 [mysql_variables]
-interfaces = "127.0.0.1:{proxy_port}"
+interfaces = "{bind}:{proxy_port}"
 monitor_username = "{MONITOR.user}"
 monitor_password = "{MONITOR.password}"
 monitor_connect_interval = 2000

@@ -185,7 +185,7 @@ class EtcdMembers:
         if not self._wait_exit(pid, timeout):
             self.kill(index)
 
-    def stop_all(self, timeout: float = 5) -> None:
+    def stop_all(self, timeout: float = 2) -> None:
         """SIGTERM to every member at once (one stopping alone may wait for the others to take over
         its leadership), then SIGKILL to those still running after `timeout`."""
         running = {index: pid for index in range(self.count) if (pid := self.pid(index)) is not None}

@@ -135,6 +135,28 @@ def _taken_networks() -> list[ipaddress.IPv4Network]:
     return taken
 
 
+def _wait_in_namespace(proc: subprocess.Popen[bytes], namespace: str) -> None:
+    """Until `proc` (``ip netns exec``) has entered `namespace`, or exited: then it runs on the host."""
+    try:
+        target = os.stat(f"/run/netns/{namespace}").st_ino
+    except OSError:
+        return
+    while proc.poll() is None:
+        try:
+            if os.stat(f"/proc/{proc.pid}/ns/net").st_ino == target:
+                return
+        except OSError:
+            return
+        time.sleep(0.005)
+
+
+def _disable_ipv6(namespace: str) -> None:
+    """Turn IPv6 off in a namespace (before its interfaces exist, so they get no address)."""
+    _run(["ip", "netns", "exec", namespace, "sh", "-c",
+          "for f in /proc/sys/net/ipv6/conf/all/disable_ipv6 /proc/sys/net/ipv6/conf/default/disable_ipv6; "
+          "do [ -e $f ] && echo 1 > $f; done; true"])
+
+
 def _cmdline(pid: int) -> str:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -264,6 +286,7 @@ class Lab:
         bridge_ns = self._bridge_ns
         if bridge_ns not in present:
             _run(["ip", "netns", "add", bridge_ns])
+            _disable_ipv6(bridge_ns)
             _run(["ip", "-n", bridge_ns, "link", "set", "lo", "up"])
             _run(["ip", "-n", bridge_ns, "link", "add", _BRIDGE, "type", "bridge"])
             _run(["ip", "-n", bridge_ns, "link", "set", _BRIDGE, "up"])
@@ -271,6 +294,8 @@ class Lab:
         if not _link_exists(self._root_link):
             _run(["ip", "link", "add", self._root_link, "type", "veth", "peer", "name", "root",
                   "netns", bridge_ns])
+            with contextlib.suppress(OSError):
+                Path(f"/proc/sys/net/ipv6/conf/{self._root_link}/disable_ipv6").write_text("1\n")
             _run(["ip", "-n", bridge_ns, "link", "set", "root", "master", _BRIDGE, "up"])
             _run(["ip", "addr", "add", f"{self.root_address}/{self.subnet.prefixlen}", "dev", self._root_link])
             _run(["ip", "link", "set", self._root_link, "up"])
@@ -283,6 +308,8 @@ class Lab:
             return
         if namespace not in present:
             _run(["ip", "netns", "add", namespace])
+            # No IPv6: the partition's rules are IPv4 rules, and link-local IPv6 would pass them.
+            _disable_ipv6(namespace)
         port = f"h{host.address.rsplit('.', 1)[1]}"  # the bridge end, named after the last octet
         if _link_exists(port, self._bridge_ns):
             _run(["ip", "-n", self._bridge_ns, "link", "del", port])
@@ -350,6 +377,7 @@ class Lab:
         with self._mutate() as state:
             state.processes = [p for p in state.processes if _alive(p.pid)]
             state.processes.append(LabProcess(host, proc.pid, list(argv), str(log_path)))
+        _wait_in_namespace(proc, self.namespace(host))
         return proc
 
     def processes(self, host: str) -> list[dict[str, Any]]:

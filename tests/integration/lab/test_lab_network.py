@@ -74,6 +74,7 @@ def test_hosts_have_their_own_address_and_reach_each_other(make_lab: LabFactory)
     out = lab.run("a", ["ip", "-j", "-4", "addr", "show", "eth0"], capture_output=True, text=True, check=True)
     addresses = [i["local"] for link in json.loads(out.stdout) for i in link["addr_info"]]
     assert addresses == [lab.address("a")]
+    assert "inet6" not in lab.run("a", ["ip", "addr"], capture_output=True, text=True, check=True).stdout
     routes = lab.run("a", ["ip", "-4", "route"], capture_output=True, text=True, check=True).stdout
     assert "default" not in routes  # nothing leaves the machine
     listen_everywhere(lab)

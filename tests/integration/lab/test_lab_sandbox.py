@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pymysql
@@ -12,8 +14,10 @@ import pytest
 
 from conftest import SandboxFactory
 from turnout.sandbox.config import APP
+from turnout.sandbox.deploy import sandbox_config
 from turnout.sandbox.lab import Lab
 from turnout.sandbox.sandbox import Sandbox
+from turnout.state import ClusterState, open_store
 
 pytestmark = [pytest.mark.netns, pytest.mark.sandbox]
 
@@ -122,3 +126,45 @@ def test_single_host_sandbox_refuses_lab_commands(make_sandbox: SandboxFactory) 
     box: Sandbox = make_sandbox(replicas=0)
     out = run_cli("sandbox", "partition", "--dir", str(box.dir), "node0", "node1")
     assert out.returncode != 0 and "--hosts" in out.stderr + out.stdout
+
+
+def test_turnout_up_on_a_lab_host_with_three_etcd_members(make_lab_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    """A configuration that reads like a real one: servers, etcd and turnout each on a host of their own."""
+    box = make_lab_sandbox(replicas=1, etcd=3)
+    address = box.lab.add_host("proxy-a")
+    url = box.etcd.store_url("/lab-smoke")
+    config = tmp_path / "turnout.toml"
+    config.write_text(sandbox_config(box, tmp_path / "data", 6033, 6032, api_port=3000, state_store=url,
+                                     bind="0.0.0.0"))
+    proc = box.lab.spawn("proxy-a", [sys.executable, "-m", "turnout.cli", "up", "--config", str(config)],
+                         log=tmp_path / "turnout.log")
+    try:
+        while True:  # the proxy, from this machine, through the lab's bridge
+            assert proc.poll() is None, (tmp_path / "turnout.log").read_text()[-3000:]
+            try:
+                app = pymysql.connect(host=address, port=6033, user=APP.user, password=APP.password,
+                                      connect_timeout=2, autocommit=True)
+                break
+            except pymysql.err.OperationalError:
+                time.sleep(0.1)
+        with app, app.cursor() as cur:
+            cur.execute("CREATE DATABASE IF NOT EXISTS smoke")
+            cur.execute("CREATE TABLE smoke.t (id INT PRIMARY KEY)")
+            cur.execute("INSERT INTO smoke.t VALUES (1)")
+        assert box.execute(0, "SELECT id FROM smoke.t") == [{"id": 1}]
+
+        async def published() -> ClusterState:
+            store = open_store(url)
+            try:
+                while not (clusters := await store.clusters()):
+                    await asyncio.sleep(0.2)
+                return clusters[0]
+            finally:
+                await store.close()
+
+        state = asyncio.run(published())
+        assert state.master == box.nodes[0].address
+        assert set(state.members) == {n.address for n in box.nodes}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
