@@ -8,6 +8,7 @@ from pathlib import Path
 
 from turnout.output import UserError, console, print_json, print_table
 from turnout.sandbox.errors import SandboxError
+from turnout.sandbox.lab import prune
 from turnout.sandbox.sandbox import Sandbox
 
 HOST_COLUMNS = ("host", "address", "serves", "processes")
@@ -52,6 +53,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     partition.add_argument("--dir", required=True, type=Path)
     partition.add_argument("groups", nargs="+", metavar="GROUP", help="comma-separated host names")
     partition.set_defaults(handler=_partition)
+
+    prune = actions.add_parser(
+        "prune", help="lab: remove every lab of this machine whose directory is gone (leftovers of a crash)")
+    prune.set_defaults(handler=_prune)
 
     heal = actions.add_parser("heal", help="lab: remove the partition")
     heal.add_argument("--dir", required=True, type=Path)
@@ -197,6 +202,16 @@ def _partition(args: argparse.Namespace) -> int:
     except SandboxError as exc:
         raise UserError(str(exc)) from exc
     console.print("partition: " + " | ".join(",".join(g) for g in groups), highlight=False)
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    try:
+        removed = prune()
+    except SandboxError as exc:
+        raise UserError(str(exc)) from exc
+    console.print(f"removed {len(removed)} orphaned labs{': ' if removed else ''}{', '.join(removed)}",
+                  highlight=False)
     return 0
 
 

@@ -10,7 +10,8 @@ A partition is an nftables table in the bridge's namespace that drops frames bet
 groups' addresses, both ways; the root namespace is in no group and keeps reaching everyone.
 
 Everything made is recorded in ``DIR/lab.json`` before it is made, and carries the lab's id
-(see `lab_plan`), so `down` removes it all even after the process that made it died.
+(see `lab_plan`), so `down` removes it all even after the process that made it died; the bridge's
+alias holds DIR, so `prune` finds and removes labs whose directory is gone.
 Needs root, iproute2 and nftables.
 """
 
@@ -289,6 +290,8 @@ class Lab:
             _disable_ipv6(bridge_ns)
             _run(["ip", "-n", bridge_ns, "link", "set", "lo", "up"])
             _run(["ip", "-n", bridge_ns, "link", "add", _BRIDGE, "type", "bridge"])
+            # The lab's directory, written on the bridge itself: `prune` finds labs whose directory is gone.
+            _run(["ip", "-n", bridge_ns, "link", "set", _BRIDGE, "alias", str(self.dir)])
             _run(["ip", "-n", bridge_ns, "link", "set", _BRIDGE, "up"])
         self._apply_rules()
         if not _link_exists(self._root_link):
@@ -439,6 +442,61 @@ class Lab:
         if still or _link_exists(self._root_link):
             raise SandboxError(f"could not remove {', '.join([*still, self._root_link])}: "
                                "remove them with `ip netns del NAME` / `ip link del NAME`")
+
+
+def _lab_of(directory: Path) -> str | None:
+    try:
+        return str(json.loads((directory / LAB_FILE).read_text())["id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _bridge_alias(namespace: str) -> str | None:
+    out = _run(["ip", "-n", namespace, "-j", "link", "show", _BRIDGE], check=False)
+    try:
+        alias = json.loads(out)[0].get("ifalias")
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError):
+        return None
+    return str(alias) if alias else None
+
+
+def orphaned_labs() -> dict[str, list[str]]:
+    """Labs with namespaces on this machine whose directory no longer holds them: {id: namespaces}.
+
+    A lab's bridge carries its directory (the bridge's alias); a lab whose bridge namespace is gone
+    is half removed, so an orphan too. A bridge without an alias is left alone: its directory is
+    unknown, and it may be in use.
+    """
+    found: dict[str, list[str]] = {}
+    for name in _namespaces():
+        lab_id = lab_plan.lab_id_of(name)
+        if lab_id is not None:
+            found.setdefault(lab_id, []).append(name)
+    orphans = {}
+    for lab_id, names in found.items():
+        bridge = lab_plan.namespace_name(lab_id, lab_plan.BRIDGE_HOST)
+        if bridge in names:
+            directory = _bridge_alias(bridge)
+            if directory is None or _lab_of(Path(directory)) == lab_id:
+                continue
+        orphans[lab_id] = sorted(names)
+    return orphans
+
+
+def prune() -> list[str]:
+    """Remove every orphaned lab (processes, namespaces, bridge, veths, rules); returns their ids."""
+    require_tools()
+    removed = []
+    for lab_id, names in orphaned_labs().items():
+        _stop_pids({pid for ns in names for pid in _namespace_pids(ns)})
+        bridge = lab_plan.namespace_name(lab_id, lab_plan.BRIDGE_HOST)
+        for name in sorted(names, key=lambda ns: ns == bridge):
+            _run(["ip", "netns", "del", name], check=False)
+        link = lab_plan.root_link_name(lab_id)
+        if _link_exists(link):
+            _run(["ip", "link", "del", link], check=False)
+        removed.append(lab_id)
+    return removed
 
 
 def _stop_pids(pids: set[int]) -> None:

@@ -63,6 +63,15 @@ def lab_namespaces(lab_id: str, names: Iterable[str]) -> list[str]:
     return sorted(name for name in names if name.startswith(prefix))
 
 
+_NAMESPACE = re.compile(rf"^{NAME_PREFIX}([0-9a-f]{{8}})-")
+
+
+def lab_id_of(namespace: str) -> str | None:
+    """The id of the lab a namespace belongs to, if it is a lab's."""
+    match = _NAMESPACE.match(namespace)
+    return match.group(1) if match else None
+
+
 def new_lab_id(rng: random.Random) -> str:
     return f"{rng.getrandbits(32):08x}"
 

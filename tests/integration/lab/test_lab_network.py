@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from conftest import LabFactory
 from turnout.sandbox import lab_plan
 from turnout.sandbox.errors import SandboxError
-from turnout.sandbox.lab import Lab
+from turnout.sandbox.lab import Lab, orphaned_labs
 
 pytestmark = pytest.mark.netns
 
@@ -213,3 +214,26 @@ def test_two_labs_get_different_subnets(make_lab: LabFactory) -> None:
     first, second = make_lab(["a"]), make_lab(["a"])
     assert first.state.subnet != second.state.subnet
     assert first.id != second.id
+
+
+def test_prune_removes_labs_whose_directory_is_gone_and_only_those(make_lab: LabFactory, tmp_path: Path) -> None:
+    kept = make_lab(["a"])
+    directory = tmp_path / "lost"
+    maker = ("import sys\n"
+             "from turnout.sandbox.lab import Lab\n"
+             "lab = Lab.create(sys.argv[1], ['a'])\n"
+             "lab.spawn('a', ['sleep', '300'])\n"
+             "print(lab.id, flush=True)\n")
+    made = subprocess.run([sys.executable, "-c", maker, str(directory)], capture_output=True, text=True, check=True)
+    lost_id = made.stdout.strip()
+    shutil.rmtree(directory)  # as a test run's temporary directory, removed with the lab still up
+
+    assert lost_id in orphaned_labs()
+    assert kept.id not in orphaned_labs()
+    pruned = subprocess.run([sys.executable, "-m", "turnout.cli", "sandbox", "prune"], capture_output=True,
+                            text=True)
+    assert pruned.returncode == 0, pruned.stderr
+    assert lost_id in pruned.stdout
+    assert lost_id not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert lost_id not in subprocess.run(["ip", "link"], capture_output=True, text=True).stdout
+    assert set(kept.leftovers()) == {kept.namespace("a"), lab_plan.namespace_name(kept.id, "bridge")}

@@ -134,3 +134,10 @@ def test_nft_script_drops_between_groups_both_ways() -> None:
 def test_nft_script_without_partition_has_no_rule() -> None:
     script = lab_plan.nft_script(None, {"a": "10.0.0.1"})
     assert " drop" not in script and "hook forward" in script
+
+
+def test_the_lab_id_of_a_namespace() -> None:
+    assert lab_plan.lab_id_of("turnout-0a1b2c3d-node0") == "0a1b2c3d"
+    assert lab_plan.lab_id_of("turnout-0a1b2c3d-bridge") == "0a1b2c3d"
+    for other in ("turnout-0a1b2c3-node0", "turnout-0A1B2C3D-x", "other-0a1b2c3d-x", "turnout-0a1b2c3dx"):
+        assert lab_plan.lab_id_of(other) is None
