@@ -80,6 +80,7 @@ _ORCHESTRATOR: tuple[Route, ...] = (
     Route("GET", "/api/master/{hint}", "cluster_master", "The master of a cluster"),
     Route("GET", "/api/instance-replicas" + _I, "instance_replicas", "Direct replicas of an instance"),
     Route("GET", "/api/downtimed", "downtimed", "Downtimed instances"),
+    Route("GET", "/api/downtimed/", "downtimed", "Same (orchestrator-client's `downtimed` without -i/-a asks this)"),
     Route("GET", "/api/downtimed/{hint}", "downtimed", "Downtimed instances of a cluster"),
     Route("GET", "/api/cluster-osc-replicas/{hint}", "cluster_osc_replicas",
           "Replicas fit to control an online schema change (Orchestrator's heuristic)"),

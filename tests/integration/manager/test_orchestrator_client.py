@@ -126,12 +126,12 @@ async def test_lookups_and_topology_operations(client: tuple[Sandbox, ManagerSer
 
     # ---- downtime, candidates -------------------------------------------------------------------------
     assert await orc.run(f"begin-downtime/{hp(r3)}/ops/patching/4w", PRINT_KEY, details=True) == r3
-    assert await orc.run("downtimed", FILTER_KEYS, PRINT_KEY) == r3
+    assert await orc.run("downtimed/", FILTER_KEYS, PRINT_KEY) == r3  # the client's path without -i/-a
     assert await orc.run(f"downtimed/{alias}", FILTER_KEYS, PRINT_KEY) == r3
     assert "downtimed" in await orc.run(f"topology/{alias}", ("-r", ".Details"))
     assert await orc.fails(f"begin-downtime/{hp(r3)}/ops/patching/300") == "Cannot parse simple time: 300"
     assert await orc.run(f"end-downtime/{hp(r3)}", PRINT_KEY, details=True) == r3
-    assert await orc.run("downtimed", FILTER_KEYS, PRINT_KEY) == ""
+    assert await orc.run("downtimed/", FILTER_KEYS, PRINT_KEY) == ""
     assert await orc.run(f"register-candidate/{hp(r2)}/prefer", PRINT_KEY, details=True) == r2
     assert await orc.run(f"instance/{hp(r2)}", ("-r", ".PromotionRule")) == "prefer"
     assert await orc.fails(f"register-candidate/{hp(r2)}/best") == "Invalid CandidatePromotionRule: best"
