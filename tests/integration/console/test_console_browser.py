@@ -173,6 +173,7 @@ async def test_console_shows_topology_takeover_viewer_and_failover(turnout: Turn
                     await expect(row).to_contain_text("replica")
                 proxy = page.locator('[data-proxy="local"]')
                 await expect(proxy.locator("[data-role=applies]")).to_contain_text(f"master {m} epoch 1")
+                await expect(proxy.locator("[data-role=writer]")).to_have_text(f"hg 10 writes to {m}")
                 await expect(proxy.locator("[data-role=qps]")).to_have_text(re.compile(r"^[1-9][0-9]*$"), timeout=WAIT_MS)
                 await expect(page.locator(".toast")).to_have_count(0)
                 await page.screenshot(path=shots / "console-clusters.png")
@@ -252,6 +253,8 @@ async def test_console_shows_topology_takeover_viewer_and_failover(turnout: Turn
                 await expect(dead).to_contain_text("unreachable")
                 await expect(proxy.locator("[data-role=applies]")).to_contain_text(f"master {new_master} epoch 3",
                                                                            timeout=WAIT_MS)
+                await expect(proxy.locator("[data-role=writer]")).to_have_text(f"hg 10 writes to {new_master}",
+                                                                              timeout=WAIT_MS)
                 writer_row = proxy.locator(f'tr[data-row="10|{new_master}"]')
                 await expect(writer_row).to_contain_text("ONLINE", timeout=WAIT_MS)
                 assert await page.evaluate("window.__notReloaded === true")

@@ -191,7 +191,9 @@ function proxyCard(p) {
       h("span", { class: "fact" }, h("b", { "data-role": "qps" }, p.qps === null ? "…" : p.qps.toFixed(0)), " questions/s"),
       h("span", { class: "fact" }, h("b", {}, p.client_connections), " client connections"),
       h("span", { class: "fact" }, h("b", {}, p.statements_held), " statements held (total)"),
-      held, blocked, epochs),
+      held, blocked, epochs,
+      Object.entries(p.writers).map(([hg, addr]) => h("span", { class: "fact", "data-role": "writer" },
+        `hg ${hg} writes to `, h("b", { class: "mono" }, addr)))),
     h("div", { class: "scroll" }, h("table", { class: "pools" },
       h("thead", {}, h("tr", {}, ["hg", "server", "status in force", "used", "free", "errors", "queries", "ping"].map((t) => h("th", {}, t)))),
       h("tbody", {}, rows))));
