@@ -40,7 +40,8 @@ READ_ENDPOINTS = frozenset({
     "audit-failure-detection", "blocked-recoveries", "active-cluster-recovery", "recently-active-cluster-recovery",
     "recently-active-instance-recovery", "check-global-recoveries", "automated-recovery-filters", "downtimed",
     "maintenance", "all-instances", "bulk-instances", "bulk-promotion-rules", "can-replicate-from",
-    "can-replicate-from-gtid", "last-pseudo-gtid", "openapi.json",
+    "can-replicate-from-gtid", "last-pseudo-gtid", "openapi.json", "cluster-osc-slaves", "topology-tags",
+    "instance-slaves", "cluster-info-alias",
 })
 
 

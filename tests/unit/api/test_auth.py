@@ -55,7 +55,9 @@ def test_method_is_case_insensitive_as_in_orchestrator() -> None:
     ("GET", "/api/recover/h/1", True), ("GET", "/api/ack-recovery/cluster/c", True), ("GET", "/api/discover/h/1", True),
     ("GET", "/api/forget/h/1", True), ("GET", "/api/begin-downtime/h/1/o/r/1h", True),
     ("GET", "/api/end-downtime/h/1", True), ("GET", "/api/unfence/h/1", True),
-    ("GET", "/api/some-route-added-later/x", True),
+    ("GET", "/api/some-route-added-later/x", True), ("GET", "/api/topology-tags/c", False),
+    ("GET", "/api/cluster-osc-slaves/c", False), ("GET", "/api/relocate/h/1/h/2", True),
+    ("GET", "/api/set-writeable/h/1", True), ("GET", "/api/disable-global-recoveries", True),
     ("GET", "/", False), ("GET", "/console/api/events", False), ("HEAD", "/console/static/console.js", False),
     ("POST", "/console/api/anything", True), ("DELETE", "/x", True),
 ])
