@@ -185,7 +185,9 @@ class Node:
         host, _, port = settings.ListenAddress.rpartition(":")
         from turnout.api.proxies import local_report
 
-        self.api_runner = await serve(self.manager, host or "127.0.0.1", int(port), lambda: local_report(self))
+        host = host or "127.0.0.1"
+        self.api_runner = await serve(self.manager, host, int(port), lambda: local_report(self))
+        log.info("manager API on http://%s:%s/api/, web console on http://%s:%s/", host, port, host, port)
         self._watch_task = asyncio.create_task(self._follow_clusters(), name="turnout-follow-clusters")
 
     async def _follow_clusters(self) -> None:

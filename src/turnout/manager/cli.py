@@ -95,7 +95,8 @@ async def _serve(settings: Any, data_file: Path) -> None:
     except OSError as exc:
         raise UserError(f"cannot listen on {settings.ListenAddress}: {exc.strerror}; change ListenAddress") from exc
     await service.start()
-    console.print(f"turnout manager: API on http://{host}:{port}/api/, state in {data_file}", highlight=False)
+    console.print(f"turnout manager: API on http://{host}:{port}/api/, web console on http://{host}:{port}/, "
+                  f"state in {data_file}", highlight=False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
