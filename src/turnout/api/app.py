@@ -147,8 +147,7 @@ async def ack_recovery(request: web.Request) -> web.Response:
     service = _service(request)
     view = service.resolve_cluster(orchestrator.cluster_hint(request))
     comment = orchestrator.ack_comment(request)
-    identity = auth.identity_of(request)
-    by = (identity.user if identity.authenticated else "") or orchestrator.ack_user(request)
+    by = orchestrator.ack_user(request)
     await service.acknowledge(view.state.name, by, comment)
     return ok("Acknowledged cluster recoveries", view.state.master)
 

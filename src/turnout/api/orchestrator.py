@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from turnout.api import shapes
+from turnout.api import auth, shapes
 from turnout.api.context import service_of
 from turnout.manager import osc, switches, tree
 from turnout.manager.candidates import PROMOTION_RULES, PromotionRule
@@ -416,6 +416,10 @@ def ack_comment(request: web.Request) -> str:
 
 
 def ack_user(request: web.Request) -> str:
+    """Who acknowledges: the authenticated user (as Orchestrator's getUserId), else ?owner=."""
+    identity = auth.identity_of(request)
+    if identity.authenticated:
+        return identity.user
     return request.query.get("owner") or request.headers.get("X-Forwarded-User") or "turnout-api"
 
 

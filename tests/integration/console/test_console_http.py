@@ -22,6 +22,7 @@ from turnout.manager.service import ManagerService
 from turnout.manager.settings import ManagerSettings
 from turnout.sandbox.ports import free_port_block
 from turnout.state import SQLiteStateStore
+from turnout.state.base import ClusterState
 
 
 def auth(user: str, password: str) -> dict[str, str]:
@@ -93,6 +94,13 @@ async def test_multi_authentication_for_api_and_console(multi: tuple[ManagerServ
         assert await service.store.downtimes() == []
         async with http.get(url + "/api/unfence/h/1", headers=DBA) as answer:
             assert answer.status == 200
+        # Acknowledgements carry the authenticated user, whatever ?owner= says (Orchestrator's getUserId).
+        await service.store.publish(ClusterState("c1", "h:1", 1), None)
+        rec = await service.store.start_recovery("c1", "DeadMaster", "h:1", manual=False)
+        await service.store.finish_recovery(rec, True, "h:2", ())
+        async with http.get(url + "/api/ack-all-recoveries?comment=seen&owner=someone", headers=DBA) as answer:
+            assert answer.status == 200, await answer.text()
+        assert [(r.acknowledged_by, r.acknowledge_comment) for r in await service.store.recoveries()] == [("dba", "seen")]
     entries = await service.store.audit_log()
     messages = [(e.action, e.message, e.instance) for e in entries]
     assert ("end-downtime", "end-downtime by dba from the console → OK: Downtime ended: h:1", "h:1") in messages
