@@ -30,6 +30,35 @@ def test_etcd_urls(url: str, endpoints: list[str], prefix: str) -> None:
     assert (store.endpoints, store.prefix) == (endpoints, prefix)
 
 
+def test_etcd_url_options_set_the_timings() -> None:
+    store = open_store("etcd://a:1,b:2/p?timeout=2&connect_timeout=0.5&check_every=1.5")
+    assert isinstance(store, EtcdStateStore)
+    assert (store.endpoints, store.prefix) == (["http://a:1", "http://b:2"], "/p")
+    assert (store.timeout, store.connect_timeout, store.check_every) == (2.0, 0.5, 1.5)
+    default = open_store("etcd://a/p", timeout=3)
+    assert isinstance(default, EtcdStateStore)
+    assert (default.timeout, default.connect_timeout, default.check_every) == (3.0, 1.0, 2.0)
+    no_prefix = open_store("etcd://a:1?timeout=1")
+    assert isinstance(no_prefix, EtcdStateStore)
+    assert (no_prefix.endpoints, no_prefix.prefix, no_prefix.timeout) == (["http://a:1"], "/turnout", 1.0)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("etcd://a/p?retries=3", "unknown option 'retries'"),
+        ("etcd://a/p?timeout=0", "above 0"),
+        ("etcd://a/p?timeout=soon", "above 0"),
+        ("etcd://a/p?timeout=-1", "above 0"),
+        ("etcd://a/p?timeout", "name=seconds"),
+        ("etcd://a/p?timeout=", "above 0"),
+    ],
+)
+def test_bad_etcd_url_options(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        open_store(url)
+
+
 @pytest.mark.parametrize("url", ["etcd://", "etcd://a:x/p", "etcd://:5/p", "etcd://,/p", "etcd://[::1]x/p"])
 def test_bad_etcd_urls_say_what_is_expected(url: str) -> None:
     with pytest.raises(ValueError, match="etcd"):
