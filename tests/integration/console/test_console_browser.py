@@ -158,7 +158,7 @@ async def test_console_shows_topology_takeover_viewer_and_failover(turnout: Turn
                 await expect(card.locator("[data-role=published-master]")).to_have_text(m)
                 await expect(card.locator("[data-role=epoch]")).to_have_text("epoch 1")
                 rows = card.locator("tbody tr")
-                await expect(rows).to_have_count(3)
+                await expect(rows).to_have_count(3, timeout=WAIT_MS)
                 assert await rows.nth(0).get_attribute("data-server") == m
                 assert sorted([await rows.nth(1).get_attribute("data-server"),
                                await rows.nth(2).get_attribute("data-server")]) == sorted([r1, r2])
@@ -168,12 +168,12 @@ async def test_console_shows_topology_takeover_viewer_and_failover(turnout: Turn
                 await expect(master_row).to_contain_text("master")  # semi-sync side
                 for replica in (r1, r2):
                     row = card.locator(f'tr[data-server="{replica}"]')
-                    await expect(row).to_contain_text("IO Yes")
-                    await expect(row).to_contain_text("SQL Yes")
+                    await expect(row).to_contain_text("IO Yes", timeout=WAIT_MS)
+                    await expect(row).to_contain_text("SQL Yes", timeout=WAIT_MS)
                     await expect(row).to_contain_text("replica")
                 proxy = page.locator('[data-proxy="local"]')
-                await expect(proxy.locator("[data-role=applies]")).to_contain_text(f"master {m} epoch 1")
-                await expect(proxy.locator("[data-role=writer]")).to_have_text(f"hg 10 writes to {m}")
+                await expect(proxy.locator("[data-role=applies]")).to_contain_text(f"master {m} epoch 1", timeout=WAIT_MS)
+                await expect(proxy.locator("[data-role=writer]")).to_have_text(f"hg 10 writes to {m}", timeout=WAIT_MS)
                 await expect(proxy.locator("[data-role=qps]")).to_have_text(re.compile(r"^[1-9][0-9]*$"), timeout=WAIT_MS)
                 await expect(page.locator(".toast")).to_have_count(0)
                 await page.screenshot(path=shots / "console-clusters.png")
@@ -206,7 +206,7 @@ async def test_console_shows_topology_takeover_viewer_and_failover(turnout: Turn
                 mine = [e for e in audit if e["AuditType"] == "graceful-master-takeover-auto"
                         and "by alice from the console" in e["Message"]]
                 assert mine and "OK" in mine[0]["Message"], audit[:5]
-                await expect(page.locator("#audit-body")).to_contain_text("by alice from the console")
+                await expect(page.locator("#audit-body")).to_contain_text("by alice from the console", timeout=WAIT_MS)
 
                 # ---- the viewer sees everything; the server refuses its actions ---------------------
                 viewer = await viewer_ctx.new_page()
@@ -248,9 +248,9 @@ async def test_console_shows_topology_takeover_viewer_and_failover(turnout: Turn
                 await expect(recovery).to_contain_text(r1, timeout=WAIT_MS)
                 await expect(recovery).to_contain_text(new_master)
                 await expect(recovery).to_contain_text("recovered")
-                await expect(page.locator("#audit-body")).to_contain_text(f"DeadMaster detected on {r1}")
+                await expect(page.locator("#audit-body")).to_contain_text(f"DeadMaster detected on {r1}", timeout=WAIT_MS)
                 await expect(card.locator(f'tr[data-server="{r1}"]')).to_contain_text("fenced", timeout=WAIT_MS)
-                await expect(dead).to_contain_text("unreachable")
+                await expect(dead).to_contain_text("unreachable", timeout=WAIT_MS)
                 await expect(proxy.locator("[data-role=applies]")).to_contain_text(f"master {new_master} epoch 3",
                                                                            timeout=WAIT_MS)
                 await expect(proxy.locator("[data-role=writer]")).to_have_text(f"hg 10 writes to {new_master}",
@@ -273,7 +273,7 @@ async def test_console_shows_topology_takeover_viewer_and_failover(turnout: Turn
                 await expect(action).to_be_visible()
                 await page.keyboard.type("seen in the console test")
                 await page.keyboard.press("Enter")
-                await expect(page.locator("#act-result")).to_contain_text("OK: Acknowledged cluster recoveries")
+                await expect(page.locator("#act-result")).to_contain_text("OK: Acknowledged cluster recoveries", timeout=WAIT_MS)
                 await expect(recovery).to_contain_text("acknowledged by alice", timeout=WAIT_MS)
                 await expect(action).to_be_hidden(timeout=WAIT_MS)
                 replica_row = card.locator("tbody tr").nth(1)
