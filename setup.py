@@ -14,12 +14,13 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-# Every module a statement's bytes pass through; workers.py only starts processes.
+# Every module a statement's bytes pass through; workers.py only starts processes, serving.py
+# must stay interpreted (see its docstring).
 COMPILED = sorted(
     str(path)
     for package in ("protocol", "proxy")
     for path in Path("src/turnout", package).glob("*.py")
-    if path.name not in ("__init__.py", "workers.py")
+    if path.name not in ("__init__.py", "workers.py", "serving.py")
 )
 
 

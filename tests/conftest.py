@@ -86,7 +86,7 @@ def fresh_sandbox(make_sandbox: SandboxFactory) -> Sandbox:
     return make_sandbox()
 
 
-pytest_plugins = ["proxy_harness", "system_harness"]
+pytest_plugins = ["proxy_harness", "system_harness", "driver_harness"]
 
 
 def _require_lab() -> None:

@@ -12,6 +12,7 @@ from turnout.protocol.client import ClientHandshake
 from turnout.protocol.commands import StmtExecute, build_stmt_execute
 from turnout.protocol.constants import (
     CLIENT_FOUND_ROWS,
+    CLIENT_LOCAL_FILES,
     CLIENT_MULTI_RESULTS,
     CLIENT_MULTI_STATEMENTS,
     CLIENT_NO_SCHEMA,
@@ -35,14 +36,15 @@ from turnout.proxy.settings import SessionSettings, restore_statements
 ServerAddress = tuple[str, int]
 MAX_CACHED_STATEMENTS = 256
 
+# A session's flavour: the client capabilities that change what a server does or sends back
+# (FOUND_ROWS the affected rows it reports, metadata caching the shape of its result sets,
+# LOCAL_FILES whether LOAD DATA LOCAL asks the client for a file or fails with 4166). Connections
+# are pooled per flavour: a backend connection serves only sessions that agreed on the same ones.
+FLAVOUR_CAPABILITIES = CLIENT_FOUND_ROWS | CLIENT_LOCAL_FILES | MARIADB_CLIENT_CACHE_METADATA
 # What the proxy asks of every backend connection, plus the session's flavour.
 BACKEND_CAPABILITIES = (
     DEFAULT_SERVER_CAPABILITIES | CLIENT_MULTI_STATEMENTS | CLIENT_MULTI_RESULTS | CLIENT_PS_MULTI_RESULTS
-) & ~(CLIENT_FOUND_ROWS | CLIENT_NO_SCHEMA)
-# A session's flavour: the client capabilities that change what a server sends back (FOUND_ROWS
-# the affected rows it reports, metadata caching the shape of its result sets). Connections are
-# pooled per flavour: a backend connection serves only sessions that agreed on the same ones.
-FLAVOUR_CAPABILITIES = CLIENT_FOUND_ROWS | MARIADB_CLIENT_CACHE_METADATA
+) & ~(FLAVOUR_CAPABILITIES | CLIENT_NO_SCHEMA)
 
 _ids = itertools.count(1)
 # Errors after which the server closes the connection (MariaDB's "Connection was killed", a

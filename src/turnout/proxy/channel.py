@@ -9,6 +9,8 @@ While `hold` is set, data that `on_data` declines is buffered without waking the
 statement relayed by callbacks finishes before the coroutine sees what the client sent next.
 
 After `start_tls`, bytes pass through a `TlsLayer` both ways; readers and callbacks see plaintext.
+After `start_compression` (a client that asked for CLIENT_COMPRESS, once logged in), they pass
+through the compressed protocol too, inside TLS; readers and callbacks see plain packets.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import ssl
 from collections.abc import Callable
 from typing import cast
 
+from turnout.protocol.compression import Compression
+from turnout.protocol.packets import ProtocolError
 from turnout.proxy.tls import TlsLayer
 
 # Buffered but unread bytes past which the peer is paused (a client sending a huge packet while
@@ -48,6 +52,7 @@ class Channel(asyncio.Protocol):
         self.hold = False
         self.tls: TlsLayer | None = None
         self._tls_ready: asyncio.Future[None] | None = None
+        self.compression: Compression | None = None
         self.bytes_received = 0  # application bytes (after TLS), for the stats
         self.bytes_sent = 0
 
@@ -61,6 +66,10 @@ class Channel(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.tls is not None:
             data = self._decrypt(data)
+            if not data:
+                return
+        if self.compression is not None:
+            data = self._decompress(data)
             if not data:
                 return
         self.bytes_received += len(data)
@@ -168,6 +177,29 @@ class Channel(asyncio.Protocol):
                 self._buffered += len(plain)
         return ready
 
+    def start_compression(self, already_read: bytes = b"") -> None:
+        """From now on, the compressed protocol both ways; `already_read`: bytes read past the
+        last plain packet, which were compressed already."""
+        self.compression = Compression()
+        pending = already_read + b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        if pending:
+            plain = self._decompress(pending)
+            if plain:
+                self._chunks.append(plain)
+                self._buffered += len(plain)
+
+    def _decompress(self, data: bytes) -> bytes:
+        compression = self.compression
+        assert compression is not None and self.transport is not None
+        try:
+            return compression.receive(data)
+        except ProtocolError as exc:
+            self._error = exc
+            self.transport.abort()
+            return b""
+
     def _decrypt(self, data: bytes) -> bytes:
         tls = self.tls
         assert tls is not None and self.transport is not None
@@ -198,17 +230,24 @@ class Channel(asyncio.Protocol):
 
     # ---- both ---------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
-        assert self.transport is not None
+        """Send `data`; to a connection that is closing or closed, nothing (its reader finds out
+        at its next read: uvloop raises on a write to a closed transport)."""
+        transport = self.transport
+        assert transport is not None
+        if transport.is_closing():
+            return
         self.bytes_sent += len(data)
-        if self.tls is not None:
-            if self.transport.is_closing():
+        if self.compression is not None:
+            data = self.compression.send(data)
+            if not data:
                 return
+        if self.tls is not None:
             try:
                 data = self.tls.send(data)
             except ssl.SSLError as exc:
                 self._tls_failed(exc)
                 return
-        self.transport.write(data)
+        transport.write(data)
 
     def is_closing(self) -> bool:
         return self.transport is None or self.transport.is_closing()

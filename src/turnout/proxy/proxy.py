@@ -31,6 +31,7 @@ from turnout.proxy.channel import Channel
 from turnout.proxy.hostgroups import RoutingTable, pick_server, pick_server_sticky
 from turnout.proxy.pool import IDLE_TIMEOUT, Pools
 from turnout.proxy.rules import CompiledRule, compile_rules
+from turnout.proxy.serving import serve
 from turnout.proxy.session import ClientSession, NoServer
 from turnout.proxy.stats import COMMAND_COLUMNS, DIGEST_COLUMNS, ProxyStats, connection_pool_rows, reset_pool
 from turnout.proxy.tls import TlsSetupError, client_context, server_context
@@ -450,16 +451,9 @@ class Proxy:
         if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         session = ClientSession(self, client, next(self._session_ids))
-        task = asyncio.get_running_loop().create_task(self._serve(session))
+        task = asyncio.get_running_loop().create_task(serve(session))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _serve(self, session: ClientSession) -> None:
-        try:
-            await session.run()
-        except Exception:  # a bug in one session must never take the proxy down
-            log.exception("session %d failed", session.id)
-            await session.close()
 
     async def _watch_timeouts(self) -> None:
         """Statements past their timeout (mysql-default_query_timeout, a rule's timeout) are killed;

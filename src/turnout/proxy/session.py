@@ -223,7 +223,7 @@ class ClientSession:
     async def _login(self) -> bool:
         proxy = self.proxy
         tls_context = proxy.tls_context
-        capabilities = c.DEFAULT_SERVER_CAPABILITIES
+        capabilities = c.DEFAULT_SERVER_CAPABILITIES | c.CLIENT_COMPRESS
         caching = proxy.offers_metadata_caching()
         if caching:
             capabilities |= c.MARIADB_CLIENT_CACHE_METADATA
@@ -282,6 +282,8 @@ class ClientSession:
             multi_statements=bool(hello.capabilities & c.CLIENT_MULTI_STATEMENTS),
         )
         self.client.write(handshake.ok_packet())
+        if handshake.capabilities & c.CLIENT_COMPRESS:
+            self.client.start_compression(self.packets.take_rest())
         return True
 
     @staticmethod
