@@ -88,4 +88,4 @@ def test_a_failed_session_leaves_nothing_behind_for_the_next(
     assert len(logged) == 3
     for record in logged:
         assert record.exc_info is not None
-        assert logging.Formatter().formatException(record.exc_info).count("injected failure") == 1
+        assert logging.Formatter().formatException(record.exc_info).count("RuntimeError: injected failure") == 1
