@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 from pathlib import Path
 
 from turnout.output import UserError, console, print_json, print_table
 from turnout.sandbox.errors import SandboxError
-from turnout.sandbox.lab import prune
+from turnout.sandbox.lab import Lab, prune
 from turnout.sandbox.sandbox import Sandbox
 
 HOST_COLUMNS = ("host", "address", "serves", "processes")
@@ -143,6 +144,13 @@ def _status(args: argparse.Namespace) -> int:
 
 def _down(args: argparse.Namespace) -> int:
     try:
+        if not (args.dir / "sandbox.json").exists() and Lab.exists(args.dir):
+            # A lab whose sandbox was never completed (its maker crashed): remove the network anyway.
+            _progress("removing the lab's namespaces, bridge, veths and firewall rules")
+            Lab.open(args.dir).down()
+            if args.destroy:
+                shutil.rmtree(args.dir, ignore_errors=True)
+            return 0
         _open(args.dir).down(destroy=args.destroy, progress=_progress)
     except SandboxError as exc:
         raise UserError(str(exc)) from exc

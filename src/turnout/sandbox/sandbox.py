@@ -251,25 +251,31 @@ class Sandbox:
         if hosts:
             progress("making the lab's network: a namespace per host on a bridge of its own")
             lab = Lab.create(path, [f"node{i}" for i in range(replicas + 1)] + [f"etcd{i}" for i in range(etcd)])
-        tls_dir = (path / "tls").resolve() if tls else None
-        if tls_dir is not None:
-            generate_certificates(tls_dir)
-        for index in range(replicas + 1):
-            node = Node(
-                index=index,
-                port=LAB_MARIADB_PORT if lab else base_port + index,
-                server_id=index + 1,
-                root=str((path / f"node{index}").resolve()),
-                host=lab.address(f"node{index}") if lab else "127.0.0.1",
-            )
-            paths = node.paths
-            paths.root.mkdir(parents=True)
-            shutil.copytree(template, paths.datadir)
-            paths.cnf.write_text(
-                server_cnf(paths, node.port, node.server_id, semi_sync, run_as_root=os.geteuid() == 0, tls_dir=tls_dir,
-                           bind_address=node.host)
-            )
-            meta.nodes.append(node)
+        try:
+            tls_dir = (path / "tls").resolve() if tls else None
+            if tls_dir is not None:
+                generate_certificates(tls_dir)
+            for index in range(replicas + 1):
+                node = Node(
+                    index=index,
+                    port=LAB_MARIADB_PORT if lab else base_port + index,
+                    server_id=index + 1,
+                    root=str((path / f"node{index}").resolve()),
+                    host=lab.address(f"node{index}") if lab else "127.0.0.1",
+                )
+                paths = node.paths
+                paths.root.mkdir(parents=True)
+                shutil.copytree(template, paths.datadir)
+                paths.cnf.write_text(
+                    server_cnf(paths, node.port, node.server_id, semi_sync, run_as_root=os.geteuid() == 0, tls_dir=tls_dir,
+                               bind_address=node.host)
+                )
+                meta.nodes.append(node)
+        except BaseException:
+            if lab is not None:  # the servers never started: only the network is there to remove
+                with contextlib.suppress(Exception):
+                    lab.down()
+            raise
         box = cls(path, meta)
         box._lab = lab
         box._save()

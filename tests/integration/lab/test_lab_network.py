@@ -237,3 +237,17 @@ def test_prune_removes_labs_whose_directory_is_gone_and_only_those(make_lab: Lab
     assert lost_id not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert lost_id not in subprocess.run(["ip", "link"], capture_output=True, text=True).stdout
     assert set(kept.leftovers()) == {kept.namespace("a"), lab_plan.namespace_name(kept.id, "bridge")}
+
+
+def test_cli_down_removes_a_lab_whose_sandbox_was_never_completed(tmp_path: Path) -> None:
+    directory = tmp_path / "half"
+    lab = Lab.create(directory, ["node0"])  # as `sandbox up --hosts` leaves it when killed right after
+    try:
+        down = subprocess.run([sys.executable, "-m", "turnout.cli", "sandbox", "down", "--dir", str(directory),
+                               "--destroy"], capture_output=True, text=True)
+        assert down.returncode == 0, down.stderr
+        assert lab.leftovers() == []
+        assert not directory.exists()
+    finally:
+        if Lab.exists(directory):
+            lab.down()
