@@ -24,7 +24,7 @@ from turnout.state.etcd import EtcdStateStore, EtcdUnavailable
 
 pytestmark = pytest.mark.netns
 
-TIMEOUT = 3.0  # each store call answers or fails within this
+TIMEOUT = 5.0  # each store call answers or fails within this (an election on a loaded machine fits)
 
 
 class Cluster:
