@@ -11,7 +11,6 @@ import contextlib
 import logging
 import signal
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from turnout.compiled import data_path_compiled
@@ -53,8 +52,9 @@ class Node:
     ) -> None:
         self.config_file = config_file
         self.runtime: RuntimeConfig = config_file.runtime_config()
-        config_dir = config_file.path.parent if config_file.path is not None else Path(".")
-        self.datadir = config_file.datadir or config_dir
+        self.datadir = config_file.data_directory
+        if config_file.manager:  # a stray state file or bad [manager] key stops the start here
+            self._state_target(self._manager_settings())
         try:
             self.proxy = Proxy(self.runtime, datadir=self.datadir)
         except TlsSetupError as exc:
@@ -147,18 +147,29 @@ class Node:
 
     # ---- the manager, in the same process ---------------------------------------------------
     def _manager_settings(self) -> ManagerSettings:
-        from turnout.manager.settings import ManagerSettings
+        from turnout.manager.settings import ManagerSettings, SettingsError
 
-        return ManagerSettings.from_mapping(dict(self.config_file.manager))
+        try:
+            return ManagerSettings.from_mapping(dict(self.config_file.manager))
+        except SettingsError as exc:
+            where = f" of {self.config_file.path}" if self.config_file.path is not None else ""
+            raise UserError(f"{exc}; fix the [manager] table{where}") from None
+
+    def _state_target(self, settings: ManagerSettings) -> str:
+        """The store every role started from this file opens (`turnout.state.location`)."""
+        from turnout.state.location import StrayStateFile, check_no_stray_state
+
+        try:
+            return check_no_stray_state(
+                self.config_file.path, self.datadir, settings.StateStore, settings.SQLite3DataFile
+            )
+        except StrayStateFile as exc:
+            raise UserError(str(exc)) from None
 
     def _open_store(self, settings: ManagerSettings) -> StateStore:
-        """`[manager] StateStore` ("etcd://…" or a path), else the SQLite file in the datadir."""
-        from turnout.state import SQLiteStateStore, open_store
+        from turnout.state import open_store
 
-        if settings.StateStore:
-            return open_store(settings.StateStore)
-        self.datadir.mkdir(parents=True, exist_ok=True)
-        return SQLiteStateStore(self.datadir / settings.SQLite3DataFile)
+        return open_store(self._state_target(settings))
 
     def _follow_store(self) -> None:
         """A proxy without a manager of its own follows the manager that publishes in the store."""
@@ -252,7 +263,7 @@ class Node:
             from turnout.admin.store import Providers
 
             self.admin = AdminService(
-                datadir=self.config_file.datadir,
+                datadir=self.datadir,
                 config_file=self.config_file,
                 initial=self.initial,
                 on_runtime=self._on_runtime,

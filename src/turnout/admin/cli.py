@@ -40,7 +40,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     serve = actions.add_parser("serve", help="run the admin interface and scheduler alone (no proxy)")
     serve.add_argument("--config", type=Path)
-    serve.add_argument("--datadir", type=Path, help="default: the config file's datadir")
+    serve.add_argument("--datadir", type=Path, help="default: the config file's datadir, else its directory")
     serve.add_argument("--initial", action="store_true", help="start from the config file even if disk exists")
     serve.set_defaults(handler=_serve)
 
@@ -92,9 +92,9 @@ def _diff(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = load_config(args.config) if args.config else None
-    datadir = args.datadir or (config.datadir if config else None)
+    datadir = args.datadir or (config.data_directory if config else None)
     if datadir is None:
-        raise UserError("give --datadir, or a config file with datadir")
+        raise UserError("give --datadir, or a config file")
     asyncio.run(_run(AdminService(datadir, config, initial=args.initial)))
     return 0
 

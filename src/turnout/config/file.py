@@ -89,6 +89,14 @@ class ConfigFile:
     proxysql_servers: tuple[ProxysqlServer, ...] = ()
     manager: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
+    @property
+    def data_directory(self) -> Path:
+        """Where every role keeps its state (admin disk layer, state store, TLS certificates):
+        `datadir`, else the configuration file's directory, else the working directory."""
+        if self.datadir is not None:
+            return self.datadir
+        return self.path.parent if self.path is not None else Path(".")
+
     def all_variables(self) -> dict[str, str]:
         """Every variable turnout implements: the file's values over the defaults."""
         return {**variables.defaults(), **self.variables}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -66,28 +67,36 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 # ---- the manager process ------------------------------------------------------------------------
 def _run_manager(args: argparse.Namespace) -> int:
-    from turnout.manager.settings import SettingsError, load
+    from turnout.config.file import load_config
+    from turnout.manager.settings import ManagerSettings, SettingsError
+    from turnout.state.location import StrayStateFile, check_no_stray_state
 
+    config = load_config(args.config)  # its errors are UserErrors, with line numbers
     try:
-        settings = load(args.config)
+        settings = ManagerSettings.from_mapping(dict(config.manager))
     except SettingsError as exc:
         raise UserError(f"{exc}; fix {args.config}") from exc
     if not settings.MySQLTopologyUser:
         raise UserError(f"set MySQLTopologyUser and MySQLTopologyPassword in the [manager] table of {args.config}")
-    data_file = Path(settings.SQLite3DataFile)
-    if not data_file.is_absolute():
-        data_file = args.config.resolve().parent / data_file
+    try:  # the same rule as `turnout up` and `turnout proxy`: the state lives in the datadir
+        target = check_no_stray_state(config.path, config.data_directory, settings.StateStore,
+                                      settings.SQLite3DataFile)
+    except StrayStateFile as exc:
+        raise UserError(str(exc)) from None
+    # as `turnout up` does: the file's mysql_servers are discovery seeds too
+    seeds = tuple(dict.fromkeys((*settings.DiscoverySeeds, *(f"{s.hostname}:{s.port}" for s in config.servers))))
+    settings = dataclasses.replace(settings, DiscoverySeeds=seeds)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(_serve(settings, data_file))
+    asyncio.run(_serve(settings, target))
     return 0
 
 
-async def _serve(settings: Any, data_file: Path) -> None:
+async def _serve(settings: Any, target: str) -> None:
     from turnout.api.app import serve
     from turnout.manager.service import ManagerService
     from turnout.state import open_store
 
-    store = open_store(settings.StateStore or str(data_file))
+    store = open_store(target)
     service = ManagerService(settings, store)
     host, port = settings.listen
     try:
@@ -96,7 +105,7 @@ async def _serve(settings: Any, data_file: Path) -> None:
         raise UserError(f"cannot listen on {settings.ListenAddress}: {exc.strerror}; change ListenAddress") from exc
     await service.start()
     console.print(f"turnout manager: API on http://{host}:{port}/api/, web console on http://{host}:{port}/, "
-                  f"state in {data_file}", highlight=False)
+                  f"state in {target}", highlight=False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
