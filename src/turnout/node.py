@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("turnout")
 
+FENCE_POLL_SECONDS = 0.5
+
 
 class Node:
     def __init__(
@@ -65,6 +67,9 @@ class Node:
         self.published_masters: dict[int, tuple[str, int]] = {}
         self.held_hostgroups: frozenset[int] = frozenset()
         self.followed: dict[str, ClusterState] = {}  # each cluster's state as this proxy applies it
+        # the manager's fences (state store): out of all traffic until `turnout unfence`
+        self.fences: dict[tuple[str, int], str] = {}
+        self.state_store: StateStore | None = None
         self.admin_enabled = admin
         self.manage = manage
         self.workers = Workers(workers - 1) if workers > 1 else None
@@ -74,6 +79,7 @@ class Node:
         self.manager: ManagerService | None = None
         self.api_runner: web.AppRunner | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        self._fence_task: asyncio.Task[None] | None = None
         self.metrics = MetricsServer(self.stats_table)
         self._metrics_lock = asyncio.Lock()
         self._metrics_started = False
@@ -122,7 +128,7 @@ class Node:
 
     def _reroute(self, health: HealthSnapshot | None = None) -> None:
         snapshot = self.health_routing.update(
-            self.runtime, health or self.monitor.snapshot, self.published_masters or None
+            self.runtime, health or self.monitor.snapshot, self.published_masters or None, self.fences
         )
         self.routing = snapshot
         self.proxy.apply_routing(
@@ -173,8 +179,30 @@ class Node:
 
     def _follow_store(self) -> None:
         """A proxy without a manager of its own follows the manager that publishes in the store."""
-        self.state_store = self._open_store(self._manager_settings())
         self._watch_task = asyncio.create_task(self._follow_clusters(), name="turnout-follow-clusters")
+
+    async def _refresh_fences(self) -> None:
+        """Read the fences from the store; a change reroutes at once. On a store error the fences
+        last read stay in force (a fence is never lifted by a failed read)."""
+        assert self.state_store is not None
+        fences = {_address(f.key): f.reason for f in await self.state_store.fenced()}
+        if fences != self.fences:
+            for address in fences.keys() - self.fences.keys():
+                log.warning("%s:%d is fenced by the manager: no statement goes there until `turnout unfence`",
+                            *address)
+            for address in self.fences.keys() - fences.keys():
+                log.info("%s:%d: fence lifted", *address)
+            self.fences = fences
+            self._reroute()
+
+    async def _follow_fences(self) -> None:
+        """Fences change without a cluster state changing (`turnout unfence`): poll them."""
+        while True:
+            await asyncio.sleep(FENCE_POLL_SECONDS)
+            try:
+                await self._refresh_fences()
+            except Exception as exc:  # the store is unreachable: keep the fences in force
+                log.warning("reading the fences from the state store failed: %s", exc)
 
     async def _start_manager(self) -> None:
         from dataclasses import replace
@@ -190,7 +218,7 @@ class Node:
             )
         seeds = tuple(dict.fromkeys(f"{s.hostname}:{s.port}" for s in self.runtime.servers))
         settings = replace(settings, DiscoverySeeds=tuple(dict.fromkeys(settings.DiscoverySeeds + seeds)))
-        self.state_store = self._open_store(settings)
+        assert self.state_store is not None
         self.manager = ManagerService(settings, self.state_store, drain=self._drain)
         await self.manager.start()
         host, _, port = settings.ListenAddress.rpartition(":")
@@ -205,7 +233,11 @@ class Node:
         """The proxy follows the manager: published masters become the only writers, and a
         cluster that is switching or recovering has its writes held, not failed."""
         states = self.followed
+        assert self.state_store is not None
         async for state in self.state_store.watch():
+            # a recovery fences the failed master before it publishes the new one
+            with contextlib.suppress(Exception):  # unreachable store: _follow_fences says so
+                await self._refresh_fences()
             previous = states.get(state.name)
             states[state.name] = state
             if previous is None or (previous.master, previous.phase) != (state.master, state.phase):
@@ -247,10 +279,11 @@ class Node:
         return None
 
     async def _stop_manager(self) -> None:
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
+        for task in (self._watch_task, self._fence_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.api_runner is not None:
             await self.api_runner.cleanup()
         if self.manager is not None:
@@ -274,6 +307,14 @@ class Node:
                 ),
             )
             await self.admin.start()
+        if self.manage or self.config_file.manager:
+            # the fences are in force before the first statement, and followed from then on
+            self.state_store = self._open_store(self._manager_settings())
+            try:
+                await self._refresh_fences()
+            except Exception as exc:  # _follow_fences retries; the manager's own start says more
+                log.warning("reading the fences from the state store failed: %s", exc)
+            self._fence_task = asyncio.create_task(self._follow_fences(), name="turnout-follow-fences")
         self._reroute()
         await self.monitor.start()
         await self._apply_metrics(self.runtime)

@@ -13,6 +13,9 @@ Placement (per replication hostgroup pair W/R; only servers configured in W or R
   - Servers in hostgroups outside every pair stay as configured; health still shuns them.
 
 Status, first reason wins
+  0. fenced by the manager (`fences`: a failed master, in the state store until `turnout unfence`)
+     -> OFFLINE_HARD in every hostgroup it is configured in, whatever it reports: rebuilt as a
+     healthy read_only replica or not, it serves neither writes nor reads until unfenced.
   1. fenced (managed mode: read_only=OFF but not the published master; keep-current: the other
      writers) -> OFFLINE_HARD, in W and in R: a possibly diverged server serves nothing.
   2. OFFLINE_SOFT / OFFLINE_HARD set by the operator stay.
@@ -116,8 +119,11 @@ def effective_servers(
     health: HealthSnapshot,
     published_masters: Mapping[int, tuple[str, int]] | None = None,
     previous: RoutingSnapshot | None = None,
+    fences: Mapping[Address, str] | None = None,
 ) -> RoutingSnapshot:
+    """`fences`: the manager's fenced servers and why (the state store's fences)."""
     settings = MonitorSettings.from_config(config)
+    fences = fences or {}
     pairs = _pairs(config.replication_hostgroups)
     paired = {hg for pair in pairs for hg in (pair.writer_hostgroup, pair.reader_hostgroup)}
     order = _address_order(config.servers)
@@ -127,11 +133,13 @@ def effective_servers(
     held_out: set[tuple[int, Address]] = set()
 
     for row in config.servers:
-        if row.hostgroup_id not in paired:
+        if row.address in fences:
+            rows.append(_fenced_row(row, fences[row.address]))
+        elif row.hostgroup_id not in paired:
             rows.append(_unpaired_row(row, health.get(row.address), settings))
     for pair in pairs:
         hgs = (pair.writer_hostgroup, pair.reader_hostgroup)
-        members = [s for s in config.servers if s.hostgroup_id in hgs]
+        members = [s for s in config.servers if s.hostgroup_id in hgs and s.address not in fences]
         master = (published_masters or {}).get(pair.writer_hostgroup)
         result = _route_pair(pair, members, health, settings, master, previous)
         rows += result.rows
@@ -163,8 +171,9 @@ class RoutingTable:
         config: RuntimeConfig,
         health: HealthSnapshot,
         published_masters: Mapping[int, tuple[str, int]] | None = None,
+        fences: Mapping[Address, str] | None = None,
     ) -> RoutingSnapshot:
-        self.snapshot = effective_servers(config, health, published_masters, self.snapshot)
+        self.snapshot = effective_servers(config, health, published_masters, self.snapshot, fences)
         return self.snapshot
 
 
@@ -256,6 +265,11 @@ def reader_problem(
     if row.max_replication_lag == 0 and was_held_out and lag > 0:
         return f"turnout: catching up, replication lag {lag}s"
     return None
+
+
+def _fenced_row(row: MysqlServer, reason: str) -> MysqlServer:
+    detail = f" ({reason})" if reason else ""
+    return _with(row, OFFLINE_HARD, f"turnout: fenced by the manager{detail}; `turnout unfence` lifts it")
 
 
 def _unpaired_row(row: MysqlServer, health: ServerHealth | None, settings: MonitorSettings) -> MysqlServer:

@@ -39,13 +39,17 @@ def test_fenced_master_back_with_read_only_off_gets_no_statement(turnout_up: Run
     # The old master comes back, and someone makes it writable: a second writer.
     box.start(0)
     box.execute(0, "SET GLOBAL userstat = 1", "FLUSH LOCAL USER_STATISTICS", "SET GLOBAL read_only = OFF")
-    stop = threading.Event()
+    writable_us = time.time_ns() // 1000
+    # the proxy has seen it writable (and fenced it) before the traffic starts
+    wait_for(lambda: _admin_rows(
+        turnout_up, "SELECT read_only FROM monitor.mysql_server_read_only_log WHERE port = %s AND read_only = 0 "
+        "AND time_start_us > %s", box.nodes[0].port, writable_us), 30, "the monitor to see it writable")
     failures: list[str] = []
 
     def traffic() -> None:
         try:
             with _app(turnout_up.proxy_port) as conn, conn.cursor() as cur:
-                while not stop.is_set():
+                for _ in range(200):  # a fixed amount of traffic, not a fixed time
                     cur.execute("INSERT INTO f.t (v) VALUES (1)")
                     cur.execute("SELECT COUNT(*) FROM f.t")
                     cur.fetchall()
@@ -55,10 +59,8 @@ def test_fenced_master_back_with_read_only_off_gets_no_statement(turnout_up: Run
     threads = [threading.Thread(target=traffic) for _ in range(4)]
     for thread in threads:
         thread.start()
-    time.sleep(3)
-    stop.set()
     for thread in threads:
-        thread.join(timeout=30)
+        thread.join(timeout=120)
     assert not failures, failures
     app_stats = box.execute(0, f"SELECT * FROM information_schema.USER_STATISTICS WHERE USER = '{APP.user}'")
     assert not app_stats or (app_stats[0]["SELECT_COMMANDS"], app_stats[0]["UPDATE_COMMANDS"]) == (0, 0)
@@ -74,6 +76,65 @@ def test_fenced_master_back_with_read_only_off_gets_no_statement(turnout_up: Run
     )
     assert lifted.returncode == 0 and "Fence lifted" in lifted.stdout, lifted.stderr
     assert turnout_up.api(f"instance/127.0.0.1/{port}")["IsFenced"] is False
+
+
+def _reader_port(proxy_port: int) -> int:
+    with _app(proxy_port) as conn, conn.cursor() as cur:
+        cur.execute("SELECT @@port")  # the rules send plain SELECTs to the readers
+        return int(cur.fetchone()[0])
+
+
+def _admin_rows(running: RunningTurnout, sql: str, *args: object) -> list[tuple[object, ...]]:
+    with running.admin() as conn, conn.cursor() as cur:
+        cur.execute(sql, args)
+        return list(cur.fetchall())
+
+
+def test_fenced_master_rebuilt_as_a_healthy_replica_serves_no_read_until_unfenced(
+    turnout_up: RunningTurnout,
+) -> None:
+    box = turnout_up.box
+    old_port = box.nodes[0].port
+    with _app(turnout_up.proxy_port) as conn, conn.cursor() as cur:
+        cur.execute("CREATE DATABASE IF NOT EXISTS f")
+        cur.execute("CREATE TABLE IF NOT EXISTS f.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+        cur.execute("INSERT INTO f.t (v) VALUES (1)")
+    old = turnout_up.master()
+    box.kill(0)
+    wait_for(lambda: turnout_up.master() != old, 60, "the manager to promote a replica")
+    new = box.nodes[box.index_of_port(int(turnout_up.master().rsplit(":", 1)[1])) or 0]
+    wait_for(lambda: _writer_port(turnout_up.proxy_port) == new.port, 30, "writes to reach the new master")
+    # The operator rebuilds the old master by hand as a replica of the new one: read_only=ON,
+    # replicating, caught up; but does not lift the fence yet.
+    box.start(0)
+    box.execute(0, "SET GLOBAL read_only = ON", "STOP SLAVE", "RESET SLAVE ALL",
+                "SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos")
+    box.execute(0, *box.replication_sql(new))
+    box.wait_replicas_caught_up(timeout=60)
+    rebuilt_us = time.time_ns() // 1000
+    # the proxy's monitor has seen it since: read_only=ON and no replication lag
+    wait_for(lambda: any(
+        int(str(started)) > rebuilt_us and lag is not None and int(str(lag)) == 0
+        for started, lag in _admin_rows(turnout_up, "SELECT time_start_us, repl_lag FROM "
+                                        "monitor.mysql_server_replication_lag_log WHERE port = %s", old_port)
+    ), 30, "the monitor to see the rebuilt server replicating without lag")
+    rows = _admin_rows(turnout_up, "SELECT hostgroup_id, status, comment FROM runtime_mysql_servers WHERE port = %s",
+                       old_port)
+    assert rows and all(status == "OFFLINE_HARD" and "fenced by the manager" in str(comment)
+                        for _, status, comment in rows), rows
+    ports = [_reader_port(turnout_up.proxy_port) for _ in range(60)]
+    assert old_port not in ports, f"{ports.count(old_port)} of 60 reads went to the fenced server"
+    # `turnout unfence` lets it back: reads reach it, the admin table says ONLINE
+    lifted = subprocess.run(
+        [sys.executable, "-m", "turnout.cli", "unfence", "-i", f"127.0.0.1:{old_port}",
+         "--api", f"http://127.0.0.1:{turnout_up.api_port}"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert lifted.returncode == 0 and "Fence lifted" in lifted.stdout, lifted.stderr
+    wait_for(lambda: ("20", "ONLINE") in {(str(hg), str(status)) for hg, status, _ in _admin_rows(
+        turnout_up, "SELECT hostgroup_id, status, comment FROM runtime_mysql_servers WHERE port = %s", old_port)},
+        30, "the unfenced server to be ONLINE among the readers")
+    wait_for(lambda: _reader_port(turnout_up.proxy_port) == old_port, 30, "reads to reach the unfenced server")
 
 
 def test_several_proxies_follow_one_state_store(turnout_up: RunningTurnout, tmp_path: Path) -> None:
@@ -96,7 +157,14 @@ def test_several_proxies_follow_one_state_store(turnout_up: RunningTurnout, tmp_
         # server turning writable is fenced there, writes keep going to the published master.
         box.execute(1, "SET GLOBAL read_only = OFF")
         try:
-            time.sleep(1.5)  # a few monitor intervals
+            def second_proxy_fenced_it() -> bool:
+                with pymysql.connect(host="127.0.0.1", port=base + 1, user="admin", password="admin") as conn, \
+                        conn.cursor() as cur:
+                    cur.execute("SELECT status FROM runtime_mysql_servers WHERE port = %s AND hostgroup_id = 10",
+                                (box.nodes[1].port,))
+                    return ("OFFLINE_HARD",) in cur.fetchall()
+
+            wait_for(second_proxy_fenced_it, 30, "the second proxy to see the writable server and fence it")
             assert _writer_port(base) == new_port
         finally:
             box.execute(1, "SET GLOBAL read_only = ON")

@@ -100,6 +100,7 @@ class Case:
     previous: RoutingSnapshot | None = None
     comments: dict[str, str] = field(default_factory=dict)  # "hg NAME" -> substring of the comment
     blocked: dict[int, str] = field(default_factory=dict)  # writer hg -> substring of the message
+    fences: dict[Address, str] | None = None  # the manager's fences (state store)
 
 
 def prev(*rows: str, held_out: tuple[tuple[int, str], ...] = ()) -> RoutingSnapshot:
@@ -564,12 +565,64 @@ CASES = [
         masters={10: HOSTS["A"]},
         blocked={30: "writer hostgroup 30"},
     ),
+    # ---- the manager's fences: out of all traffic until `turnout unfence` -----------------------
+    Case(
+        "fenced old master rebuilt as a healthy caught-up replica serves no reads",
+        (replica("A", master="B"), writer("B"), replica("C", master="B")),
+        ["10 A OFFLINE_HARD", "10 B ONLINE", "20 B ONLINE", "20 C ONLINE"],
+        masters={10: HOSTS["B"]},
+        previous=SERVING,
+        fences={HOSTS["A"]: "dead master replaced by B"},
+        comments={"10 A": "turnout: fenced by the manager (dead master replaced by B); `turnout unfence` lifts it"},
+    ),
+    Case(
+        "a fence holds in every hostgroup the server is configured in",
+        (writer("A"), replica("B"), replica("C")),
+        ["10 A ONLINE", "20 A ONLINE", "20 B ONLINE", "20 C OFFLINE_HARD", "30 C OFFLINE_HARD"],
+        config=config((row(10, "A"), row(20, "B"), row(20, "C"), row(30, "C"))),
+        masters={10: HOSTS["A"]},
+        previous=SERVING,
+        fences={HOSTS["C"]: ""},
+        comments={"30 C": "fenced by the manager"},
+    ),
+    Case(
+        "a fence beats the operator's status and a health problem",
+        (replica("A", master="B"), writer("B"), ServerHealth(address=HOSTS["C"], connect_ok=False)),
+        ["10 A OFFLINE_HARD", "10 B ONLINE", "20 B ONLINE", "20 C OFFLINE_HARD"],
+        config=config((row(10, "A", status="OFFLINE_SOFT"), row(20, "B"), row(20, "C"))),
+        masters={10: HOSTS["B"]},
+        previous=SERVING,
+        fences={HOSTS["A"]: "x", HOSTS["C"]: "y"},
+        comments={"10 A": "fenced by the manager (x)", "20 C": "fenced by the manager (y)"},
+    ),
+    Case(
+        "a fenced server reporting read_only=OFF is no second writer: no conflict, writes go on",
+        (writer("A"), writer("B"), replica("C")),
+        ["10 A OFFLINE_HARD", "10 B ONLINE", "20 B ONLINE", "20 C ONLINE"],
+        previous=SERVING,
+        fences={HOSTS["A"]: ""},
+    ),
+    Case(
+        "a fenced published master takes no writes, and nothing takes them instead",
+        (writer("A"), replica("B"), replica("C")),
+        ["10 A OFFLINE_HARD", "20 B ONLINE", "20 C ONLINE"],
+        masters={10: HOSTS["A"]},
+        previous=SERVING,
+        fences={HOSTS["A"]: ""},
+    ),
+    Case(
+        "a fenced server is never the writer's fallback reader",
+        (writer("A"), replica("B", sql="No"), replica("C", sql="No")),
+        ["10 A OFFLINE_HARD", "20 B SHUNNED", "20 C SHUNNED"],
+        previous=SERVING,
+        fences={HOSTS["A"]: ""},
+    ),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_effective_servers(case: Case) -> None:
-    snap = effective_servers(case.config, snapshot(*case.health), case.masters, case.previous)
+    snap = effective_servers(case.config, snapshot(*case.health), case.masters, case.previous, case.fences)
     assert summary(snap) == case.expected
     found = comments(snap)
     for key, text in case.comments.items():
