@@ -137,7 +137,10 @@ async def test_hung_replica_does_not_delay_the_checks_of_the_others(sandbox: San
                 (s.hostgroup_id, s.port, s.status, s.comment) for s in snap.servers
             ]
             # Several of the hung server's checks time out while the others keep their pace.
-            await asyncio.sleep(3.0)
+            async with asyncio.timeout(WAIT):
+                while sum(1 for r in service.monitor.log_rows(READ_ONLY_LOG)
+                          if r[:2] == n2 and r[2] >= paused_at and r[5] == "timeout") < 2:
+                    await asyncio.sleep(0.1)
         finally:
             resumed_at = now_us()
             await asyncio.to_thread(box.resume, 2)
@@ -158,7 +161,10 @@ async def test_log_tables_have_proxysql_columns(sandbox: Sandbox) -> None:
     box = sandbox
     async with monitored(sandbox_config(box)) as service:
         await service.wait_for(lambda s: len(s.online(READER)) == 3, WAIT)
-        await asyncio.sleep(0.5)
+        async with asyncio.timeout(WAIT):  # every check has logged every server
+            while any({r[:2] for r in service.monitor.log_rows(t)} != {address(box, i) for i in range(3)}
+                      for t in LOG_COLUMNS):
+                await asyncio.sleep(0.05)
         for table, columns in LOG_COLUMNS.items():
             rows = service.monitor.log_rows(table)
             assert {r[:2] for r in rows} == {address(box, i) for i in range(3)}, table

@@ -958,7 +958,12 @@ def test_a_write_refused_by_read_only_waits_for_the_new_writer(
         ])
 
         def promote() -> None:
-            time.sleep(1)
+            # once the INSERT has been refused by the read_only writer and waits for a new one
+            deadline = time.monotonic() + 60  # a safety net against hanging, not a measurement
+            while running.call(lambda: running.proxy.stats.counters.statements_retried) < 1:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
             running.call(lambda: running.proxy.apply_routing(promoted))
 
         thread = threading.Thread(target=promote)

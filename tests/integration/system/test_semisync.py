@@ -52,7 +52,7 @@ def test_kill_and_takeover_keep_every_acknowledged_write(turnout_up_semisync: Ru
     wait_for(lambda: workload.create_schema() is None, 20, "the proxy to accept writes")
     workload.start()
     try:
-        time.sleep(1.5)
+        wait_for(lambda: workload.counters.writes >= 100, 60, "the workload to write through the proxy")
         victim = running.master()
         box.kill(box.index_of_port(int(victim.split(":")[1])) or 0)
         wait_for(lambda: running.master() != victim, 60, "the manager to promote a replica")
@@ -64,7 +64,9 @@ def test_kill_and_takeover_keep_every_acknowledged_write(turnout_up_semisync: Ru
         result = running.api(f"graceful-master-takeover-auto/{cluster}/127.0.0.1/{survivor.port}")
         assert result["Code"] == "OK", result
         wait_for(lambda: running.master() == f"127.0.0.1:{survivor.port}", 30, "the takeover to be published")
-        time.sleep(1)
+        since = time.time()
+        wait_for(lambda: any(t > since for t in workload.counters.write_times[-20:]), 30,
+                 "writes to go on after the takeover")
     finally:
         workload.stop()
     _check_sides(running)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import threading
-import time
 
 from system_harness import RunningTurnout, wait_for
 from turnout.sandbox.config import APP
@@ -37,8 +36,10 @@ def test_graceful_takeover_under_sysbench_has_no_errors(turnout_up: RunningTurno
         # any other error fails the run, and the proxy's counter below proves that no transaction
         # was ended by the switchover (which would also be a 1213).
         "--mysql-ignore-errors=1213", "oltp_read_write", "run")))
+    questions = int(turnout_up.global_status("Questions"))
     run.start()
-    time.sleep(4)
+    # the takeover happens under load: once sysbench's statements flow through the proxy
+    wait_for(lambda: int(turnout_up.global_status("Questions")) > questions + 2000, 60, "sysbench to run")
     takeover = turnout_up.api(f"graceful-master-takeover-auto/{cluster}/127.0.0.1/{new_port}")
     assert takeover["Code"] == "OK", takeover
     run.join(timeout=120)
