@@ -240,7 +240,9 @@ class ResponseFramer:
             self.result_sets += 1
             self._after_result(parse_eof(payload).status_flags)
         elif state in (_COLUMNS, _PREP_PARAMS, _PREP_COLUMNS):
-            if payload is not None:
+            if payload is not None:  # None: skipped unread (it was no ERR or EOF)
+                if not payload:  # kept definitions are collected whole, an empty one too
+                    raise MalformedPacket("an empty packet where a column definition belongs")
                 if payload[0] == 0xFF:
                     self._finish_err(payload)
                     return

@@ -366,3 +366,13 @@ def test_only_the_first_result_sets_definitions_are_kept() -> None:
 def test_a_bad_metadata_byte_is_refused(count_packet: bytes) -> None:
     with pytest.raises(MalformedPacket):
         ResponseFramer(COM_STMT_EXECUTE).feed(frame([count_packet, build_eof(0, AC)]))
+
+
+@pytest.mark.parametrize("command", [COM_QUERY, COM_STMT_PREPARE])
+def test_an_empty_column_definition_is_refused_when_definitions_are_kept(command: int) -> None:
+    """Found by bench/fuzz.py: an empty packet where a kept definition belongs was indexed
+    (IndexError, a session ending in a traceback) instead of refused."""
+    first = b"\x01" if command == COM_QUERY else build_prepare_ok(PrepareOk(1, 1, 0, 0))
+    framer = ResponseFramer(command, keep_columns=True)
+    with pytest.raises(MalformedPacket, match="empty packet"):
+        framer.feed(frame([first, b"", build_eof()]))
