@@ -40,10 +40,12 @@ def test_fenced_master_back_with_read_only_off_gets_no_statement(turnout_up: Run
     box.start(0)
     box.execute(0, "SET GLOBAL userstat = 1", "FLUSH LOCAL USER_STATISTICS", "SET GLOBAL read_only = OFF")
     writable_us = time.time_ns() // 1000
-    # the proxy has seen it writable (and fenced it) before the traffic starts
+    # the proxy's monitor has reached it since it came back, before the traffic starts (whether it
+    # still sees it writable then is a race with the manager, which sets read_only=ON again)
     wait_for(lambda: _admin_rows(
-        turnout_up, "SELECT read_only FROM monitor.mysql_server_read_only_log WHERE port = %s AND read_only = 0 "
-        "AND time_start_us > %s", box.nodes[0].port, writable_us), 30, "the monitor to see it writable")
+        turnout_up, "SELECT ping_success_time_us FROM monitor.mysql_server_ping_log WHERE port = %s "
+        "AND ping_error IS NULL AND time_start_us > %s", box.nodes[0].port, writable_us), 30,
+        "the monitor to reach the restarted server")
     failures: list[str] = []
 
     def traffic() -> None:
