@@ -118,6 +118,8 @@ _ORCHESTRATOR: tuple[Route, ...] = (
     Route("GET", "/api/enable-global-recoveries", "enable_global_recoveries", "Allow automated recoveries again"),
     Route("GET", "/api/check-global-recoveries", "check_global_recoveries", "enabled or disabled"),
     Route("GET", "/api/status", "status", "Is this manager node healthy (500 when not)"),
+    Route("GET", "/api/proxysql", "proxysql",
+          "turnout's own: the ProxySQLs the manager drives ([[manager.proxysql]]), converged or lagging"),
     Route("GET", "/api/raft-health", "raft_health",
           "\"healthy\" when a manager leads and this one discovers (turnout has no raft)"),
 )

@@ -486,6 +486,12 @@ async def raft_health(request: web.Request) -> web.Response:
     return web.json_response("healthy")
 
 
+async def proxysql(request: web.Request) -> web.Response:
+    """turnout's own: each [[manager.proxysql]] ProxySQL per cluster, converged or lagging."""
+    driver = _service(request).proxysql
+    return web.json_response(driver.report() if driver is not None else [])
+
+
 async def unknown(request: web.Request) -> web.Response:
     return web.json_response(
         shapes.response("ERROR", f"Unknown API path: {request.method} {request.path}"), status=404)
@@ -506,5 +512,5 @@ HANDLERS = {
     "force_master_takeover": force_master_takeover, "takeover": takeover, "ack_all_recoveries": ack_all_recoveries,
     "disable_global_recoveries": disable_global_recoveries, "enable_global_recoveries": enable_global_recoveries,
     "check_global_recoveries": check_global_recoveries, "forget_cluster": forget_cluster, "status": status,
-    "raft_health": raft_health,
+    "raft_health": raft_health, "proxysql": proxysql,
 }

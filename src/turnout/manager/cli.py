@@ -59,6 +59,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p = client("unfence", "lift the fence of a failed master once it has been rebuilt")
     p.add_argument("-i", "--instance", required=True, metavar="HOST:PORT")
     p.set_defaults(handler=_unfence)
+    client("proxies", "the ProxySQLs the manager drives: converged or lagging").set_defaults(handler=_proxies)
     p = client("audit", "recent recoveries and audit log")
     p.add_argument("-c", "--cluster", help="only this cluster")
     p.add_argument("--limit", type=int, default=30)
@@ -221,6 +222,19 @@ def _ack(args: argparse.Namespace) -> int:
 def _unfence(args: argparse.Namespace) -> int:
     data = call(args.api, f"unfence/{_instance_path(args.instance)}")
     print_json(data) if args.json else console.print(data["Message"], highlight=False)
+    return 0
+
+
+def _proxies(args: argparse.Namespace) -> int:
+    rows = call(args.api, "proxysql")
+    if args.json:
+        print_json(rows)
+    elif not rows:
+        console.print("no ProxySQL driven: add [[manager.proxysql]] entries to the [manager] table")
+    else:
+        print_table([{"proxysql": r["Proxy"], "cluster": r["ClusterAlias"], "state": "lagging" if r["Lagging"] else "ok",
+                      "master": r["Master"], "epoch": r["Epoch"], "phase": r["Phase"], "error": r["LastError"]}
+                     for r in rows])
     return 0
 
 

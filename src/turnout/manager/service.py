@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from turnout.manager import analysis, detections, switches
 from turnout.manager.analysis import Finding, Snapshot
 from turnout.manager.checks import SettingsFinding, slow_detection
+from turnout.manager.proxysql import ProxySQLDriver, combine
 from turnout.manager.recovery import RecoveryResult, recover_dead_master
 from turnout.manager.settings import ManagerSettings
 from turnout.manager.steps import Drain, Toolkit
@@ -91,7 +92,9 @@ class ManagerService:
             timeout=settings.MySQLDiscoveryReadTimeoutSeconds,
             flavor_override=settings.ReplicationFlavor or None,
         )
-        self.toolkit = Toolkit(settings, store, self.actions, drain)
+        self.proxysql = ProxySQLDriver(self, settings.ProxySQL) if settings.ProxySQL else None
+        self.toolkit = Toolkit(settings, store, self.actions,
+                               combine(drain, self.proxysql.drain if self.proxysql is not None else None))
         self.owner = settings.ManagerId or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.instances: dict[str, Instance] = {}
         self.cluster_of: dict[str, str] = {}
@@ -116,8 +119,12 @@ class ManagerService:
             split_key(seed)
             self.instances.setdefault(seed, Instance(*split_key(seed), reachable=False))
         self._task = asyncio.create_task(self._loop(), name="turnout-manager")
+        if self.proxysql is not None:
+            self.proxysql.start()
 
     async def stop(self) -> None:
+        if self.proxysql is not None:
+            await self.proxysql.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -145,6 +152,8 @@ class ManagerService:
             await self._refresh()
         for view in list(self.views.values()):
             await self._maybe_recover(view)
+        if self.proxysql is not None:
+            self.proxysql.wake()
 
     async def _refresh(self, extra: Iterable[str] = ()) -> None:
         seeds = set(self.instances) | set(extra)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from turnout.manager.candidates import PROMOTION_RULES, PromotionRule
+from turnout.manager.proxysql import ProxySQLTarget, parse_targets
 
 
 class SettingsError(ValueError):
@@ -58,10 +59,19 @@ class ManagerSettings:
     HookTimeoutSeconds: float = 30.0
     DetectionDelayBoundSeconds: float = 10.0
     ManagerId: str = ""
+    # [[manager.proxysql]]: ProxySQL admin interfaces the manager keeps pointed at each master
+    ProxySQL: tuple[ProxySQLTarget, ...] = ()
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ManagerSettings:
-        known = {f.name: f for f in dataclasses.fields(cls)}
+        values = dict(values)
+        proxies: tuple[ProxySQLTarget, ...] = ()
+        if "proxysql" in values:
+            try:
+                proxies = parse_targets(values.pop("proxysql"))
+            except ValueError as exc:
+                raise SettingsError(str(exc)) from exc
+        known = {f.name: f for f in dataclasses.fields(cls) if f.name != "ProxySQL"}
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise SettingsError(
@@ -70,7 +80,7 @@ class ManagerSettings:
             )
         hints = typing.get_type_hints(cls)
         converted = {name: _convert(name, hints[name], value) for name, value in values.items()}
-        settings = cls(**converted)
+        settings = cls(**converted, ProxySQL=proxies)
         settings.validate()
         return settings
 
