@@ -427,8 +427,9 @@ class Lab:
         """
         namespaces = self.leftovers()
         pids = {pid for ns in namespaces for pid in _namespace_pids(ns)}
+        # Those started a moment ago may still be `ip netns exec NAMESPACE ...`, not yet inside.
         pids |= {p.pid for p in self.state.processes
-                 if _alive(p.pid) and p.argv and p.argv[0] in _cmdline(p.pid)}
+                 if _alive(p.pid) and lab_plan.namespace_name(self.id, p.host) in _cmdline(p.pid)}
         _stop_pids(pids)
         hosts_first = sorted(namespaces, key=lambda ns: ns == self._bridge_ns)
         for namespace in hosts_first:
