@@ -83,7 +83,7 @@ _NOT_FOUND = 5
 # gRPC metadata "hasleader: true" (through the JSON gateway's Grpc-Metadata- headers): a member
 # without a leader refuses the request at once, and cancels such watches when it loses its leader.
 _REQUIRE_LEADER = {"Grpc-Metadata-hasleader": "true"}
-_MIN_ATTEMPT = 1.0  # seconds an attempt gets at least, when `timeout` leaves that much
+_MIN_ATTEMPT = 0.25  # seconds an attempt gets at least, when `timeout` leaves that much
 _FIRST_PAUSE, _MAX_PAUSE = 0.05, 0.5  # between rounds over every member
 _ID_WIDTH = 20
 _STREAM_CREATED: Mapping[str, Any] = {"type": "CREATED"}  # marker yielded by _watch_stream
@@ -194,8 +194,7 @@ class EtcdStateStore(StateStore):
         )
 
     def _attempt_timeout(self, remaining: float, left: int) -> aiohttp.ClientTimeout:
-        """The share of the time left for one attempt, with `left` members still to try."""
-        budget = remaining if left <= 1 else max(min(remaining, _MIN_ATTEMPT), remaining / left)
+        budget = attempt_budget(remaining, left)
         return aiohttp.ClientTimeout(total=budget, sock_connect=min(budget, self.connect_timeout))
 
     async def _request(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -698,6 +697,17 @@ class EtcdStateStore(StateStore):
                 if len(found) >= limit:
                     break
         return found
+
+
+def attempt_budget(remaining: float, left: int) -> float:
+    """The seconds one attempt may take out of `remaining`, with `left` members still to try.
+
+    An equal share, so that a member that never answers cannot spend the time the others need;
+    the last member gets all that is left.
+    """
+    if left <= 1:
+        return remaining
+    return max(min(remaining, _MIN_ATTEMPT), remaining / left)
 
 
 def _describe(exc: BaseException) -> str:

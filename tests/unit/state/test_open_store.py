@@ -8,7 +8,7 @@ import pytest
 
 from turnout.manager.settings import ManagerSettings
 from turnout.state import SQLiteStateStore, open_store
-from turnout.state.etcd import EtcdStateStore, _prefix_end
+from turnout.state.etcd import EtcdStateStore, _prefix_end, attempt_budget
 from turnout.state.factory import parse_etcd_url
 
 
@@ -90,3 +90,18 @@ def test_prefix_end() -> None:
 def test_manager_settings_name_the_store() -> None:
     assert ManagerSettings().StateStore == ""
     assert ManagerSettings.from_mapping({"StateStore": "etcd://h:2379/t"}).StateStore == "etcd://h:2379/t"
+
+
+@pytest.mark.parametrize(
+    ("remaining", "left", "budget"),
+    [
+        (5.0, 3, 5.0 / 3),   # an equal share
+        (5.0, 1, 5.0),       # the last member gets all that is left
+        (1.0, 3, 1.0 / 3),   # a short timeout still leaves time for the others
+        (0.3, 3, 0.25),      # at least a quarter of a second...
+        (0.1, 3, 0.1),       # ...when that much is left
+        (10.0, 2, 5.0),
+    ],
+)
+def test_each_attempt_gets_a_share_of_the_time_left(remaining: float, left: int, budget: float) -> None:
+    assert attempt_budget(remaining, left) == pytest.approx(budget)
