@@ -188,3 +188,22 @@ def test_connection_pool_per_hostgroup_its_reset_and_stats_users(sandbox: Sandbo
             assert caught.value.args == (1045, "ProxySQL Admin Error: no such table: mysql_users")
     finally:
         stats.close()
+
+
+def test_global_status_and_commands_counters_as_proxysql_shows_them(turnout: Running) -> None:
+    connection = turnout.app()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.execute("SELECT 1 FOR UPDATE")
+            status = dict(turnout.rows("SHOW MYSQL STATUS"))
+            assert status["Active_Transactions"] == "1" and status["Client_Connections_connected"] == "1"
+            cursor.execute("COMMIT")
+        assert dict(turnout.rows("SELECT * FROM stats_mysql_global"))["Active_Transactions"] == "0"
+        counters = {name: int(total) for name, total in turnout.rows(
+            "SELECT Command, Total_cnt FROM stats_mysql_commands_counters")}
+        # every command ProxySQL lists, counted or not
+        assert {"ALTER_VIEW", "CREATE_VIEW", "RELEASE_SAVEPOINT", "SHOW_TABLE_STATUS", "UNKNOWN"} <= set(counters)
+        assert counters["BEGIN"] == 1 and counters["COMMIT"] == 1 and counters["DROP_VIEW"] == 0
+    finally:
+        connection.close()

@@ -104,6 +104,10 @@ class AdminSession:
                 return self._set_variable(name, value)
             case sql.Ignored():
                 return Ok()
+            case sql.AdminReadOnly(on):
+                self.store.set_read_only(on)
+                log.info("%s: admin-read_only %s", self.user, "on" if on else "off")
+                return Ok()
             case sql.Refused(message):
                 raise AdminError(message)
             case sql.Sql(query, writes):
@@ -114,9 +118,16 @@ class AdminSession:
 
     def _query(self, query: str, args: Sequence[object] = ()) -> Answer:
         self.store.refresh(query)
+        query_only = not self.read_only and self.store.read_only  # admin-read_only, as ProxySQL: SQLite refuses
         try:
-            cursor = self.db.execute(query, args)
-            rows = cursor.fetchall()
+            if query_only:
+                self.db.execute("PRAGMA query_only = ON")
+            try:
+                cursor = self.db.execute(query, args)
+                rows = cursor.fetchall()
+            finally:
+                if query_only:
+                    self.db.execute("PRAGMA query_only = OFF")
         except sqlite3.Error as exc:
             raise AdminError(str(exc)) from exc
         except (ValueError, OverflowError) as exc:  # e.g. several statements in one query, huge ints
@@ -155,6 +166,9 @@ class AdminSession:
         return ResultSet(("table", "Create Table"), result.rows)
 
     def _show_variables(self, prefix: str, like: str | None) -> Answer:
+        if not prefix and like is not None and sql.string_literal(like).lower() == "read_only":
+            # ProxySQL's answer (what another ProxySQL asks its peers): admin-read_only as ON/OFF
+            return ResultSet(("Variable_name", "Value"), [("read_only", "ON" if self.store.read_only else "OFF")])
         where = [f"variable_name LIKE {sql.quote(prefix + '%')}"] if prefix else []
         if like:
             where.append(f"variable_name LIKE {sql.quote(sql.string_literal(like))}")
@@ -217,5 +231,6 @@ class AdminSession:
             "query_cache_size": 0,
             "query_cache_type": "OFF",
             "warning_count": len(self.last_warnings),
+            "read_only": int(self.store.read_only),  # ProxySQL answers @@global.read_only with admin-read_only
         }
         return values.get(name)

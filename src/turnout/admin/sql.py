@@ -73,6 +73,13 @@ class Ignored:
 
 
 @dataclass(frozen=True)
+class AdminReadOnly:
+    """`PROXYSQL READONLY` / `PROXYSQL READWRITE`: admin-read_only in force, at once."""
+
+    on: bool
+
+
+@dataclass(frozen=True)
 class Refused:
     message: str
 
@@ -87,7 +94,7 @@ class Sql:
 
 Statement = (
     LoadSave | ShowTables | ShowDatabases | ShowCreateTable | ShowVariables | ShowWarnings | Rewritten | Probe
-    | SetVariable | Ignored | Refused | Sql
+    | SetVariable | Ignored | AdminReadOnly | Refused | Sql
 )
 
 _MODULE = r"(?P<module>MYSQL\s+SERVERS|MYSQL\s+USERS|MYSQL\s+QUERY\s+RULES|MYSQL\s+VARIABLES|ADMIN\s+VARIABLES|SCHEDULER|PROXYSQL\s+SERVERS)"
@@ -131,7 +138,7 @@ _SHOW_VARIABLES = re.compile(
 )
 _SHOW_WARNINGS = re.compile(r"^SHOW\s+(?:WARNINGS|ERRORS)(?:\s+LIMIT\s+\d+(?:\s*,\s*\d+)?)?$", re.IGNORECASE)
 _SHOW_COUNT_WARNINGS = re.compile(r"^SHOW\s+COUNT\(\*\)\s+WARNINGS$", re.IGNORECASE)
-_SHOW_PROCESSLIST = re.compile(r"^SHOW\s+(?:FULL\s+)?PROCESSLIST$", re.IGNORECASE)
+_SHOW_PROCESSLIST = re.compile(r"^SHOW\s+(?P<full>FULL\s+)?PROCESSLIST$", re.IGNORECASE)
 _SHOW_STATUS = re.compile(rf"^SHOW\s+(?:MYSQL\s+|GLOBAL\s+)?STATUS(?:\s+LIKE\s+(?P<like>{_STRING}))?$", re.IGNORECASE)
 _SET_VARIABLE = re.compile(
     rf"^SET\s+(?:GLOBAL\s+)?[`'\"]?(?P<name>(?:mysql|admin)-[\w-]+)[`'\"]?\s*=\s*(?P<value>{_STRING}|[^\s;]+)$",
@@ -236,8 +243,11 @@ def classify(sql: str) -> Statement:
         return ShowWarnings()
     if _SHOW_COUNT_WARNINGS.match(flat):
         return Rewritten("SELECT 0 AS '@@session.warning_count'")
-    if _SHOW_PROCESSLIST.match(flat):
-        return Rewritten("SELECT SessionID, user, db, hostgroup, command, time_ms, info FROM stats_mysql_processlist")
+    if match := _SHOW_PROCESSLIST.match(flat):  # ProxySQL's two rewrites
+        if match.group("full"):
+            return Rewritten("SELECT * FROM stats_mysql_processlist")
+        return Rewritten("SELECT SessionID, user, db, hostgroup, command, time_ms, SUBSTR(info,0,100) info "
+                         "FROM stats_mysql_processlist")
     if match := _SHOW_STATUS.match(flat):
         like = _like_clause("Variable_Name", match.group("like"))
         return Rewritten(f"SELECT Variable_Name, Variable_Value FROM stats_mysql_global{like}")
@@ -248,6 +258,9 @@ def classify(sql: str) -> Statement:
     if _TRANSACTION.match(flat) or _USE.match(flat):
         return Ignored("no transactions or schemas on the admin interface")
     if match := _PROXYSQL.match(flat):
+        rest = " ".join(match.group("rest").upper().split())
+        if rest in ("READONLY", "READWRITE"):
+            return AdminReadOnly(rest == "READONLY")
         if _PROXYSQL_NOOPS.match(match.group("rest").strip()):
             return Ignored("nothing to flush")
         return Refused(f"PROXYSQL {match.group('rest')} is not supported by turnout")

@@ -206,6 +206,17 @@ class AdminStore:
     def runtime(self) -> RuntimeConfig:
         return self._runtime
 
+    @property
+    def read_only(self) -> bool:
+        """admin-read_only in force: plain SQL on the admin tables may not write (LOAD/SAVE may)."""
+        return self._runtime.bool_variable("admin-read_only", False)
+
+    def set_read_only(self, on: bool) -> None:
+        """PROXYSQL READONLY / READWRITE: admin-read_only in force at once (memory unchanged)."""
+        values = dict(self._runtime.variables)
+        values["admin-read_only"] = "true" if on else "false"
+        self._runtime = dataclasses.replace(self._runtime, variables=MappingProxyType(values))
+
     # --- helpers -----------------------------------------------------------------------------
 
     @contextmanager

@@ -1,6 +1,6 @@
 """The monitor's settings, read from ProxySQL's mysql-monitor_* global variables.
 
-Defaults are ProxySQL 2.x's. Values are read as "mysql-monitor_<name>" (the global_variables
+Defaults are ProxySQL 2.7's (those of config/variables.py). Values are read as "mysql-monitor_<name>" (the global_variables
 table) or, failing that, "monitor-<name>".
 """
 
@@ -14,19 +14,19 @@ DEFAULTS: dict[str, str] = {
     "enabled": "true",
     "username": "monitor",
     "password": "monitor",
-    "connect_interval": "60000",
+    "connect_interval": "120000",
     "connect_timeout": "600",
-    "ping_interval": "10000",
+    "ping_interval": "8000",
     "ping_timeout": "1000",
     "ping_max_failures": "3",
-    "read_only_interval": "1500",
-    "read_only_timeout": "500",
+    "read_only_interval": "1000",
+    "read_only_timeout": "800",
     "read_only_max_timeout_count": "3",
     "replication_lag_interval": "10000",
     "replication_lag_timeout": "1000",
     "slave_lag_when_null": "60",
     "writer_is_also_reader": "true",
-    "history": "600000",
+    "history": "7200000",
 }
 
 

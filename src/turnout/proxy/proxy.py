@@ -121,11 +121,11 @@ class Proxy:
         self.rules = compile_rules(config.query_rules)
         self.reader_hostgroups = frozenset(rh.reader_hostgroup for rh in config.replication_hostgroups)
         self.max_allowed_packet = config.int_variable("mysql-max_allowed_packet", 64 * 1024 * 1024)
-        self.max_connections = config.int_variable("mysql-max_connections", 2048)
-        self.connect_timeout_server = config.int_variable("mysql-connect_timeout_server", 3000) / 1000
+        self.max_connections = config.int_variable("mysql-max_connections", 10000)
+        self.connect_timeout_server = config.int_variable("mysql-connect_timeout_server", 1000) / 1000
         self.connect_timeout_server_max = config.int_variable("mysql-connect_timeout_server_max", 10000) / 1000
         self.connect_timeout_client = config.int_variable("mysql-connect_timeout_client", 10000) / 1000
-        self.default_query_timeout = config.int_variable("mysql-default_query_timeout", 36_000_000) / 1000
+        self.default_query_timeout = config.int_variable("mysql-default_query_timeout", 86_400_000) / 1000
         self.auto_increment_delay_multiplex = config.int_variable("mysql-auto_increment_delay_multiplex", 5)
         self.server_version = config.variable("mysql-server_version", "5.5.30")
         # As ProxySQL: a session that names no schema uses this one, so that a pooled connection
@@ -231,7 +231,11 @@ class Proxy:
         if table == "stats_mysql_global":
             counters = self.stats.counters
             values = {
+                "Active_Transactions": sum(
+                    1 for s in self.sessions.values() if s.held is not None and "transaction" in s.held.reasons
+                ),
                 "Client_Connections_connected": len(self.sessions),
+                "Client_Connections_non_idle": sum(1 for s in self.sessions.values() if s.current_command),
                 "Client_Connections_created": counters.client_connections_created,
                 "Client_Connections_aborted": counters.client_connections_aborted,
                 "Questions": counters.questions,

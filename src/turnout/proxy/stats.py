@@ -18,15 +18,17 @@ DIGEST_COLUMNS = (
     "hostgroup", "schemaname", "username", "client_address", "digest", "digest_text", "count_star",
     "first_seen", "last_seen", "sum_time", "min_time", "max_time", "sum_rows_affected", "sum_rows_sent",
 )
-_KNOWN_COMMANDS = frozenset({
-    "ALTER_TABLE", "ANALYZE_TABLE", "BEGIN", "CALL", "CHANGE_MASTER", "COMMIT", "CREATE_DATABASE",
-    "CREATE_INDEX", "CREATE_TABLE", "CREATE_TEMPORARY", "CREATE_TRIGGER", "CREATE_USER", "DEALLOCATE",
-    "DELETE", "DESCRIBE", "DROP_DATABASE", "DROP_INDEX", "DROP_TABLE", "DROP_TRIGGER", "DROP_USER",
-    "GRANT", "EXECUTE", "EXPLAIN", "FLUSH", "INSERT", "KILL", "LOAD", "LOCK_TABLE", "OPTIMIZE", "PREPARE",
-    "PURGE", "RENAME_TABLE", "RESET_MASTER", "RESET_SLAVE", "REPLACE", "REVOKE", "ROLLBACK", "SAVEPOINT",
-    "SELECT", "SELECT_FOR_UPDATE", "SET", "SHOW_TABLE_STATUS", "START_TRANSACTION", "TRUNCATE_TABLE",
-    "UNLOCK_TABLES", "UPDATE", "USE", "SHOW", "UNKNOWN",
-})
+# stats_mysql_commands_counters' rows, in ProxySQL's order: it shows every one, counted or not.
+COMMANDS = (
+    "ALTER_TABLE", "ALTER_VIEW", "ANALYZE_TABLE", "BEGIN", "CALL", "CHANGE_MASTER", "COMMIT", "CREATE_DATABASE",
+    "CREATE_INDEX", "CREATE_TABLE", "CREATE_TEMPORARY", "CREATE_TRIGGER", "CREATE_USER", "CREATE_VIEW",
+    "DEALLOCATE", "DELETE", "DESCRIBE", "DROP_DATABASE", "DROP_INDEX", "DROP_TABLE", "DROP_TRIGGER", "DROP_USER",
+    "DROP_VIEW", "EXECUTE", "EXPLAIN", "FLUSH", "GRANT", "INSERT", "KILL", "LOAD", "LOCK_TABLE", "OPTIMIZE",
+    "PREPARE", "PURGE", "RELEASE_SAVEPOINT", "RENAME_TABLE", "RESET_MASTER", "RESET_SLAVE", "REPLACE", "REVOKE",
+    "ROLLBACK", "ROLLBACK_SAVEPOINT", "SAVEPOINT", "SELECT", "SELECT_FOR_UPDATE", "SET", "SHOW_TABLE_STATUS",
+    "SHOW", "START_TRANSACTION", "TRUNCATE_TABLE", "UNLOCK_TABLES", "UPDATE", "USE", "UNKNOWN",
+)
+_KNOWN_COMMANDS = frozenset(COMMANDS)
 
 
 def command_name(first_word: str, is_write: bool) -> str:
@@ -175,10 +177,13 @@ class ProxyStats:
         entry.rows_affected += rows_affected
 
     def command_rows(self) -> list[tuple[object, ...]]:
-        return [
-            (name, c.total_time_us, c.total, *c.buckets)
-            for name, c in sorted(self.commands.items())
-        ]
+        """Every command ProxySQL lists, zeros for those not seen (then any other name counted)."""
+        empty = (0, 0, *[0] * (len(_BUCKETS_US) + 1))
+        rows: list[tuple[object, ...]] = []
+        for name in (*COMMANDS, *sorted(set(self.commands) - _KNOWN_COMMANDS)):
+            c = self.commands.get(name)
+            rows.append((name, *empty) if c is None else (name, c.total_time_us, c.total, *c.buckets))
+        return rows
 
     def digest_rows(self) -> list[tuple[object, ...]]:
         return [

@@ -232,7 +232,7 @@ async def test_save_to_disk_survives_a_restart(start_admin: Starter, tmp_path: P
 
     third = await start_admin(file_rows, initial=True)  # --initial: the file again, and disk overwritten
     assert [s.hostname for s in third.service.runtime.servers] == ["from-file"]
-    assert third.service.runtime.variables["mysql-monitor_ping_interval"] == "10000"
+    assert third.service.runtime.variables["mysql-monitor_ping_interval"] == "8000"  # the default
     code, out, _ = await third.mariadb("SELECT hostname FROM disk.mysql_servers;")
     assert out.split() == ["hostname", "from-file"]
 

@@ -98,7 +98,7 @@ def test_runtime_config_orders_rules_and_fills_default_variables() -> None:
     runtime = parse(GOOD).runtime_config()
     assert [rule.rule_id for rule in runtime.query_rules] == [1, 2]
     assert runtime.variable("mysql-monitor_ping_interval", "") == "2000"
-    assert runtime.variable("mysql-monitor_read_only_interval", "") == "1500"
+    assert runtime.variable("mysql-monitor_read_only_interval", "") == "1000"  # ProxySQL 2.7's default
     assert runtime.variable("mysql-interfaces", "") == "127.0.0.1:16033"
 
 

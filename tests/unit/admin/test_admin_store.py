@@ -71,7 +71,7 @@ CASES = {
     ),
     "MYSQL VARIABLES": Case(
         "UPDATE global_variables SET variable_value = '2500' WHERE variable_name = 'mysql-monitor_ping_interval'",
-        "UPDATE global_variables SET variable_value = '10000' WHERE variable_name = 'mysql-monitor_ping_interval'",
+        "UPDATE global_variables SET variable_value = '8000' WHERE variable_name = 'mysql-monitor_ping_interval'",
         "SELECT variable_value FROM {schema}.global_variables WHERE variable_name = 'mysql-monitor_ping_interval'",
         lambda c: [c.variables["mysql-monitor_ping_interval"]],
         "2500",
@@ -210,7 +210,7 @@ def test_one_load_delivers_one_new_version(make: Callable[..., Harness]) -> None
     h.run("LOAD MYSQL SERVERS TO RUNTIME")
     assert [c.version for c in h.delivered] == [1, 2]
     assert h.delivered[1].servers == (MysqlServer(10, "db1"),)
-    assert h.delivered[1].variables["mysql-monitor_ping_interval"] == "10000"
+    assert h.delivered[1].variables["mysql-monitor_ping_interval"] == "8000"
 
 
 def test_lower_case_status_is_put_in_force_upper_case(make: Callable[..., Harness]) -> None:
@@ -344,7 +344,7 @@ def test_variables_differences(make: Callable[..., Harness]) -> None:
     answer = h.run("SET mysql-monitor_ping_interval = 2500")
     assert isinstance(answer, Ok) and "LOAD MYSQL VARIABLES TO RUNTIME" in answer.warnings[0]
     assert h.rows("SELECT row_key, memory, runtime FROM turnout_pending_changes") == [
-        ("mysql-monitor_ping_interval", "2500", "10000")
+        ("mysql-monitor_ping_interval", "2500", "8000")
     ]
 
 
@@ -567,3 +567,29 @@ def test_the_stats_user_sees_the_stats_database_only(make: Callable[..., Harness
     with pytest.raises(AdminError, match="can only read"):
         stats.execute("LOAD MYSQL USERS TO RUNTIME")
     assert stats.execute("SELECT DATABASE()") == ResultSet(("DATABASE()",), [("stats",)])
+
+
+def test_admin_read_only_refuses_sql_writes_until_proxysql_readwrite(make: Callable[..., Harness]) -> None:
+    h = make()
+    h.store.load_all_to_runtime()
+    h.run("PROXYSQL READONLY")
+    assert h.rows("SHOW GLOBAL VARIABLES LIKE 'read_only'") == [("read_only", "ON")]
+    assert h.rows("SELECT @@global.read_only") == [(1,)]
+    with pytest.raises(AdminError, match="readonly"):
+        h.run(CASES["MYSQL SERVERS"].edit)
+    with pytest.raises(AdminError, match="readonly"):
+        h.run("SET admin-read_only = 'false'")  # as in ProxySQL: only PROXYSQL READWRITE undoes it
+    h.run("LOAD MYSQL SERVERS TO RUNTIME")  # LOAD and SAVE still work
+    assert h.rows("SELECT COUNT(*) FROM mysql_servers") == [(0,)]  # reads too
+    h.run("PROXYSQL READWRITE")
+    h.run(CASES["MYSQL SERVERS"].edit)
+    assert h.rows("SHOW GLOBAL VARIABLES LIKE 'read_only'") == [("read_only", "OFF")]
+
+
+def test_show_processlist_is_rewritten_as_proxysql_does(make: Callable[..., Harness]) -> None:
+    h = make()
+    short = h.run("SHOW PROCESSLIST")
+    full = h.run("SHOW FULL PROCESSLIST")
+    assert isinstance(short, ResultSet) and isinstance(full, ResultSet)
+    assert short.columns == ("SessionID", "user", "db", "hostgroup", "command", "time_ms", "info")
+    assert full.columns[:3] == ("ThreadID", "SessionID", "user") and len(full.columns) == 16

@@ -87,12 +87,12 @@ def test_snapshot_replace_and_without_are_new_values() -> None:
 def test_settings_defaults_are_proxysqls() -> None:
     s = MonitorSettings.from_config(RuntimeConfig())
     assert (s.username, s.password) == ("monitor", "monitor")
-    assert (s.connect_interval_ms, s.connect_timeout_ms) == (60000, 600)
-    assert (s.ping_interval_ms, s.ping_timeout_ms, s.ping_max_failures) == (10000, 1000, 3)
-    assert (s.read_only_interval_ms, s.read_only_timeout_ms, s.read_only_max_timeout_count) == (1500, 500, 3)
+    assert (s.connect_interval_ms, s.connect_timeout_ms) == (120000, 600)  # ProxySQL 2.7's
+    assert (s.ping_interval_ms, s.ping_timeout_ms, s.ping_max_failures) == (8000, 1000, 3)
+    assert (s.read_only_interval_ms, s.read_only_timeout_ms, s.read_only_max_timeout_count) == (1000, 800, 3)
     assert (s.replication_lag_interval_ms, s.replication_lag_timeout_ms) == (10000, 1000)
     assert s.writer_is_also_reader is True and s.enabled is True
-    assert s.slave_lag_when_null == 60 and s.history_ms == 600000
+    assert s.slave_lag_when_null == 60 and s.history_ms == 7200000
 
 
 @pytest.mark.parametrize(
@@ -105,7 +105,7 @@ def test_settings_defaults_are_proxysqls() -> None:
             "read_only_interval_ms",
             200,
         ),
-        ({"mysql-monitor_ping_interval": "abc"}, "ping_interval_ms", 10000),
+        ({"mysql-monitor_ping_interval": "abc"}, "ping_interval_ms", 8000),
         ({"mysql-monitor_ping_interval": "0"}, "ping_interval_ms", 1),
         ({"mysql-monitor_username": "mon"}, "username", "mon"),
         ({"mysql-monitor_writer_is_also_reader": "false"}, "writer_is_also_reader", False),
