@@ -201,7 +201,7 @@ class Proxy:
             rows = connection_pool_rows(
                 {address: pool.stats for address, pool in self.pools.servers.items()},
                 {hg: [s.address for s in members] for hg, members in self.routing.by_hostgroup.items()},
-                [(s.hostgroup_id, s.address) for s in self.config.servers],
+                [(s.hostgroup_id, s.address, s.status) for s in self.config.servers],
                 [pair.writer_hostgroup for pair in self.config.replication_hostgroups],
                 self.stats.server_queries,
             )

@@ -212,7 +212,7 @@ Address = tuple[str, int]
 def connection_pool_rows(
     pools: Mapping[Address, PoolCounters],
     routed: Mapping[int, Iterable[Address]],
-    configured: Iterable[tuple[int, Address]],
+    configured: Iterable[tuple[int, Address, str]],
     writer_hostgroups: Iterable[int],
     server_queries: Mapping[tuple[int, Address], int],
 ) -> list[dict[str, object]]:
@@ -220,10 +220,14 @@ def connection_pool_rows(
     servers in force in a hostgroup, configured in it, or that took its statements. Queries are
     counted per hostgroup. turnout pools connections per server, shared by its hostgroups: the
     connection columns are on the row of the hostgroup the server is writer in (when it is one),
-    else of its lowest hostgroup, and zero on its other rows, so sums over the table stay right."""
+    else of its lowest hostgroup, and zero on its other rows, so sums over the table stay right.
+    A server not in force in a hostgroup shows the status configured for it there when it is
+    OFFLINE_SOFT or OFFLINE_HARD, else SHUNNED (the monitor took it out)."""
     online = {(hostgroup, address) for hostgroup, members in routed.items() for address in members}
+    offline = {(hostgroup, address): status for hostgroup, address, status in configured
+               if status in ("OFFLINE_SOFT", "OFFLINE_HARD")}
     rows_of: dict[Address, set[int]] = {}
-    for hostgroup, address in [*online, *configured, *server_queries]:
+    for hostgroup, address in [*online, *[(hg, a) for hg, a, _ in configured], *server_queries]:
         rows_of.setdefault(address, set()).add(hostgroup)
     for address in pools:
         rows_of.setdefault(address, set())
@@ -237,7 +241,7 @@ def connection_pool_rows(
             counted = pool is not None and hostgroup == home
             rows.append({
                 "hostgroup": hostgroup, "srv_host": address[0], "srv_port": address[1],
-                "status": "ONLINE" if (hostgroup, address) in online else "SHUNNED",
+                "status": "ONLINE" if (hostgroup, address) in online else offline.get((hostgroup, address), "SHUNNED"),
                 "ConnUsed": pool.conn_used if counted and pool else 0,
                 "ConnFree": pool.conn_free if counted and pool else 0,
                 "ConnOK": pool.conn_ok if counted and pool else 0,

@@ -30,7 +30,7 @@ def test_a_row_per_hostgroup_and_server_with_queries_where_routed() -> None:
     rows = connection_pool_rows(
         pools,
         routed={10: [MASTER], 20: [MASTER, REPLICA]},
-        configured=[(10, MASTER), (20, REPLICA)],
+        configured=[(10, MASTER, "ONLINE"), (20, REPLICA, "ONLINE")],
         writer_hostgroups=[10],
         server_queries={(10, MASTER): 6, (20, MASTER): 3, (20, REPLICA): 7},
     )
@@ -45,11 +45,15 @@ def test_a_row_per_hostgroup_and_server_with_queries_where_routed() -> None:
     assert all(r["status"] == "ONLINE" for r in rows)
 
 
-def test_a_server_out_of_its_hostgroup_shows_shunned_there() -> None:
-    rows = connection_pool_rows({}, routed={20: [REPLICA]}, configured=[(10, MASTER), (20, REPLICA)],
-                                writer_hostgroups=[10], server_queries={})
+def test_a_server_out_of_its_hostgroup_shows_shunned_or_its_offline_status_there() -> None:
+    third = ("10.0.0.3", 3306)
+    rows = connection_pool_rows(
+        {}, routed={20: [REPLICA]},
+        configured=[(10, MASTER, "ONLINE"), (20, REPLICA, "ONLINE"), (20, third, "OFFLINE_SOFT")],
+        writer_hostgroups=[10], server_queries={},
+    )
     assert {(r["hostgroup"], r["srv_host"], r["status"]) for r in rows} == {
-        (10, MASTER[0], "SHUNNED"), (20, REPLICA[0], "ONLINE")
+        (10, MASTER[0], "SHUNNED"), (20, REPLICA[0], "ONLINE"), (20, third[0], "OFFLINE_SOFT")
     }
 
 
@@ -61,13 +65,13 @@ hostgroups = st.sampled_from([10, 20, 30])
 @given(
     st.dictionaries(addresses, counters),
     st.dictionaries(hostgroups, st.lists(addresses, unique=True)),
-    st.lists(st.tuples(hostgroups, addresses)),
+    st.lists(st.tuples(hostgroups, addresses, st.sampled_from(["ONLINE", "OFFLINE_SOFT"]))),
     st.dictionaries(st.tuples(hostgroups, addresses), st.integers(0, 1000)),
 )
 def test_sums_over_the_table_are_the_pools_and_the_queries(
     pools: dict[tuple[str, int], Counters],
     routed: dict[int, list[tuple[str, int]]],
-    configured: list[tuple[int, tuple[str, int]]],
+    configured: list[tuple[int, tuple[str, int], str]],
     queries: dict[tuple[int, tuple[str, int]], int],
 ) -> None:
     rows = connection_pool_rows(pools, routed, configured, [10], queries)
