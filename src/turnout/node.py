@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from turnout.compiled import data_path_compiled
 from turnout.config.file import ConfigFile
 from turnout.config.model import RuntimeConfig
+from turnout.fencing import FenceStatus, ProxyLease
 from turnout.metrics import MetricsServer
 from turnout.monitor.health import HealthSnapshot
 from turnout.monitor.logs import LOG_COLUMNS
@@ -70,6 +71,12 @@ class Node:
         # the manager's fences (state store): out of all traffic until `turnout unfence`
         self.fences: dict[tuple[str, int], str] = {}
         self.state_store: StateStore | None = None
+        self._apply_lock = asyncio.Lock()
+        # A proxy following a shared store (etcd) holds a lease there and fences itself when it
+        # cannot renew it (turnout.fencing); None with the one-host SQLite store.
+        self.proxy_lease: ProxyLease | None = None
+        self.fence = FenceStatus(False)
+        self.fenced_reads = "serve"
         self.admin_enabled = admin
         self.manage = manage
         self.workers = Workers(workers - 1) if workers > 1 else None
@@ -109,6 +116,8 @@ class Node:
             return None
         if self.workers is not None:
             rows = merge_stats(table, [rows, *self.workers.stats(table)])
+        if table == "stats_mysql_global" and self.proxy_lease is not None:
+            rows = rows + [{"Variable_Name": k, "Variable_Value": str(v)} for k, v in self.proxy_lease.stats().items()]
         if table.startswith("stats_mysql_connection_pool"):
             health = self.monitor.snapshot
             for row in rows:
@@ -126,17 +135,30 @@ class Node:
         self.held_hostgroups = held
         self._reroute()
 
+    def _fenced_hostgroups(self) -> frozenset[int]:
+        """The hostgroups a proxy that fenced itself holds: every writer hostgroup, and the
+        readers too when ProxyFencedReads = "refuse"."""
+        if not self.fence.fenced:
+            return frozenset()
+        pairs = self.runtime.replication_hostgroups
+        held = {p.writer_hostgroup for p in pairs} | set(self.published_masters)
+        if self.fenced_reads == "refuse":
+            held |= {p.reader_hostgroup for p in pairs}
+        return frozenset(held)
+
     def _reroute(self, health: HealthSnapshot | None = None) -> None:
         snapshot = self.health_routing.update(
             self.runtime, health or self.monitor.snapshot, self.published_masters or None, self.fences
         )
         self.routing = snapshot
+        fenced = self._fenced_hostgroups()
         self.proxy.apply_routing(
             RoutingTable.build(
                 snapshot.servers,
                 snapshot.write_blocked,
                 version=snapshot.health_version,
-                held=self.held_hostgroups,
+                held=self.held_hostgroups | fenced,
+                held_reasons=dict.fromkeys(fenced, self.fence.reason),
             )
         )
         if self.workers is not None:
@@ -177,7 +199,7 @@ class Node:
 
         return open_store(self._state_target(settings))
 
-    def _follow_store(self) -> None:
+    async def _follow_store(self) -> None:
         """A proxy without a manager of its own follows the manager that publishes in the store."""
         self._watch_task = asyncio.create_task(self._follow_clusters(), name="turnout-follow-clusters")
 
@@ -203,6 +225,36 @@ class Node:
                 await self._refresh_fences()
             except Exception as exc:  # the store is unreachable: keep the fences in force
                 log.warning("reading the fences from the state store failed: %s", exc)
+
+    async def _start_proxy_lease(self, settings: ManagerSettings) -> None:
+        """On a shared store: register, renew, fence itself when it cannot (turnout.fencing)."""
+        assert self.state_store is not None
+        if not self.state_store.shares_proxies:
+            return
+        import socket
+
+        host, port = parse_interface(self.runtime.variable("mysql-interfaces", "127.0.0.1:6033"), 6033)
+        if host in ("", "0.0.0.0", "::"):
+            host = socket.gethostname()
+        self.fenced_reads = settings.ProxyFencedReads
+        self.proxy_lease = ProxyLease(
+            self.state_store, f"{host}:{port}", f"{host}:{port}", settings.ProxyLeaseSeconds,
+            settings.ProxyRenewSeconds, settings.ProxyRenewDeadlineSeconds, self._apply_state, self._on_fence,
+        )
+        self._on_fence(self.proxy_lease.status)  # fenced until registered and up to date
+        await self.proxy_lease.start()
+
+    def _on_fence(self, status: FenceStatus) -> None:
+        self.fence = status
+        self._reroute()
+        if status.fenced:
+            writers = {_address(c.master) for c in self.followed.values()}
+            writers |= {s.address for s in self.runtime.servers
+                        if s.hostgroup_id in {p.writer_hostgroup for p in self.runtime.replication_hostgroups}}
+            cut = self.proxy.cut_writes(frozenset(writers), status.reason)
+            if cut:
+                log.warning("self-fencing cut off %d sessions writing to %s", cut,
+                            ", ".join(f"{h}:{p}" for h, p in sorted(writers)))
 
     async def _start_manager(self) -> None:
         from dataclasses import replace
@@ -232,27 +284,50 @@ class Node:
     async def _follow_clusters(self) -> None:
         """The proxy follows the manager: published masters become the only writers, and a
         cluster that is switching or recovering has its writes held, not failed."""
-        states = self.followed
         assert self.state_store is not None
         async for state in self.state_store.watch():
             # a recovery fences the failed master before it publishes the new one
             with contextlib.suppress(Exception):  # unreachable store: _follow_fences says so
                 await self._refresh_fences()
+            await self._apply_state(state)
+
+    async def _apply_state(self, state: ClusterState) -> None:
+        """Route by one cluster state (from the watch, or read by the proxy lease's round); on
+        a shared store, end what ran on an earlier master and acknowledge the epoch."""
+        async with self._apply_lock:
+            states = self.followed
             previous = states.get(state.name)
-            states[state.name] = state
-            if previous is None or (previous.master, previous.phase) != (state.master, state.phase):
-                # the servers' read_only just changed or is about to: look now, not at the next check
-                self.monitor.check_now(_address(key) for key in {state.master, *state.members})
-            masters: dict[int, tuple[str, int]] = {}
-            held: set[int] = set()
-            for cluster in states.values():
-                writer = self._writer_hostgroup_of(cluster)
-                if writer is None:
-                    continue
-                masters[writer] = _address(cluster.master)
-                if cluster.phase != "stable":
-                    held.add(writer)
-            self.set_cluster_view(masters, frozenset(held))
+            if previous != state:
+                states[state.name] = state
+                if previous is None or (previous.master, previous.phase) != (state.master, state.phase):
+                    # the servers' read_only just changed or is about to: look now, not at the next check
+                    self.monitor.check_now(_address(key) for key in {state.master, *state.members})
+                masters: dict[int, tuple[str, int]] = {}
+                held: set[int] = set()
+                for cluster in states.values():
+                    writer = self._writer_hostgroup_of(cluster)
+                    if writer is None:
+                        continue
+                    masters[writer] = _address(cluster.master)
+                    if cluster.phase != "stable":
+                        held.add(writer)
+                self.set_cluster_view(masters, frozenset(held))
+            lease = self.proxy_lease
+            if lease is None:
+                return
+            if previous is not None and previous.master != state.master:
+                self.proxy.cut_writes(frozenset({_address(previous.master)}),
+                                      f"the master of cluster {state.name} changed to {state.master} "
+                                      f"(epoch {state.epoch})")
+            elif state.phase == "switching" and (previous is None or previous.phase != "switching"):
+                # a takeover: transactions in flight on the master finish or end (new writes are held)
+                ended = await self.proxy.drain(_address(state.master),
+                                               self._manager_settings().TakeoverDrainSeconds)
+                if ended:
+                    log.warning("ended %d transactions still running on %s after the drain period", ended,
+                                state.master)
+            lease.applied_state(state)
+        await lease.acknowledge()
 
     async def _drain(self, switching: ClusterState, old_master: str) -> None:
         """The manager is about to make `old_master` read_only: hold new writes now (without
@@ -284,6 +359,8 @@ class Node:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.proxy_lease is not None:
+            await self.proxy_lease.stop()
         if self.api_runner is not None:
             await self.api_runner.cleanup()
         if self.manager is not None:
@@ -315,6 +392,7 @@ class Node:
             except Exception as exc:  # _follow_fences retries; the manager's own start says more
                 log.warning("reading the fences from the state store failed: %s", exc)
             self._fence_task = asyncio.create_task(self._follow_fences(), name="turnout-follow-fences")
+            await self._start_proxy_lease(self._manager_settings())
         self._reroute()
         await self.monitor.start()
         await self._apply_metrics(self.runtime)
@@ -331,7 +409,7 @@ class Node:
         if self.manage:
             await self._start_manager()
         elif self.config_file.manager:
-            self._follow_store()
+            await self._follow_store()
 
     async def stop(self) -> None:
         await self._stop_manager()

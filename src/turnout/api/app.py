@@ -1,6 +1,12 @@
 """The HTTP API: Orchestrator's paths and JSON shapes over a running `ManagerService`.
 
 It holds no state of its own; every answer comes from the service or the state store.
+
+Managers in HA: every manager answers reads (READS); an action sent to a follower is
+forwarded to the leader (the answer is the leader's), or refused with 503 and the leader's
+address when it cannot be reached. `/api/leader-check` answers 200 on the leader and 404 (or the
+status in its path) elsewhere, as Orchestrator's, so orchestrator-client finds the leader among
+several API URLs.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from turnout.api.console import add_console, audit_action
 from turnout.api.context import SERVICE
 from turnout.api.openapi import ROUTES, openapi_document
 from turnout.api.proxies import LocalProxy
-from turnout.manager.service import ManagerError, ManagerService, cluster_matches
+from turnout.manager.leadership import LEASE
+from turnout.manager.service import ManagerError, ManagerService, NotLeader, cluster_matches
 from turnout.topology.model import make_key
 
 log = logging.getLogger("turnout.api")
@@ -51,6 +58,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refusals answer as Orchestrator's do: HTTP 500 with {"Code": "ERROR", "Message": ...}."""
     try:
         return await handler(request)
+    except NotLeader as exc:
+        return error(503, str(exc))
     except (ManagerError, ValueError) as exc:
         return error(500, str(exc))
 
@@ -67,7 +76,7 @@ async def health(request: web.Request) -> web.Response:
     service = _service(request)
     healthy = service.last_tick is not None
     details = {"Healthy": healthy, "Hostname": service.owner, "Token": service.owner,
-               "IsActiveNode": service.is_leader, "ActiveNode": await service.store.lease_owner("turnout-manager"),
+               "IsActiveNode": service.is_leader, "ActiveNode": await service.store.lease_owner(LEASE),
                "LastDiscovery": shapes.timestamp(service.last_tick)}
     if not healthy:
         return web.json_response(shapes.response("ERROR", "Application node is not ready yet", details), status=500)
@@ -191,6 +200,51 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
 
+async def leader_check(request: web.Request) -> web.Response:
+    status = request.match_info.get("status", "404")
+    code = int(status) if status.isdigit() and 100 <= int(status) <= 599 else 404
+    if _service(request).is_leader:
+        return web.json_response("OK")
+    return web.json_response("Not leader", status=code)
+
+
+async def raft_leader(request: web.Request) -> web.Response:
+    leader = _service(request).leader()
+    if leader is None:
+        return web.json_response("no leader known", status=404)
+    return web.json_response(leader)
+
+
+FORWARDED = "X-Turnout-Forwarded-By"
+
+
+@web.middleware
+async def forward_actions(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An action sent to a follower goes to the leader; reads are answered here."""
+    service = _service(request)
+    if service.is_leader or handler in READS or not request.path.startswith("/api/"):
+        return await handler(request)
+    leader = service.leader()
+    if request.headers.get(FORWARDED) or leader is None or leader == service.settings.advertise:
+        service.require_leader(request.path)  # raises NotLeader: 503 with the leader's address
+    import aiohttp
+
+    headers = {k: v for k, v in request.headers.items()
+               if k.lower() in ("authorization", "x-forwarded-user", "content-type", "accept", "cookie")}
+    headers[FORWARDED] = service.owner
+    try:
+        async with aiohttp.ClientSession() as client, client.request(
+            request.method, f"http://{leader}{request.path_qs}", headers=headers, data=await request.read(),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+        ) as answer:
+            body = await answer.read()
+            return web.Response(body=body, status=answer.status, headers={
+                "Content-Type": answer.headers.get("Content-Type", "application/json"), "X-Turnout-Leader": str(leader)})
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return error(503, f"this manager ({service.owner}) is not the leader, and the leader at {leader} cannot be "
+                     f"reached: {exc or type(exc).__name__}; retry, or send the action there")
+
+
 HANDLERS: dict[str, Handler] = {
     "health": health, "discover": discover, "forget": forget, "instance": instance, "clusters": clusters,
     "clusters_info": clusters_info, "cluster": cluster, "cluster_by_alias": cluster_by_alias,
@@ -198,12 +252,23 @@ HANDLERS: dict[str, Handler] = {
     "ack_recovery": ack_recovery, "audit_recovery": audit_recovery, "audit": audit,
     "begin_downtime": begin_downtime, "end_downtime": end_downtime, "unfence": unfence, "openapi": openapi,
     **orchestrator.HANDLERS,
+    "leader_check": leader_check, "raft_leader": raft_leader,
 }
+# Handlers that only read: every manager answers them. Any other /api/ route acts, and a follower
+# forwards it to the leader (a new route is forwarded unless listed here: slower, never wrong).
+READS: frozenset[Handler] = frozenset({
+    health, instance, clusters, clusters_info, cluster, cluster_by_alias, replication_analysis,
+    audit_recovery, audit, openapi, leader_check, raft_leader, orchestrator.unknown,
+    *(orchestrator.HANDLERS[name] for name in (
+        "all_instances", "search", "cluster_info", "cluster_master", "masters", "instance_replicas",
+        "cluster_by_instance", "downtimed", "cluster_osc_replicas", "topology", "check_global_recoveries",
+        "status", "raft_health")),
+})
 
 
 def make_app(service: ManagerService, local_proxy: LocalProxy | None = None) -> web.Application:
     """The API under /api/ and the console under / (`local_proxy`: the proxy in this process)."""
-    app = web.Application(middlewares=[auth.middleware(service.settings, audit_action), errors])
+    app = web.Application(middlewares=[auth.middleware(service.settings, audit_action), errors, forward_actions])
     app[SERVICE] = service
     for route in ROUTES:
         app.router.add_route(route.method, route.path, HANDLERS[route.handler])

@@ -62,6 +62,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/end-downtime" + _I, "end_downtime", "End an instance's downtime"),
     Route("GET", "/api/unfence" + _I, "unfence",
           "Lift the fence of a failed master (turnout's own: after it was rebuilt as a replica)"),
+    Route("GET", "/api/leader-check", "leader_check", "200 on the leader manager, 404 on the others"),
+    Route("GET", "/api/leader-check/{status}", "leader_check", "200 on the leader, the given status elsewhere"),
+    Route("GET", "/api/raft-leader", "raft_leader", "The leader manager's API address (host:port)"),
     Route("GET", "/api/openapi.json", "openapi", "This document"),
 )
 

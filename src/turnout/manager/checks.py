@@ -63,3 +63,29 @@ def slow_detection(replicas: Iterable[Instance], bound_seconds: float) -> list[S
                 f"slave_net_timeout + connect retry = {delay:g}s exceeds the bound of {bound_seconds:g}s",
             ))
     return findings
+
+
+def unsafe_semi_sync(instances: Iterable[Instance], failover_seconds: float) -> list[SettingsFinding]:
+    """Masters whose semi-sync timeout lets them acknowledge writes alone before a failover is done.
+
+    Proxies fence themselves, but a client connected straight to a master cut off from its
+    replicas gets acknowledgements once rpl_semi_sync_master_timeout has passed: writes the new
+    master never sees. Only a timeout longer than detection + promotion (`failover_seconds`)
+    keeps the cut-off master from acknowledging anything alone before it is replaced; after
+    that, how long the partition lasts decides (README: semi-sync trade-off).
+    """
+    findings = []
+    for inst in sorted(instances, key=lambda i: i.key):
+        if inst.is_replica or not inst.reachable or not inst.semi_sync_master_enabled:
+            continue
+        timeout_ms = inst.semi_sync_timeout_ms
+        if timeout_ms is None or timeout_ms / 1000 > failover_seconds:
+            continue
+        findings.append(SettingsFinding(
+            inst.key, "rpl_semi_sync_master_timeout", timeout_ms,
+            f"rpl_semi_sync_master_timeout={timeout_ms:g}ms: cut off from its replicas, this master acknowledges "
+            f"writes alone after {timeout_ms / 1000:g}s, before a failover ({failover_seconds:g}s: detection bound + "
+            f"poll + proxy lease) has replaced it; those writes are lost. SET GLOBAL rpl_semi_sync_master_timeout="
+            f"{int(failover_seconds * 1000 * 3)} (or more)",
+        ))
+    return findings

@@ -1,9 +1,13 @@
 """Automated recovery of a dead master, as a sequence of audited steps.
 
 anti-flapping check -> phase "recovering" -> pre-failover hooks (a failure aborts) -> candidate
-(fresh probe) -> candidate applies its relay log -> candidate detached, read_only=OFF ->
-other replicas re-pointed -> semi-sync restored -> old master fenced -> new master published
-with epoch + 1, phase "stable" -> post-failover hooks.
+(fresh probe) -> candidate applies its relay log -> candidate detached (still read_only) ->
+semi-sync restored -> other replicas re-pointed -> old master fenced -> new master published
+with epoch + 1, phase "promoting" -> every registered proxy applied it (or lost its lease) ->
+read_only=OFF -> published "stable" -> post-failover hooks.
+
+A manager that loses its leader lease stops between two steps (LeadershipLost, not caught
+here): the next leader finishes or rolls back what it left (`turnout.manager.resume`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,16 @@ from dataclasses import dataclass, field
 
 from turnout.manager import candidates, hooks
 from turnout.manager.analysis import Finding, Snapshot
-from turnout.manager.steps import StepLog, Toolkit, publish_master, publish_phase, semi_sync_master_side
+from turnout.manager.leadership import LeadershipLost
+from turnout.manager.resume import CUT_SHORT
+from turnout.manager.steps import (
+    StepLog,
+    Toolkit,
+    no_guard,
+    open_new_master,
+    publish_phase,
+    semi_sync_master_side,
+)
 from turnout.state.base import ClusterState, RecoveryRecord
 from turnout.topology.model import Instance
 
@@ -41,8 +54,12 @@ class RecoveryAborted(Exception):
 def blocking_recovery(
     records: list[RecoveryRecord], block_seconds: float, now: float
 ) -> RecoveryRecord | None:
-    """The recent unacknowledged recovery that forbids another one on the same cluster, if any."""
-    return next((r for r in records if not r.acknowledged and r.started_at > now - block_seconds), None)
+    """The recent unacknowledged recovery that forbids another one on the same cluster, if any.
+
+    A recovery the leader's loss cut short and its successor rolled back does not count: the
+    failure it was started for has not been recovered yet."""
+    return next((r for r in records if not r.acknowledged and r.started_at > now - block_seconds
+                 and not (not r.success and any(CUT_SHORT in line for line in r.details))), None)
 
 
 async def recover_dead_master(
@@ -68,7 +85,7 @@ async def recover_dead_master(
 
     rid = await store.start_recovery(state.name, finding.code, finding.instance, manual)
     result.recovery_id = rid
-    log = StepLog(store, state.name, "recover")
+    log = StepLog(store, state.name, "recover", guard=toolkit.guard)
     failed = snapshot.instances[finding.instance]
     base_context = {"failure_type": finding.code, "failed": (failed.host, failed.port), "cluster": state.name,
                     "description": finding.description, "command": "recover" if manual else "auto",
@@ -86,6 +103,7 @@ async def recover_dead_master(
         successor = await _recover(toolkit, log, current, snapshot, finding, failed, candidate, base_context, result)
     except RecoveryAborted as exc:
         result.message = str(exc)
+        log.guard = no_guard  # putting the cluster back as it was is always allowed
         await log(f"recovery aborted: {exc}", finding.instance)
         restored = await publish_phase(store, current, "stable")
         result.state = restored
@@ -94,6 +112,7 @@ async def recover_dead_master(
         result.steps = log.lines
         return result
 
+    log.guard = no_guard  # done: only bookkeeping and hooks remain
     result.success = True
     result.successor = successor.key
     result.message = f"promoted {successor.key} in place of {finding.instance}"
@@ -173,14 +192,15 @@ async def _recover(
     semi_sync = failed.semi_sync_master_enabled
     try:
         await actions.detach(chosen)
-        await log(f"{chosen.key}: replication stopped and reset", chosen.key)
-        await actions.set_read_only(chosen, False)
-        await log(f"{chosen.key}: read_only=OFF", chosen.key)
     except Exception as exc:
         raise RecoveryAborted(f"cannot promote {chosen.key}: {exc}") from exc
+    await log(f"{chosen.key}: replication stopped and reset (read_only stays ON until the proxies have "
+              "applied the new epoch)", chosen.key)
     if semi_sync:
         try:
             await semi_sync_master_side(toolkit, log, chosen)
+        except LeadershipLost:
+            raise
         except Exception as exc:  # the cluster needs a master more than it needs semi-sync
             await log(f"semi-sync master side on {chosen.key} failed: {exc}; replication goes on asynchronous",
                       chosen.key)
@@ -199,6 +219,8 @@ async def _recover(
             repointed.append(replica)
             await log(f"{replica.key} now replicates from {chosen.key}"
                       + (" (semi-sync replica side ON)" if semi_sync else ""), replica.key)
+        except LeadershipLost:
+            raise
         except Exception as exc:
             result.lost_replicas.append(replica.key)
             await log(f"{replica.key} could not be re-pointed: {exc}", replica.key)
@@ -208,15 +230,21 @@ async def _recover(
     await log(f"{failed.key} fenced: it must not rejoin without a rebuild", failed.key)
     try:
         await actions.set_read_only(failed, True, timeout=1.0)
-        await log(f"{failed.key}: read_only=ON", failed.key)
+        ro_set = True
     except Exception:
+        ro_set = False
+    if ro_set:
+        await log(f"{failed.key}: read_only=ON", failed.key)
+    else:
         await log(f"{failed.key} is unreachable: read_only=ON will be set when it comes back", failed.key)
 
     members = [k for k in snapshot.instances if k != failed.key and k not in snapshot.fenced]
-    published = await publish_master(toolkit.store, state, chosen.key, members)
-    if published is None:
-        await log("another manager changed the cluster state meanwhile: not publishing")
-    else:
-        result.state = published
-        await log(f"published master {chosen.key}, epoch {published.epoch}", chosen.key)
+    try:
+        published = await open_new_master(toolkit, log, state, promoted, members)
+    except LeadershipLost:
+        raise
+    except Exception as exc:
+        raise RecoveryAborted(f"cannot open {chosen.key} for writes: {exc}; the next leader round finishes the "
+                              "promotion") from exc
+    result.state = published
     return promoted

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 
 from turnout.manager import analysis, detections, switches
 from turnout.manager.analysis import Finding, Snapshot
-from turnout.manager.checks import SettingsFinding, slow_detection
+from turnout.manager.checks import SettingsFinding, slow_detection, unsafe_semi_sync
+from turnout.manager.leadership import LEASE, LeaderLease, LeadershipLost, leader_address
 from turnout.manager.proxysql import ProxySQLDriver, combine
 from turnout.manager.recovery import RecoveryResult, recover_dead_master
+from turnout.manager.resume import resume
 from turnout.manager.settings import ManagerSettings
 from turnout.manager.steps import Drain, Toolkit
 from turnout.manager.takeover import TakeoverRefused, TakeoverResult, graceful_takeover
@@ -31,7 +33,7 @@ from turnout.topology.model import Instance, make_key, split_key
 
 log = logging.getLogger("turnout.manager")
 
-LEASE = "turnout-manager"
+__all__ = ["LEASE", "ClusterView", "ManagerError", "ManagerService", "NotFound", "NotLeader"]
 
 
 class ManagerError(Exception):
@@ -40,6 +42,14 @@ class ManagerError(Exception):
 
 class NotFound(ManagerError):
     pass
+
+
+class NotLeader(ManagerError):
+    """This manager does not lead: actions belong to the leader (`leader`: its API address)."""
+
+    def __init__(self, message: str, leader: str | None) -> None:
+        super().__init__(message)
+        self.leader = leader
 
 
 @dataclass(frozen=True)
@@ -93,14 +103,16 @@ class ManagerService:
             flavor_override=settings.ReplicationFlavor or None,
         )
         self.proxysql = ProxySQLDriver(self, settings.ProxySQL) if settings.ProxySQL else None
+        self.owner = (settings.ManagerId or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}") \
+            + "@" + settings.advertise
+        self.leadership = LeaderLease(store, self.owner, settings)
         self.toolkit = Toolkit(settings, store, self.actions,
-                               combine(drain, self.proxysql.drain if self.proxysql is not None else None))
-        self.owner = settings.ManagerId or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+                               combine(drain, self.proxysql.drain if self.proxysql is not None else None),
+                               guard=self.leadership.check)
         self.instances: dict[str, Instance] = {}
         self.cluster_of: dict[str, str] = {}
         self.views: dict[str, ClusterView] = {}
         self.settings_findings: list[SettingsFinding] = []
-        self.is_leader = False
         self.last_tick: float | None = None
         self.ticks = 0
         self.last_recovery: RecoveryResult | None = None
@@ -118,6 +130,7 @@ class ManagerService:
         for seed in self.settings.DiscoverySeeds:
             split_key(seed)
             self.instances.setdefault(seed, Instance(*split_key(seed), reachable=False))
+        await self.leadership.start()
         self._task = asyncio.create_task(self._loop(), name="turnout-manager")
         if self.proxysql is not None:
             self.proxysql.start()
@@ -130,9 +143,23 @@ class ManagerService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self.leadership.stop()
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leadership.is_leader
+
+    def leader(self) -> str | None:
+        """The leader's API address (host:port) as last read from the store; None if unknown."""
+        return leader_address(self.leadership.leader_owner)
+
+    def require_leader(self, what: str) -> None:
+        """Raise NotLeader unless this manager leads (API actions and operations)."""
         if self.is_leader:
-            await self.store.release_lease(LEASE, self.owner)
-            self.is_leader = False
+            return
+        leader = self.leader()
+        raise NotLeader(f"this manager ({self.owner}) is not the leader: {what} belongs to the leader "
+                        + (f"at {leader}" if leader else "(none known right now: retry shortly)"), leader)
 
     async def _loop(self) -> None:
         while True:
@@ -151,9 +178,30 @@ class ManagerService:
         async with self._lock:
             await self._refresh()
         for view in list(self.views.values()):
-            await self._maybe_recover(view)
+            if view.state.phase != "stable":
+                await self._maybe_resume(view)
+            else:
+                await self._maybe_recover(view)
         if self.proxysql is not None:
             self.proxysql.wake()
+
+    async def _maybe_resume(self, view: ClusterView) -> None:
+        """An operation left half done by an earlier leader (or an earlier term of this one)."""
+        name = view.state.name
+        if not self.is_leader or name in self._busy:
+            return
+        self._busy.add(name)
+        try:
+            async with self._lock:
+                state = await self.store.get_cluster(name)
+                if state is None or state.phase == "stable":
+                    return
+                await resume(self.toolkit, self.owner, state, view.snapshot)
+                await self._refresh()
+        except LeadershipLost as exc:
+            log.warning("resuming %s stopped: %s", name, exc)
+        finally:
+            self._busy.discard(name)
 
     async def _refresh(self, extra: Iterable[str] = ()) -> None:
         seeds = set(self.instances) | set(extra)
@@ -168,11 +216,9 @@ class ManagerService:
         self.cluster_of = assign_clusters(self.instances, self.cluster_of, fences)
         for key, inst in self.instances.items():
             await self.store.put_instance(key, self.cluster_of[key], inst.to_dict())
-        await self._enforce_fences(fences)
+        if self.is_leader:
+            await self._enforce_fences(fences)
         downtimed = {d.key for d in await self.store.downtimes()}
-        self.is_leader = await self.store.acquire_lease(
-            LEASE, self.owner, max(10.0, 3 * self.settings.InstancePollSeconds)
-        )
         views = {}
         for name in sorted(set(self.cluster_of.values())):
             members = [i for k, i in self.instances.items() if self.cluster_of[k] == name]
@@ -186,7 +232,11 @@ class ManagerService:
                                              {n: v.findings for n, v in views.items()}):
                 await self.store.audit(change.cluster, "detection", change.message, change.instance)
         self.views = views
-        self.settings_findings = slow_detection(self.instances.values(), self.settings.DetectionDelayBoundSeconds)
+        self.settings_findings = [
+            *slow_detection(self.instances.values(), self.settings.DetectionDelayBoundSeconds),
+            *unsafe_semi_sync(self.instances.values(), self.settings.DetectionDelayBoundSeconds
+                              + self.settings.InstancePollSeconds + self.settings.ProxyLeaseSeconds),
+        ]
         self.last_tick = time.time()
         self.ticks += 1
 
@@ -195,7 +245,7 @@ class ManagerService:
         live = sorted(k for k in snapshot.instances if k not in snapshot.fenced)
         if state is None:
             roots = [i for k, i in snapshot.instances.items() if not i.is_replica and k not in snapshot.fenced]
-            if len(roots) != 1:
+            if len(roots) != 1 or not self.is_leader:
                 return None
             state = ClusterState(name, roots[0].key, epoch=1, members=tuple(live))
             if await self.store.publish(state, None):
@@ -248,7 +298,12 @@ class ManagerService:
         try:
             async with self._lock:
                 toolkit = await self.operation_toolkit(view.snapshot.instances)
-                result = await recover_dead_master(toolkit, view.state, view.snapshot, finding, manual, candidate)
+                try:
+                    result = await recover_dead_master(toolkit, view.state, view.snapshot, finding, manual, candidate)
+                except LeadershipLost as exc:
+                    log.warning("recovery of %s stopped: %s", view.state.name, exc)
+                    return RecoveryResult(view.state.name, finding.instance, finding.code, success=False,
+                                          message=f"stopped: {exc}; the next leader finishes or rolls it back")
                 if result.recovery_id is not None:
                     self.last_recovery = result
                     self._blocked_reported.pop(view.state.name, None)
@@ -325,6 +380,7 @@ class ManagerService:
             await self.store.audit(cluster, "forget", f"forgot {key}", key)
 
     async def recover(self, host: str, port: int, candidate: str | None = None) -> RecoveryResult:
+        self.require_leader("recover")
         key = make_key(host, port)
         self.instance(key)
         view = self.resolve_cluster(key)
@@ -337,6 +393,7 @@ class ManagerService:
         return await self._run_recovery(view, finding, manual=True, candidate=candidate)
 
     async def takeover(self, cluster_hint: str, new: str | None, auto: bool) -> TakeoverResult:
+        self.require_leader("graceful-master-takeover")
         view = self.resolve_cluster(cluster_hint)
         name = view.state.name
         busy = name in self._busy
@@ -351,6 +408,8 @@ class ManagerService:
             return result
         except TakeoverRefused as exc:
             raise ManagerError(str(exc)) from exc
+        except LeadershipLost as exc:
+            raise ManagerError(f"takeover stopped: {exc}; the next leader finishes or rolls it back") from exc
         finally:
             if not busy:
                 self._busy.discard(name)

@@ -61,6 +61,21 @@ class ManagerSettings:
     ManagerId: str = ""
     # [[manager.proxysql]]: ProxySQL admin interfaces the manager keeps pointed at each master
     ProxySQL: tuple[ProxySQLTarget, ...] = ()
+    # Where other managers reach this one's API (forwarding); "" derives it from ListenAddress.
+    AdvertiseAddress: str = ""
+    # Managers in HA (several on one store): the leader's lease, how often it is renewed, and
+    # how long after the start of the last successful renewal the leader still starts a step.
+    LeaderLeaseSeconds: float = 10.0
+    LeaderRenewSeconds: float = 2.0
+    LeaderRenewDeadlineSeconds: float = 7.0
+    # Proxies following a shared store (etcd): the same three for each proxy's own lease. A
+    # proxy that has not renewed within the deadline stops sending writes.
+    ProxyLeaseSeconds: float = 10.0
+    ProxyRenewSeconds: float = 2.0
+    ProxyRenewDeadlineSeconds: float = 7.0
+    # What a proxy cut off from the store does with reads: "serve" (from ONLINE servers within
+    # max_replication_lag, as the monitor sees them) or "refuse".
+    ProxyFencedReads: str = "serve"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ManagerSettings:
@@ -110,6 +125,23 @@ class ManagerSettings:
             raise SettingsError("HTTPAuthUser must not be `readonly`: with \"multi\" that user may only view")
         if self.ReplicationFlavor not in ("", "mariadb", "mysql", "binlog"):
             raise SettingsError("ReplicationFlavor must be empty (detect), mariadb, mysql or binlog")
+        if self.ProxyFencedReads not in ("serve", "refuse"):
+            raise SettingsError("ProxyFencedReads must be serve or refuse")
+        problems = timing_problems(self)
+        if problems:
+            raise SettingsError("; ".join(problems))
+
+    @property
+    def advertise(self) -> str:
+        """host:port where other managers reach this one's API."""
+        if self.AdvertiseAddress:
+            return self.AdvertiseAddress
+        host, port = self.listen
+        if host in ("", "0.0.0.0", "::"):
+            import socket
+
+            host = socket.gethostname()
+        return f"{host}:{port}"
 
     @property
     def listen(self) -> tuple[str, int]:
@@ -119,6 +151,34 @@ class ManagerSettings:
     @property
     def promotion_rules(self) -> dict[str, PromotionRule]:
         return {k: typing.cast(PromotionRule, v) for k, v in self.PromotionRules.items()}
+
+
+def timing_problems(s: ManagerSettings) -> list[str]:
+    """The timing inequalities the safety argument needs (README "Timings"), as messages. Pure.
+
+    For each lease (leader, proxy): renew < deadline < lease, with room for one failed renewal
+    before the deadline, and a margin of at least a second between the deadline (when the
+    holder stops acting) and the lease's expiry (when another may act).
+    """
+    problems = []
+    for who in ("Leader", "Proxy"):
+        ttl = getattr(s, f"{who}LeaseSeconds")
+        renew = getattr(s, f"{who}RenewSeconds")
+        deadline = getattr(s, f"{who}RenewDeadlineSeconds")
+        if ttl < 2:
+            problems.append(f"{who}LeaseSeconds={ttl:g} must be 2 or more (etcd's leases count whole seconds)")
+        if renew <= 0:
+            problems.append(f"{who}RenewSeconds must be above 0")
+        if deadline < 2 * renew:
+            problems.append(f"{who}RenewDeadlineSeconds={deadline:g} must be at least 2 x {who}RenewSeconds="
+                            f"{renew:g}: one failed renewal must not cost the lease")
+        if deadline > ttl - 1:
+            problems.append(f"{who}RenewDeadlineSeconds={deadline:g} must be at least 1s below {who}LeaseSeconds="
+                            f"{ttl:g}: the holder stops acting before anyone else may start")
+    if s.InstancePollSeconds > s.LeaderLeaseSeconds:
+        problems.append(f"InstancePollSeconds={s.InstancePollSeconds:g} must not exceed LeaderLeaseSeconds="
+                        f"{s.LeaderLeaseSeconds:g}")
+    return problems
 
 
 def _convert(name: str, hint: Any, value: Any) -> Any:

@@ -1,9 +1,13 @@
 """Graceful master takeover: a planned switch to a replica with no transaction lost.
 
-refusals -> phase "switching" -> OLD read_only=ON -> NEW applies every transaction of OLD
-(bounded wait) -> NEW detached, read_only=OFF -> other replicas re-pointed -> OLD replicates from
-NEW (started with `auto`, left stopped otherwise, as Orchestrator does) -> semi-sync restored ->
-NEW published with epoch + 1. A failure before NEW is writable rolls back to OLD as master.
+refusals -> phase "switching" -> proxies drained (this process's, and every proxy registered in
+a shared store) -> OLD read_only=ON -> NEW applies every transaction of OLD (bounded wait) ->
+NEW detached (still read_only) -> semi-sync restored -> other replicas re-pointed -> OLD
+replicates from NEW (started with `auto`, left stopped otherwise, as Orchestrator does) -> NEW
+published with epoch + 1, phase "promoting" -> every registered proxy applied it (or lost its
+lease) -> NEW read_only=OFF -> published "stable". A failure before NEW is published rolls back
+to OLD as master; a manager that loses its leader lease stops between two steps and the next
+leader finishes or rolls back (`turnout.manager.resume`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,16 @@ from dataclasses import dataclass, field
 
 from turnout.manager import candidates, hooks
 from turnout.manager.analysis import Snapshot
-from turnout.manager.steps import StepLog, Toolkit, publish_master, publish_phase, semi_sync_master_side
+from turnout.manager.leadership import LeadershipLost
+from turnout.manager.steps import (
+    StepLog,
+    Toolkit,
+    no_guard,
+    open_new_master,
+    publish_phase,
+    semi_sync_master_side,
+    wait_for_proxies,
+)
 from turnout.state.base import ClusterState
 from turnout.topology.model import Instance
 
@@ -100,7 +113,7 @@ async def graceful_takeover(
     new, why = check_takeover(state, snapshot, old, new_key, toolkit, recovering, auto)
     others = [r for r in snapshot.replicas_of(old.key) if r.key != new.key and r.reachable]
     command = "graceful-master-takeover-auto" if auto else "graceful-master-takeover"
-    log = StepLog(store, state.name, command)
+    log = StepLog(store, state.name, command, guard=toolkit.guard)
     await log(f"{command}: {old.key} -> {new.key} ({why})", new.key)
     current = await publish_phase(store, state, "switching")
     if current is None:
@@ -119,6 +132,8 @@ async def graceful_takeover(
     if toolkit.drain is not None:
         await toolkit.drain(current, old.key)
         await log(f"{old.key}: proxies drained (new writes held, transactions in flight finished or ended)", old.key)
+    await wait_for_proxies(toolkit, log, state.name, current.epoch, "switching",
+                           "drained their transactions on " + old.key)
     flavor = actions.flavor(old)
     promoted = False
     try:
@@ -133,9 +148,9 @@ async def graceful_takeover(
             raise RuntimeError(f"{new.key} did not apply {target} within {settings.GracefulTakeoverWaitSeconds:g}s")
         await log(f"{new.key} has applied every transaction of {old.key}", new.key)
         await actions.detach(new)
-        await actions.set_read_only(new, False)
         promoted = True
-        await log(f"{new.key}: replication reset, read_only=OFF", new.key)
+        await log(f"{new.key}: replication reset (read_only stays ON until the proxies have applied the new "
+                  "epoch)", new.key)
         semi_sync = old.semi_sync_master_enabled
         if semi_sync:
             await semi_sync_master_side(toolkit, log, new)
@@ -149,7 +164,10 @@ async def graceful_takeover(
                                semi_sync_replica=True if semi_sync else None)
         await log(f"{old.key} now replicates from {new.key}" + ("" if auto else " (replication left stopped)"),
                   old.key)
+    except LeadershipLost:
+        raise
     except Exception as exc:
+        log.guard = no_guard  # putting the cluster back as it was is always allowed
         await log(f"takeover failed: {exc}; rolling back to {old.key} as master", old.key)
         await _rollback(toolkit, log, old, new, others, promoted)
         restored = await publish_phase(store, current, "stable")
@@ -157,9 +175,16 @@ async def graceful_takeover(
                               rolled_back=True, steps=log.lines, state=restored)
 
     members = [k for k in snapshot.instances if k not in snapshot.fenced]
-    published = await publish_master(store, current, new.key, members)
-    if published is not None:
-        await log(f"published master {new.key}, epoch {published.epoch}", new.key)
+    try:
+        published = await open_new_master(toolkit, log, current, new, members)
+    except LeadershipLost:
+        raise
+    except Exception as exc:
+        log.guard = no_guard
+        await log(f"cannot open {new.key} for writes: {exc}; the leader's next round finishes the promotion", new.key)
+        return TakeoverResult(state.name, old.key, new.key, False, f"{new.key} is published but not yet writable: "
+                              f"{exc}", steps=log.lines, state=await store.get_cluster(state.name))
+    log.guard = no_guard  # done: only hooks remain
     for hook in await hooks.run_hooks(settings.PostGracefulTakeoverProcesses, hook_values,
                                       settings.HookTimeoutSeconds, stop_on_failure=False):
         await log(f"hook {hook.command!r}: {'ok' if hook.ok else 'failed'} {hook.output}".rstrip())

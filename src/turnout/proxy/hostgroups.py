@@ -25,6 +25,9 @@ class RoutingTable:
     write_blocked: Mapping[int, str] = field(default_factory=_empty_blocks)
     # Writer hostgroups held during a switchover: writes wait instead of failing (issue: held queries).
     held: frozenset[int] = frozenset()
+    # Why a hostgroup is held, when the reason is worth telling a client whose statement waited
+    # in vain (a proxy that fenced itself off from the state store).
+    held_reasons: Mapping[int, str] = field(default_factory=_empty_blocks)
 
     @classmethod
     def build(
@@ -33,6 +36,7 @@ class RoutingTable:
         write_blocked: Mapping[int, str] | None = None,
         version: int = 0,
         held: frozenset[int] = frozenset(),
+        held_reasons: Mapping[int, str] | None = None,
     ) -> RoutingTable:
         groups: dict[int, list[MysqlServer]] = {}
         for server in servers:
@@ -43,6 +47,7 @@ class RoutingTable:
             by_hostgroup={hg: tuple(members) for hg, members in groups.items()},
             write_blocked=MappingProxyType(dict(write_blocked or {})),
             held=held,
+            held_reasons=MappingProxyType(dict(held_reasons or {})),
         )
 
     def online(self, hostgroup: int) -> tuple[MysqlServer, ...]:

@@ -363,7 +363,8 @@ class Proxy:
                 return connection
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise NoServer(hostgroup, int((time.monotonic() - started) * 1000))
+                waited = int((time.monotonic() - started) * 1000)
+                raise NoServer(hostgroup, waited, table.held_reasons.get(hostgroup, "") if hostgroup in table.held else "")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._routing_changed.wait(), min(remaining, 0.05))
 
@@ -417,6 +418,12 @@ class Proxy:
                 ended += 1
         self.stats.counters.transactions_ended += ended
         return ended
+
+    def cut_writes(self, addresses: frozenset[ServerAddress], reason: str) -> int:
+        """A proxy that fenced itself: statements in flight to `addresses` lose their connection
+        (the client hears `reason`, never a late acknowledgement), transactions held there end at
+        their next command. Returns how many sessions it touched."""
+        return sum(1 for session in list(self.sessions.values()) if session.cut(addresses, reason))
 
     @staticmethod
     def _pinned_to(session: ClientSession, address: ServerAddress) -> bool:

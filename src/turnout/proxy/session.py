@@ -71,9 +71,10 @@ class ClientGone(Exception):
 
 
 class NoServer(Exception):
-    def __init__(self, hostgroup: int, waited_ms: int) -> None:
+    def __init__(self, hostgroup: int, waited_ms: int, reason: str = "") -> None:
         super().__init__(
             f"Max connect timeout reached while reaching hostgroup {hostgroup} after {waited_ms}ms"
+            + (f": {reason}" if reason else "")
         )
 
 
@@ -140,6 +141,7 @@ class ClientSession:
         self.deadline = 0.0
         self.statement_timeout = 0.0
         self.timed_out_after: float | None = None  # seconds, once the proxy killed it
+        self.cut_reason: str | None = None  # why the proxy cut the statement's connection (self-fencing)
         self.fast = FastPath(self)
 
     def processlist_row(self) -> dict[str, object]:
@@ -631,11 +633,14 @@ class ClientSession:
             self.held = None
         self.release(connection, reusable=False)
         timed_out, self.timed_out_after = self.timed_out_after, None
-        if timed_out is None:
+        cut, self.cut_reason = self.cut_reason, None
+        if timed_out is None and cut is None:
             self.proxy.backend_failed(connection.address)
         if relayed:
             return False
-        if timed_out is None:
+        if cut is not None:
+            self.send_error(ER_LOST_BACKEND, f"turnout: {cut}; the statement was cut off and its outcome is unknown")
+        elif timed_out is None:
             self.send_error(ER_LOST_BACKEND, "Lost connection to backend server during query")
         else:
             self.send_error(
@@ -662,6 +667,22 @@ class ClientSession:
         self.proxy.kill_query(connection, self)
         connection.broken = True
         connection.channel.close()
+
+    def cut(self, addresses: frozenset[tuple[str, int]], reason: str) -> bool:
+        """Close the connection of a statement in flight to one of `addresses` (the client hears
+        `reason`), and end at its next command a transaction held there. True if anything was."""
+        connection = self.fast.connection or self.in_flight
+        cut = False
+        if connection is not None and not connection.broken and connection.address in addresses:
+            self.cut_reason = reason
+            connection.broken = True
+            connection.channel.close()
+            cut = True
+        held = self.held
+        if held is not None and held.reasons and held.connection.address in addresses:
+            self.end_held(reason)
+            cut = True
+        return cut
 
     # ---- commands -----------------------------------------------------------------------------
     def classify(self, sql: str) -> tuple[StatementInfo, str, RuleOutcome]:

@@ -54,6 +54,7 @@ class Snapshot:
     write_blocked: dict[int, str]
     version: int
     held: frozenset[int]
+    held_reasons: dict[int, str]
 
 
 def encode(config: RuntimeConfig, table: RoutingTable) -> Snapshot:
@@ -67,7 +68,7 @@ def encode(config: RuntimeConfig, table: RoutingTable) -> Snapshot:
         "variables": dict(config.variables),
     }
     servers = tuple(asdict(s) for members in table.by_hostgroup.values() for s in members)
-    return Snapshot(plain, servers, dict(table.write_blocked), table.version, table.held)
+    return Snapshot(plain, servers, dict(table.write_blocked), table.version, table.held, dict(table.held_reasons))
 
 
 def decode(snapshot: Snapshot) -> tuple[RuntimeConfig, RoutingTable]:
@@ -82,7 +83,8 @@ def decode(snapshot: Snapshot) -> tuple[RuntimeConfig, RoutingTable]:
         variables=MappingProxyType(raw["variables"]),
     )
     table = RoutingTable.build(
-        (MysqlServer(**s) for s in snapshot.servers), snapshot.write_blocked, snapshot.version, snapshot.held
+        (MysqlServer(**s) for s in snapshot.servers), snapshot.write_blocked, snapshot.version, snapshot.held,
+        snapshot.held_reasons,
     )
     return config, table
 

@@ -11,6 +11,7 @@ from turnout.state.base import (
     Fence,
     InstanceRecord,
     Phase,
+    ProxyRecord,
     RecoveryRecord,
     StateStore,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "Fence",
     "InstanceRecord",
     "Phase",
+    "ProxyRecord",
     "RecoveryRecord",
     "SQLiteStateStore",
     "StateStore",

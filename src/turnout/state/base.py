@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-Phase = Literal["stable", "switching", "recovering"]
-PHASES: tuple[Phase, ...] = ("stable", "switching", "recovering")
+# "promoting": a new master is published (epoch + 1) but takes no write yet: the manager waits
+# until every registered proxy has applied the new epoch (or lost its lease), then opens it.
+Phase = Literal["stable", "switching", "recovering", "promoting"]
+PHASES: tuple[Phase, ...] = ("stable", "switching", "recovering", "promoting")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,20 @@ class RecoveryRecord:
     acknowledge_comment: str | None
     manual: bool
     details: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ProxyRecord:
+    """A proxy registered in the store under a lease of its own, and what it has applied.
+
+    `acks` maps a cluster to the (epoch, phase) the proxy applies: it routes writes to that
+    epoch's master only, and has ended what ran on earlier masters.
+    """
+
+    id: str
+    address: str
+    acks: Mapping[str, tuple[int, str]]
+    updated_at: float
 
 
 @dataclass(frozen=True)
@@ -185,6 +201,32 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     async def audit_log(self, cluster: str | None = None, limit: int = 200) -> list[AuditEntry]:
         """Most recent first."""
+
+    # ---- proxies (shared stores only) -------------------------------------------------------------
+    # A store shared by several hosts (etcd) keeps a registry of the proxies that follow it, each
+    # on a lease of its own, so that a new master waits until every proxy has applied the new
+    # epoch or lost its lease. The one-host SQLite store has none: the manager's own drain covers
+    # the proxy running beside it, as before.
+    shares_proxies: bool = False
+
+    async def register_proxy(self, proxy_id: str, address: str, ttl: float) -> None:
+        """(Re-)register `proxy_id` on a new lease of `ttl` seconds, with no epoch acknowledged."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no proxy registry")
+
+    async def renew_proxy(self, proxy_id: str) -> bool:
+        """Renew the proxy's lease; False if it has expired (register again)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no proxy registry")
+
+    async def ack_proxy(self, proxy_id: str, acks: Mapping[str, tuple[int, str]]) -> bool:
+        """Publish what the proxy applies; False if its lease has expired (register again)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no proxy registry")
+
+    async def deregister_proxy(self, proxy_id: str) -> None:  # noqa: B027 - nothing to do without a registry
+        """Leave the registry now rather than when the lease expires."""
+
+    async def proxies(self) -> list[ProxyRecord]:
+        """The registered proxies whose lease is alive."""
+        return []
 
     async def close(self) -> None:  # noqa: B027 - optional for backends without resources
         """Release resources."""

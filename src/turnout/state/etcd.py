@@ -10,6 +10,7 @@ One key per record under a prefix (default ``/turnout``)::
     {prefix}/recoveries/{id:020d}   RecoveryRecord as JSON (ids 1, 2, 3 ... like SQLite's)
     {prefix}/audit/{id:020d}        AuditEntry as JSON
     {prefix}/counters/{kind}        the last id handed out for recoveries / audit
+    {prefix}/proxies/{id}           ProxyRecord as JSON, attached to the proxy's own etcd lease
 
 Names are percent-encoded so that a "/" in a name cannot escape its directory. Every write that
 depends on what was read is a transaction comparing the revision it read (compare-and-set):
@@ -71,6 +72,7 @@ from turnout.state.base import (
     Fence,
     InstanceRecord,
     Phase,
+    ProxyRecord,
     RecoveryRecord,
     StateStore,
 )
@@ -148,6 +150,8 @@ def _normalise_endpoint(endpoint: str) -> str:
 
 
 class EtcdStateStore(StateStore):
+    shares_proxies = True
+
     def __init__(
         self,
         endpoints: Sequence[str] | str,
@@ -170,6 +174,7 @@ class EtcdStateStore(StateStore):
         self._current = 0  # the endpoint that answered last; tried first
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._proxy_leases: dict[str, tuple[int, str]] = {}  # proxy id -> (etcd lease, address)
 
     def __repr__(self) -> str:
         return f"EtcdStateStore({','.join(self.endpoints)!r}, prefix={self.prefix or '/'!r})"
@@ -571,6 +576,65 @@ class EtcdStateStore(StateStore):
     async def lease_owner(self, name: str) -> str | None:
         seen = await self._get(self._key("leases", name))
         return None if seen is None else str(json.loads(seen.value)["owner"])
+
+    # ---- proxies --------------------------------------------------------------------------------------------
+    async def _put_proxy(self, proxy_id: str, lease: int, address: str, acks: Mapping[str, tuple[int, str]]) -> bool:
+        record = {"id": proxy_id, "address": address, "acks": {k: list(v) for k, v in acks.items()},
+                  "updated_at": time.time()}
+        try:
+            await self._request("/v3/kv/put", {"key": _b64(self._key("proxies", proxy_id)),
+                                               "value": _b64(_dumps(record)), "lease": lease})
+        except EtcdError as exc:
+            if exc.code == _NOT_FOUND:  # "requested lease not found": it expired
+                return False
+            raise
+        return True
+
+    async def register_proxy(self, proxy_id: str, address: str, ttl: float) -> None:
+        old = self._proxy_leases.pop(proxy_id, None)
+        lease = await self._grant(max(1, math.ceil(ttl)))
+        if not await self._put_proxy(proxy_id, lease, address, {}):
+            raise EtcdError(f"etcd dropped the lease it had just granted to proxy {proxy_id}")
+        self._proxy_leases[proxy_id] = (lease, address)
+        if old is not None:
+            await self._revoke(old[0])
+
+    async def renew_proxy(self, proxy_id: str) -> bool:
+        held = self._proxy_leases.get(proxy_id)
+        if held is None:
+            return False
+        try:
+            alive = await self._keepalive(held[0])
+        except EtcdError as exc:
+            if exc.code != _NOT_FOUND:
+                raise
+            alive = False
+        if not alive:
+            self._proxy_leases.pop(proxy_id, None)
+        return alive
+
+    async def ack_proxy(self, proxy_id: str, acks: Mapping[str, tuple[int, str]]) -> bool:
+        held = self._proxy_leases.get(proxy_id)
+        if held is None:
+            return False
+        if not await self._put_proxy(proxy_id, held[0], held[1], acks):
+            self._proxy_leases.pop(proxy_id, None)
+            return False
+        return True
+
+    async def deregister_proxy(self, proxy_id: str) -> None:
+        held = self._proxy_leases.pop(proxy_id, None)
+        if held is not None:
+            await self._revoke(held[0])  # deletes the key with it
+
+    async def proxies(self) -> list[ProxyRecord]:
+        kvs, _ = await self._list(self._dir("proxies"))
+        found = []
+        for kv in kvs:
+            raw = json.loads(kv.value)
+            acks = {str(k): (int(v[0]), str(v[1])) for k, v in raw.get("acks", {}).items()}
+            found.append(ProxyRecord(str(raw["id"]), str(raw.get("address", "")), acks, float(raw["updated_at"])))
+        return sorted(found, key=lambda p: p.id)
 
     # ---- instances --------------------------------------------------------------------------------------
     async def put_instance(self, key: str, cluster: str, data: Mapping[str, Any]) -> None:

@@ -146,7 +146,7 @@ class MariaDBGtid(Flavor):
             ),
             "replica": "SHOW ALL SLAVES STATUS",
             "replica_hosts": "SHOW SLAVE HOSTS",
-            "semi_sync": "SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync_%_enabled'",
+            "semi_sync": "SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync_%'",
             "binlog": "SHOW MASTER STATUS",
         }
 
@@ -251,7 +251,7 @@ class MySQLGtid(Flavor):
             ),
             "replica": "SHOW REPLICA STATUS",
             "replica_hosts": "SHOW REPLICAS",
-            "semi_sync": "SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync_%_enabled'",
+            "semi_sync": "SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync_%'",
             "binlog": "SHOW MASTER STATUS",
             "connection": (
                 "SELECT HEARTBEAT_INTERVAL AS heartbeat "
@@ -461,6 +461,7 @@ def _common_fields(
         "semi_sync_available": named("rpl_semi_sync_master_enabled") in semi,
         "semi_sync_master_enabled": _on(semi.get(named("rpl_semi_sync_master_enabled"))),
         "semi_sync_replica_enabled": _on(semi.get(named("rpl_semi_sync_slave_enabled"))),
+        "semi_sync_timeout_ms": _float(semi.get(named("rpl_semi_sync_master_timeout"))),
         "binlog_file": str(binlog.get("File") or ""),
         "binlog_pos": _int(binlog.get("Position")),
         "binlog_format": str(var.get("binlog_format") or ""),

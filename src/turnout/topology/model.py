@@ -68,6 +68,9 @@ class Instance:
     semi_sync_master_enabled: bool = False
     semi_sync_replica_enabled: bool = False
     semi_sync_available: bool = False
+    # rpl_semi_sync_master_timeout: how long a commit waits for a replica before the master
+    # goes on alone (asynchronous)
+    semi_sync_timeout_ms: float | None = None
     # topology as the server reports it (SHOW SLAVE HOSTS / SHOW REPLICAS)
     replica_hosts: tuple[str, ...] = ()
     # the manager's own probe
