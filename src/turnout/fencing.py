@@ -91,6 +91,7 @@ class ProxyLease:
         self.renew_failures = 0
         self.last_error = ""
         self._task: asyncio.Task[None] | None = None
+        self._sync: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._ack_lock = asyncio.Lock()
 
@@ -99,11 +100,12 @@ class ProxyLease:
         self._task = asyncio.create_task(self._loop(), name="turnout-proxy-lease")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._sync):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._sync = None
         if self._expiry is not None:
             self._expiry.cancel()
         if self.registered:
@@ -118,12 +120,12 @@ class ProxyLease:
 
     # ---- one renewal --------------------------------------------------------------------------
     async def round(self) -> None:
-        """Renew (or register), read every cluster state, apply what is new, acknowledge."""
+        """Renew (or register); then, in the background, read every cluster state, apply what is
+        new and acknowledge. Applying can take a while (a takeover's drain): it never delays the
+        next renewal."""
         began = self.clock()
-        limit = max(self.renew_every, 1.0) * 1.5
         try:
-            await asyncio.wait_for(self._renew(), limit)
-            states = await asyncio.wait_for(self.store.clusters(), limit)
+            await asyncio.wait_for(self._renew(), self._limit)
         except Exception as exc:
             self.renew_failures += 1
             self.last_error = str(exc) or type(exc).__name__
@@ -134,6 +136,20 @@ class ProxyLease:
         self.last_error = ""
         self.last_renewed = began
         self._arm_expiry(began)
+        if self._sync is None or self._sync.done():
+            self._sync = asyncio.create_task(self._sync_states(), name="turnout-proxy-sync")
+        self._update()
+
+    @property
+    def _limit(self) -> float:
+        return max(self.renew_every, 1.0) * 1.5
+
+    async def _sync_states(self) -> None:
+        try:
+            states = await asyncio.wait_for(self.store.clusters(), self._limit)
+        except Exception as exc:
+            self.last_error = str(exc) or type(exc).__name__
+            return
         for state in states:
             if self.applied.get(state.name) != (state.epoch, state.phase):
                 await self.apply(state)
@@ -157,7 +173,13 @@ class ProxyLease:
             self._expiry.cancel()
         loop = asyncio.get_running_loop()
         # a hair late rather than early: the loop may run a timer up to its clock resolution early
-        self._expiry = loop.call_later(max(0.0, began + self.deadline - self.clock()) + 0.01, self._update)
+        self._expiry = loop.call_later(max(0.0, began + self.deadline - self.clock()) + 0.01, self._expired)
+
+    def _expired(self) -> None:
+        # Whatever was applied may be stale by the time the store is reached again: the fence
+        # lifts only after a sync that follows a renewal.
+        self.caught_up = False
+        self._update()
 
     async def acknowledge(self) -> None:
         """Tell the store what this proxy applies now (after a state was applied)."""
@@ -166,7 +188,7 @@ class ProxyLease:
                 return
             acks = dict(self.applied)
             try:
-                ok = await asyncio.wait_for(self.store.ack_proxy(self.id, acks), max(self.renew_every, 1.0) * 1.5)
+                ok = await asyncio.wait_for(self.store.ack_proxy(self.id, acks), self._limit)
             except Exception as exc:
                 self.last_error = str(exc) or type(exc).__name__
                 return

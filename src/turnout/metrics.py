@@ -35,11 +35,17 @@ _GLOBAL_COUNTERS = {
     "Statements_timed_out": ("statements_timed_out", "Statements killed at their query timeout"),
     "Metadata_restored": ("metadata_restored", "Results whose column definitions the proxy put back in (metadata caching)"),
     "Transactions_ended_by_switchover": ("transactions_ended_by_switchover", "Transactions ended by a graceful takeover"),
+    "Store_proxy_self_fences": ("store_proxy_self_fences", "Times the proxy fenced itself off from the state store"),
+    "Store_proxy_renewals": ("store_proxy_renewals", "Lease renewals in the state store"),
+    "Store_proxy_renew_failures": ("store_proxy_renew_failures", "Lease renewals that failed"),
 }
 _GLOBAL_GAUGES = {
     "Client_Connections_connected": ("client_connections_connected", "Client connections open now"),
     "Server_Connections_connected": ("server_connections_connected", "Backend connections open now"),
     "ProxySQL_Uptime": ("uptime_seconds", "Seconds since the proxy started"),
+    "Store_proxy_fenced": ("store_proxy_fenced", "1 while the proxy has fenced itself off from the state store"),
+    "Store_proxy_registered": ("store_proxy_registered", "1 while the proxy holds a lease in the state store"),
+    "Store_proxy_lease_age_ms": ("store_proxy_lease_age_ms", "Milliseconds since the last lease renewal began"),
 }
 _POOL_LABELS = ["hostgroup", "server"]
 

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -226,3 +227,32 @@ async def test_an_audit_entry_whose_answer_was_lost_is_written_once(etcd_server:
     finally:
         await store.close()
 
+
+async def test_proxies_register_on_leases_of_their_own(etcd_server: EtcdServer, store: EtcdStateStore) -> None:
+    other = EtcdStateStore([etcd_server.endpoint], prefix=store.prefix)
+    try:
+        assert store.shares_proxies
+        await store.register_proxy("p1", "h1:6033", ttl=30)
+        await other.register_proxy("p2", "h2:6033", ttl=2)
+        seen = {p.id: p for p in await store.proxies()}
+        assert set(seen) == {"p1", "p2"} and seen["p1"].address == "h1:6033" and seen["p1"].acks == {}
+        assert await store.ack_proxy("p1", {"c1": (3, "promoting"), "c2": (1, "stable")})
+        [p1] = [p for p in await other.proxies() if p.id == "p1"]
+        assert p1.acks == {"c1": (3, "promoting"), "c2": (1, "stable")}
+        assert await store.renew_proxy("p1")
+        key = f"{store.prefix}/proxies/p1"
+        assert int((await raw_keys(etcd_server.endpoint, key))[key]["lease"]) != 0
+        # p2 stops renewing: etcd deletes its record when its lease runs out, and it learns so.
+        deadline = time.monotonic() + 30
+        while "p2" in {p.id for p in await store.proxies()}:
+            assert time.monotonic() < deadline, "p2's lease never expired"
+            await asyncio.sleep(0.2)
+        assert not await other.renew_proxy("p2")
+        assert not await other.ack_proxy("p2", {"c1": (3, "stable")})
+        await other.register_proxy("p2", "h2:6033", ttl=30)
+        assert {p.id for p in await store.proxies()} == {"p1", "p2"}
+        await store.deregister_proxy("p1")
+        assert [p.id for p in await other.proxies()] == ["p2"]
+        assert not await store.renew_proxy("p1")
+    finally:
+        await other.close()
