@@ -4,7 +4,8 @@ It holds no state of its own; every answer comes from the service or the state s
 
 Managers in HA: every manager answers reads (READS); an action sent to a follower is
 forwarded to the leader (the answer is the leader's), or refused with 503 and the leader's
-address when it cannot be reached. `/api/leader-check` answers 200 on the leader and 404 (or the
+address when it cannot be reached. With no other leader known, the action is done here, and
+recover and takeover refuse unless this manager leads. `/api/leader-check` answers 200 on the leader and 404 (or the
 status in its path) elsewhere, as Orchestrator's, so orchestrator-client finds the leader among
 several API URLs.
 """
@@ -225,8 +226,11 @@ async def forward_actions(request: web.Request, handler: Handler) -> web.StreamR
     if service.is_leader or handler in READS or not request.path.startswith("/api/"):
         return await handler(request)
     leader = service.leader()
-    if request.headers.get(FORWARDED) or leader is None or leader == service.settings.advertise:
-        service.require_leader(request.path)  # raises NotLeader: 503 with the leader's address
+    if leader is None or leader == service.settings.advertise:
+        # No other leader known: done here; recover and takeover refuse by themselves.
+        return await handler(request)
+    if request.headers.get(FORWARDED):
+        service.require_leader(request.path)  # a loop: raises NotLeader, 503 with the leader's address
     import aiohttp
 
     headers = {k: v for k, v in request.headers.items()
