@@ -323,6 +323,7 @@ class ManagerService:
     @contextlib.asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[ClusterState]:
         """Run one operator operation on a cluster: none other, no recovery meanwhile; re-discovered after."""
+        self.require_leader("changing the topology")
         if name in self._busy:
             raise ManagerError(f"a recovery or takeover of {name} is running: wait for it to finish")
         self._busy.add(name)
@@ -417,6 +418,7 @@ class ManagerService:
     async def force_failover(self, name: str, candidate: str | None, command: str) -> RecoveryResult:
         """force-master-failover / -takeover: recover as if the master were dead. A master that still
         answers is set read_only first, so the promoted replica is the only writable server."""
+        self.require_leader(command)
         view = self.views.get(name)
         if view is None:
             raise NotFound(f"no cluster {name}")
