@@ -349,6 +349,8 @@ class Lab:
             self._apply_rules()
 
     def _apply_rules(self) -> None:
+        if self._bridge_ns not in _namespaces():
+            raise SandboxError(f"the lab's network is down; bring it up with `turnout sandbox up --dir {self.dir}`")
         addresses = {h.name: h.address for h in self.state.hosts}
         _run(["ip", "netns", "exec", self._bridge_ns, "nft", "-f", "-"],
              stdin=lab_plan.nft_script(self.state.partition, addresses))

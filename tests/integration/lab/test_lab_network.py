@@ -191,6 +191,8 @@ def test_up_after_down_makes_the_same_network(make_lab: LabFactory) -> None:
     lab = make_lab(["a", "b"])
     addresses = {h: lab.address(h) for h in lab.hosts}
     lab.down()
+    with pytest.raises(SandboxError, match="network is down"):
+        lab.partition(["a", "b"])
     lab.up()
     assert {h: lab.address(h) for h in lab.hosts} == addresses
     listen_everywhere(lab)
