@@ -125,6 +125,8 @@ def test_syncusers_script_runs_unchanged_and_the_users_log_in(
     with pytest.raises(pymysql.err.OperationalError) as caught:
         turnout.app("synced", "wrong").close()
     assert caught.value.args[0] == 1045
+    status = dict(turnout.rows("SHOW MYSQL STATUS LIKE 'Access_Denied%'"))
+    assert status["Access_Denied_Wrong_Password"] == "1" and status["Access_Denied_Max_Connections"] == "0"
 
 
 def test_clients_are_greeted_with_the_loaded_server_version(turnout: Running) -> None:

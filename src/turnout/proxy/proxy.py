@@ -128,6 +128,8 @@ class Proxy:
         self.default_query_timeout = config.int_variable("mysql-default_query_timeout", 86_400_000) / 1000
         self.auto_increment_delay_multiplex = config.int_variable("mysql-auto_increment_delay_multiplex", 5)
         self.server_version = config.variable("mysql-server_version", "5.5.30")
+        self.stats.commands_enabled = config.bool_variable("mysql-commands_stats", True)
+        self.stats.digests_enabled = config.bool_variable("mysql-query_digests", True)
         # As ProxySQL: a session that names no schema uses this one, so that a pooled connection
         # never carries another client's current database into it.
         self.default_schema = config.variable("mysql-default_schema", "information_schema")
@@ -159,9 +161,11 @@ class Proxy:
     def admit(self, session: ClientSession, entry: UserEntry) -> tuple[int, str] | None:
         """None when the session may start, else the error code and message to refuse it with."""
         if len(self.sessions) >= self.max_connections:
+            self.stats.counters.access_denied_max_connections += 1
             return (c.ER_CON_COUNT_ERROR, "Too many connections")
         name = entry.user.username
         if self.connections_by_user.get(name, 0) >= entry.user.max_connections:
+            self.stats.counters.access_denied_max_user_connections += 1
             return (c.ER_TOO_MANY_USER_CONNECTIONS, f"User '{name}' has exceeded the 'max_user_connections' resource")
         self.sessions[session.id] = session
         self.connections_by_user[name] = self.connections_by_user.get(name, 0) + 1
@@ -231,6 +235,9 @@ class Proxy:
         if table == "stats_mysql_global":
             counters = self.stats.counters
             values = {
+                "Access_Denied_Max_Connections": counters.access_denied_max_connections,
+                "Access_Denied_Max_User_Connections": counters.access_denied_max_user_connections,
+                "Access_Denied_Wrong_Password": counters.access_denied_wrong_password,
                 "Active_Transactions": sum(
                     1 for s in self.sessions.values() if s.held is not None and "transaction" in s.held.reasons
                 ),

@@ -255,6 +255,7 @@ class ClientSession:
         if entry is None or not entry.user.active or not entry.user.frontend:
             self.client.write(handshake.error_packet(c.ER_ACCESS_DENIED_ERROR, denied))
             proxy.stats.counters.client_connections_aborted += 1
+            proxy.stats.counters.access_denied_wrong_password += 1
             return False
         if entry.user.use_ssl and self.client.tls is None:
             # As ProxySQL: a user with use_ssl=1 must come over TLS.
@@ -270,6 +271,7 @@ class ClientSession:
         if stage1 is None:
             self.client.write(handshake.error_packet(c.ER_ACCESS_DENIED_ERROR, denied))
             proxy.stats.counters.client_connections_aborted += 1
+            proxy.stats.counters.access_denied_wrong_password += 1
             return False
         refusal = proxy.admit(self, entry)
         if refusal is not None:

@@ -108,6 +108,9 @@ class GlobalCounters:
     statements_fast_path: int = 0  # relayed by callbacks, without waking the session's task
     metadata_restored: int = 0  # results whose left-out column definitions the proxy put back in
     transactions_ended: int = 0
+    access_denied_wrong_password: int = 0  # unknown user or wrong password, as ProxySQL counts it
+    access_denied_max_connections: int = 0
+    access_denied_max_user_connections: int = 0
 
 
 class ProxyStats:
@@ -121,6 +124,8 @@ class ProxyStats:
         self.server_queries: dict[tuple[int, tuple[str, int]], int] = {}
         self.rule_hits: dict[int, int] = {}  # stats_mysql_query_rules
         self.errors: dict[ErrorKey, ErrorEntry] = {}  # stats_mysql_errors
+        self.commands_enabled = True  # mysql-commands_stats
+        self.digests_enabled = True  # mysql-query_digests
 
     def count_server_query(self, hostgroup: int, address: tuple[str, int]) -> None:
         key = (hostgroup, address)
@@ -158,10 +163,13 @@ class ProxyStats:
         rows_affected: int,
     ) -> None:
         self.counters.questions += 1
-        counter = self.commands.get(command)
-        if counter is None:
-            counter = self.commands[command] = CommandCounter()
-        counter.add(elapsed_us)
+        if self.commands_enabled:
+            counter = self.commands.get(command)
+            if counter is None:
+                counter = self.commands[command] = CommandCounter()
+            counter.add(elapsed_us)
+        if not self.digests_enabled:
+            return
         key = (hostgroup, schema, username, digest_text)
         entry = self.digests.get(key)
         now = int(time.time())

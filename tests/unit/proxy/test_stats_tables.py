@@ -110,3 +110,13 @@ def test_errors_count_per_server_user_schema_and_code() -> None:
     stats.count_rule_hits((1, 2))
     stats.count_rule_hits((1,))
     assert stats.rule_hits == {1: 2, 2: 1}
+
+
+def test_commands_stats_and_query_digests_can_be_switched_off() -> None:
+    stats = ProxyStats()
+    stats.commands_enabled = stats.digests_enabled = False
+    stats.record("SELECT", 10, "s", "u", "SELECT ?", 250, 0)
+    assert stats.counters.questions == 1 and not stats.commands and not stats.digests
+    stats.commands_enabled = True
+    stats.record("SELECT", 10, "s", "u", "SELECT ?", 250, 0)
+    assert stats.commands["SELECT"].total == 1 and not stats.digests
