@@ -274,10 +274,10 @@ class Node:
         self.manager = ManagerService(settings, self.state_store, drain=self._drain)
         await self.manager.start()
         host, _, port = settings.ListenAddress.rpartition(":")
-        from turnout.api.proxies import local_report
+        from turnout.api.proxies import NodeProxy
 
         host = host or "127.0.0.1"
-        self.api_runner = await serve(self.manager, host, int(port), lambda: local_report(self))
+        self.api_runner = await serve(self.manager, host, int(port), NodeProxy(self))
         log.info("manager API on http://%s:%s/api/, web console on http://%s:%s/", host, port, host, port)
         self._watch_task = asyncio.create_task(self._follow_clusters(), name="turnout-follow-clusters")
 

@@ -163,7 +163,8 @@ async def audit_action(request: web.Request, identity: auth.Identity, response: 
 
 def add_console(app: web.Application, service: ManagerService, local_proxy: LocalProxy | None) -> None:
     console = Console(service, local_proxy)
-    hub = Hub(console.sections, service.store.watch, lambda: service.ticks)
+    hub = Hub(console.sections, service.store.watch,
+              lambda: (service.ticks, local_proxy.version() if local_proxy is not None else None))
     app[CONSOLE] = console
     app[HUB] = hub
 

@@ -1,8 +1,9 @@
 """Live updates for the console: server-sent events.
 
 A `Hub` rebuilds the console's sections (clusters, proxies, timeline) when the state store's
-watch reports a change, when the manager finishes a discovery round, and every second while
-anyone watches; each subscriber gets a section only when it changed.
+watch reports a change, when `version` changes (the manager finished a discovery round, the
+local proxy's servers in force changed with a monitor snapshot), and every second while anyone
+watches; each subscriber gets a section only when it changed.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ def sse_message(event: str, data: str) -> bytes:
 
 
 class Hub:
-    def __init__(self, build: Build, watch: Callable[[], Any], ticks: Callable[[], int], period: float = 1.0) -> None:
+    def __init__(self, build: Build, watch: Callable[[], Any], version: Callable[[], object],
+                 period: float = 1.0) -> None:
         self._build = build
         self._watch = watch
-        self._ticks = ticks
+        self._version = version
         self.period = period
         self.latest: dict[str, str] = {}
         self._subscribers: set[asyncio.Queue[tuple[str, str] | None]] = set()
@@ -81,18 +83,21 @@ class Hub:
             await asyncio.sleep(1)
 
     async def _loop(self) -> None:
-        seen_ticks = -1
+        seen: object = None
         last = 0.0
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that arrives as the wake-up does, and then stop() would wait for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 0.25)
-            ticks = self._ticks()
-            due = self._wake.is_set() or ticks != seen_ticks or time.monotonic() - last >= self.period
+                async with asyncio.timeout(0.25):
+                    await self._wake.wait()
+            version = self._version()
+            due = self._wake.is_set() or version != seen or time.monotonic() - last >= self.period
             self._wake.clear()
             if not due or not self._subscribers:
                 continue
             await asyncio.sleep(max(0.0, MIN_INTERVAL - (time.monotonic() - last)))  # a burst of changes: one build
-            seen_ticks, last = ticks, time.monotonic()
+            seen, last = version, time.monotonic()
             try:
                 sections = await self._build()
             except Exception:
@@ -120,7 +125,8 @@ async def stream(request: web.Request, hub: Hub, hello: dict[str, Any]) -> web.S
     try:
         while True:
             try:
-                item = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                async with asyncio.timeout(KEEPALIVE_SECONDS):
+                    item = await queue.get()
             except TimeoutError:
                 await response.write(b": keepalive\n\n")
                 continue

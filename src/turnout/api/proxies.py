@@ -8,8 +8,7 @@ beside it without touching the console.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from turnout.state.base import StateStore
 
@@ -18,7 +17,15 @@ if TYPE_CHECKING:
 
 # A proxy's report: plain JSON-able data (see `local_report` for the keys).
 ProxyReport = dict[str, Any]
-LocalProxy = Callable[[], ProxyReport]
+
+
+class LocalProxy(Protocol):
+    """The proxy in the manager's process, as the console sees it."""
+
+    def report(self) -> ProxyReport: ...
+
+    def version(self) -> object:
+        """A value that changes when what the proxy has in force changes (cheap: read often)."""
 
 
 def local_report(node: Node) -> ProxyReport:
@@ -54,11 +61,26 @@ def local_report(node: Node) -> ProxyReport:
     }
 
 
+class NodeProxy:
+    """The proxy of a `turnout up` process."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def report(self) -> ProxyReport:
+        return local_report(self.node)
+
+    def version(self) -> object:
+        routing = self.node.routing
+        return (routing.servers if routing else None, routing.write_blocked if routing else None,
+                self.node.held_hostgroups, tuple(sorted(self.node.published_masters.items())))
+
+
 async def list_proxies(store: StateStore, local: LocalProxy | None) -> list[ProxyReport]:
     """Every proxy the console shows: the local one, then (once proxies register in the store)
     the registered ones."""
     del store  # the registrations will be read from here
-    return [local()] if local is not None else []
+    return [local.report()] if local is not None else []
 
 
 def with_rates(reports: list[ProxyReport], previous: dict[str, tuple[float, int]]) -> list[ProxyReport]:
