@@ -36,7 +36,9 @@ class Console:
         self._rates: dict[str, tuple[float, int]] = {}
 
     async def proxies(self) -> list[dict[str, Any]]:
-        return with_rates(await list_proxies(self.service.store, self.local_proxy), self._rates)
+        driver = self.service.proxysql
+        driven = driver.report() if driver is not None else []
+        return with_rates(await list_proxies(self.service.store, self.local_proxy, driven), self._rates)
 
     async def sections(self) -> dict[str, Any]:
         service, store = self.service, self.service.store

@@ -76,17 +76,44 @@ class NodeProxy:
                 self.node.held_hostgroups, tuple(sorted(self.node.published_masters.items())))
 
 
-async def list_proxies(store: StateStore, local: LocalProxy | None) -> list[ProxyReport]:
-    """Every proxy the console shows: the local one, then (once proxies register in the store)
-    the registered ones."""
+def driven_reports(statuses: list[dict[str, Any]], at: float) -> list[ProxyReport]:
+    """The ProxySQLs the manager drives ([[manager.proxysql]]; the driver's report, one entry per
+    proxy and cluster) as proxy reports: the master and epoch each was last brought to, and
+    whether it is converged or lagging (with the last error). Pure."""
+    by_proxy: dict[str, list[dict[str, Any]]] = {}
+    for status in statuses:
+        by_proxy.setdefault(str(status["Proxy"]), []).append(status)
+    reports = []
+    for name, entries in sorted(by_proxy.items()):
+        lagging = sorted(str(e["ClusterAlias"]) for e in entries if e.get("Lagging"))
+        reports.append({
+            "name": name, "kind": "proxysql", "where": "a ProxySQL the manager drives", "listen": name, "at": at,
+            "servers": [], "pools": [], "questions": None, "client_connections": None, "statements_held": None,
+            "held_hostgroups": [], "write_blocked": {}, "writers": {},
+            "epochs": {str(e["ClusterAlias"]): {"master": e.get("Master") or "", "epoch": e.get("Epoch"),
+                                                "phase": e.get("Phase") or ""} for e in entries},
+            "converged": not lagging, "lagging": lagging,
+            "errors": sorted({str(e["LastError"]) for e in entries if e.get("LastError")}),
+        })
+    return reports
+
+
+async def list_proxies(store: StateStore, local: LocalProxy | None,
+                       driven: list[dict[str, Any]] | None = None) -> list[ProxyReport]:
+    """Every proxy the console shows: the local one, the ProxySQLs the manager drives, then (once
+    proxies register in the store) the registered ones."""
     del store  # the registrations will be read from here
-    return [local.report()] if local is not None else []
+    reports = [local.report()] if local is not None else []
+    return reports + driven_reports(driven or [], time.time())
 
 
 def with_rates(reports: list[ProxyReport], previous: dict[str, tuple[float, int]]) -> list[ProxyReport]:
     """Add questions per second since the previous report of each proxy; updates `previous`."""
     result = []
     for report in reports:
+        if report.get("questions") is None:
+            result.append({**report, "qps": None})
+            continue
         name, at, questions = str(report["name"]), float(report["at"]), int(report["questions"])
         before = previous.get(name)
         qps = None

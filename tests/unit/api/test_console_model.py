@@ -147,3 +147,22 @@ def test_questions_per_second_between_reports() -> None:
     assert second[0]["qps"] == 100.0
     restarted = with_rates([{"name": "local", "at": 13.0, "questions": 5}], previous)
     assert restarted[0]["qps"] == 0.0
+
+
+def test_driven_proxysqls_as_proxy_reports() -> None:
+    from turnout.api.proxies import driven_reports
+
+    statuses = [
+        {"Proxy": "p1:6032", "ClusterAlias": "c1", "Converged": True, "Lagging": False, "Epoch": 3,
+         "Master": "m:1", "Phase": "stable", "LastError": ""},
+        {"Proxy": "p2:6032", "ClusterAlias": "c1", "Converged": False, "Lagging": True, "Epoch": 2,
+         "Master": "old:1", "Phase": "stable", "LastError": "(2003) cannot connect"},
+        {"Proxy": "p2:6032", "ClusterAlias": "c2", "Converged": True, "Lagging": False, "Epoch": None,
+         "Master": "", "Phase": "", "LastError": ""},
+    ]
+    reports = driven_reports(statuses, 5.0)
+    assert [(r["name"], r["converged"], r["lagging"], r["errors"]) for r in reports] == [
+        ("p1:6032", True, [], []), ("p2:6032", False, ["c1"], ["(2003) cannot connect"])]
+    assert reports[1]["epochs"] == {"c1": {"master": "old:1", "epoch": 2, "phase": "stable"},
+                                    "c2": {"master": "", "epoch": None, "phase": ""}}
+    assert with_rates(reports, {})[0]["qps"] is None

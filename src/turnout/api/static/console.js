@@ -169,8 +169,8 @@ function renderClusters() {
 // ---- proxies --------------------------------------------------------------------------------
 function proxyCard(p) {
   const epochs = Object.entries(p.epochs).map(([name, e]) =>
-    h("span", { class: "fact", "data-role": "applies" }, `applies ${name}: master `, h("b", { class: "mono" }, e.master),
-      ` epoch ${e.epoch} `, badge(e.phase, phaseKind[e.phase])));
+    h("span", { class: "fact", "data-role": "applies" }, `applies ${name}: master `, h("b", { class: "mono" }, e.master || "?"),
+      ` epoch ${e.epoch ?? "?"} `, e.phase ? badge(e.phase, phaseKind[e.phase]) : null));
   const held = p.held_hostgroups.length ? badge(`writes held: hg ${p.held_hostgroups.join(",")}`, "warn") : badge("no hold", "ok");
   const blocked = Object.entries(p.write_blocked).map(([hg, why]) => badge(`hg ${hg} writes refused: ${why}`, "bad"));
   const pools = new Map(p.pools.map((x) => [`${x.hostgroup}|${x.address}`, x]));
@@ -184,6 +184,13 @@ function proxyCard(p) {
       h("td", { class: "num" }, pool.errors ?? ""), h("td", { class: "num" }, pool.queries ?? ""),
       h("td", { class: "num" }, pool.latency_us ? `${(pool.latency_us / 1000).toFixed(1)} ms` : ""));
   });
+  if (p.kind === "proxysql") {
+    return h("article", { class: "card proxy", "data-proxy": p.name },
+      h("div", { class: "card-head" }, h("span", { class: "name" }, `ProxySQL ${p.name}`),
+        h("span", { class: "muted" }, p.where),
+        p.converged ? badge("converged", "ok") : badge(`lagging: ${p.lagging.join(", ")}`, "bad")),
+      h("div", { class: "kv" }, epochs, p.errors.map((e) => h("span", { class: "why" }, e))));
+  }
   return h("article", { class: "card proxy", "data-proxy": p.name },
     h("div", { class: "card-head" }, h("span", { class: "name" }, `proxy ${p.name}`),
       h("span", { class: "muted" }, `${p.listen} · ${p.where}`)),
