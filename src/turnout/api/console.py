@@ -17,6 +17,7 @@ from aiohttp import web
 from turnout.api import auth, console_model
 from turnout.api.events import Hub, stream
 from turnout.api.proxies import LocalProxy, list_proxies, with_rates
+from turnout.manager import switches
 from turnout.manager.candidates import Limits
 from turnout.manager.service import ManagerService, cluster_matches
 from turnout.manager.takeover import TakeoverRefused, check_takeover
@@ -56,6 +57,7 @@ class Console:
         recoveries = console_model.recoveries_view(await store.recoveries(None, 50))
         audit = console_model.audit_groups(await store.audit_log(None, 300))
         manager = {"owner": service.owner, "leader": service.is_leader, "last_tick": service.last_tick,
+                   "recoveries_disabled": await switches.recoveries_disabled(store),
                    "poll_seconds": service.settings.InstancePollSeconds,
                    "settings_findings": [{"instance": f.instance, "setting": f.setting, "message": f.message}
                                          for f in service.settings_findings]}

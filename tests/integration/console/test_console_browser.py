@@ -287,9 +287,20 @@ async def test_console_shows_topology_takeover_viewer_and_failover(turnout: Turn
                 await replica_row.get_by_role("button", name="End downtime").click()
                 await page.locator("#act-confirm").press("Enter")
                 await expect(replica_row).not_to_contain_text("downtimed", timeout=WAIT_MS)
+                header = page.locator("#manager")
+                await header.get_by_role("button", name="Disable…").click()
+                await page.locator("#act-confirm").press("Enter")
+                await expect(header).to_contain_text("automated recoveries disabled", timeout=WAIT_MS)
+                await expect(card).to_contain_text("auto-recovery off", timeout=WAIT_MS)
+                await expect(action).to_be_hidden(timeout=WAIT_MS)
+                await header.get_by_role("button", name="Enable…").click()
+                await page.locator("#act-confirm").press("Enter")
+                await expect(header).to_contain_text("automated recoveries on", timeout=WAIT_MS)
+                await expect(card).to_contain_text("auto-recovery on", timeout=WAIT_MS)
                 status, audit = turnout.api("audit")
                 ours = {e["AuditType"] for e in audit if "by alice from the console → OK" in e["Message"]}
-                assert ours == {"graceful-master-takeover-auto", "ack-recovery", "begin-downtime", "end-downtime"}, ours
+                assert ours == {"graceful-master-takeover-auto", "ack-recovery", "begin-downtime", "end-downtime",
+                                "disable-global-recoveries", "enable-global-recoveries"}, ours
                 status, recoveries = turnout.api("audit-recovery")
                 assert recoveries[0]["AcknowledgedBy"] == "alice"
                 assert recoveries[0]["AcknowledgedComment"] == "seen in the console test"

@@ -61,7 +61,18 @@ function renderHeader() {
   }
   const m = state.manager;
   if (m) {
-    $("manager").textContent = `manager ${m.owner} · ${m.leader ? "leader" : "not the leader"} · discovered ${clock(m.last_tick)}`;
+    const disabled = m.recoveries_disabled;
+    const toggle = disabled ? "enable-global-recoveries" : "disable-global-recoveries";
+    rerender($("manager"), () => [
+      `manager ${m.owner} · ${m.leader ? "leader" : "not the leader"} · discovered ${clock(m.last_tick)} `,
+      disabled ? badge("automated recoveries disabled", "bad") : badge("automated recoveries on", "ok"), " ",
+      actionButton(disabled ? "Enable…" : "Disable…", "global-recoveries", () => actionDialog({
+        title: disabled ? "Enable automated recoveries" : "Disable automated recoveries",
+        text: disabled ? "Every manager sharing the state store may recover dead masters again."
+          : "No manager sharing the state store recovers a dead master until they are enabled again.",
+        confirm: disabled ? "Enable" : "Disable", run: () => callApi(`/api/${toggle}`),
+      })),
+    ]);
   }
 }
 
@@ -141,7 +152,8 @@ function clusterCard(c) {
       h("span", { class: "fact" }, "master ", h("b", { class: "mono", "data-role": "published-master" }, c.master)),
       h("span", { class: "fact epoch", "data-role": "epoch" }, `epoch ${c.epoch}`),
       badge(c.phase, phaseKind[c.phase] || "", "phase of the published state"),
-      badge(c.auto_recovery ? "auto-recovery on" : "auto-recovery off", c.auto_recovery ? "" : "warn"),
+      (c.auto_recovery && !(state.manager && state.manager.recoveries_disabled))
+        ? badge("auto-recovery on", "") : badge("auto-recovery off", "warn"),
       unacked ? badge(`${unacked} unacknowledged recover${unacked > 1 ? "ies" : "y"}`, "warn") : null),
     h("span", { class: "actions" },
       actionButton("Takeover…", `takeover:${c.name}`, () => openTakeover(c.name)),
@@ -397,7 +409,7 @@ async function openTakeover(name) {
 
 // ---- live updates ---------------------------------------------------------------------------
 const renderers = {
-  manager: renderHeader, clusters: renderClusters, proxies: renderProxies,
+  manager: () => { renderHeader(); renderClusters(); }, clusters: renderClusters, proxies: renderProxies,
   recoveries: () => { renderRecoveries(); renderClusters(); }, audit: renderAudit,
 };
 function connect() {
