@@ -234,7 +234,8 @@ async def forward_actions(request: web.Request, handler: Handler) -> web.StreamR
     import aiohttp
 
     headers = {k: v for k, v in request.headers.items()
-               if k.lower() in ("authorization", "x-forwarded-user", "content-type", "accept", "cookie")}
+               if k.lower() in ("authorization", "x-forwarded-user", "content-type", "accept", "cookie",
+                                 "x-turnout-console")}
     headers[FORWARDED] = service.owner
     try:
         async with aiohttp.ClientSession() as client, client.request(

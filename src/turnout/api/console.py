@@ -133,8 +133,8 @@ def _dumps(value: Any) -> str:
 async def audit_action(request: web.Request, identity: auth.Identity, response: web.StreamResponse) -> None:
     """Audit an action with who took it and what came of it (the operation audits its own steps)."""
     console = request.app.get(CONSOLE)
-    if console is None:
-        return
+    if console is None or response.headers.get("X-Turnout-Leader"):
+        return  # forwarded to the leader, which audited it
     service = console.service
     info = request.match_info
     endpoint = request.path.removeprefix("/api/").split("/", 1)[0] or request.path

@@ -8,9 +8,10 @@ beside it without touching the console.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from turnout.state.base import StateStore
+from turnout.state.base import ClusterState, ProxyRecord, StateStore
 
 if TYPE_CHECKING:
     from turnout.node import Node
@@ -58,6 +59,8 @@ def local_report(node: Node) -> ProxyReport:
         "writers": {str(hg): f"{host}:{port}" for hg, (host, port) in sorted(node.published_masters.items())},
         "epochs": {name: {"master": s.master, "epoch": s.epoch, "phase": s.phase}
                    for name, s in sorted(node.followed.items())},
+        "registered_as": node.proxy_lease.id if node.proxy_lease is not None else None,
+        "fenced": node.fence.reason if node.fence.fenced else None,
     }
 
 
@@ -98,13 +101,43 @@ def driven_reports(statuses: list[dict[str, Any]], at: float) -> list[ProxyRepor
     return reports
 
 
+def registered_reports(records: Sequence[ProxyRecord], clusters: Sequence[ClusterState], at: float,
+                       skip: str | None = None) -> list[ProxyReport]:
+    """Proxies registered in a shared state store (each on a lease of its own): the epoch and
+    phase each has acknowledged per cluster, against the cluster's current one. Pure."""
+    current = {c.name: c for c in clusters}
+    reports = []
+    for record in sorted(records, key=lambda r: r.id):
+        if record.id == skip:
+            continue
+        epochs = {}
+        behind = []
+        for name, (epoch, phase) in sorted(record.acks.items()):
+            state = current.get(name)
+            up_to_date = state is not None and state.epoch == epoch
+            epochs[name] = {"master": state.master if up_to_date and state else "", "epoch": epoch, "phase": phase}
+            if state is not None and epoch < state.epoch:
+                behind.append(name)
+        reports.append({
+            "name": record.id, "kind": "registered", "where": "registered in the state store", "listen": record.address,
+            "at": at, "servers": [], "pools": [], "questions": None, "client_connections": None,
+            "statements_held": None, "held_hostgroups": [], "write_blocked": {}, "writers": {}, "epochs": epochs,
+            "behind": behind, "lease_age": max(0.0, at - record.updated_at),
+        })
+    return reports
+
+
 async def list_proxies(store: StateStore, local: LocalProxy | None,
                        driven: list[dict[str, Any]] | None = None) -> list[ProxyReport]:
-    """Every proxy the console shows: the local one, the ProxySQLs the manager drives, then (once
-    proxies register in the store) the registered ones."""
-    del store  # the registrations will be read from here
+    """Every proxy the console shows: the local one, the ProxySQLs the manager drives, and the
+    proxies registered in a shared store (etcd)."""
+    now = time.time()
     reports = [local.report()] if local is not None else []
-    return reports + driven_reports(driven or [], time.time())
+    registered: list[ProxyReport] = []
+    if store.shares_proxies:
+        skip = reports[0].get("registered_as") if reports else None
+        registered = registered_reports(await store.proxies(), await store.clusters(), now, skip)
+    return reports + driven_reports(driven or [], now) + registered
 
 
 def with_rates(reports: list[ProxyReport], previous: dict[str, tuple[float, int]]) -> list[ProxyReport]:

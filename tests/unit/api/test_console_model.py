@@ -166,3 +166,20 @@ def test_driven_proxysqls_as_proxy_reports() -> None:
     assert reports[1]["epochs"] == {"c1": {"master": "old:1", "epoch": 2, "phase": "stable"},
                                     "c2": {"master": "", "epoch": None, "phase": ""}}
     assert with_rates(reports, {})[0]["qps"] is None
+
+
+def test_registered_proxies_against_the_current_epochs() -> None:
+    from turnout.api.proxies import registered_reports
+    from turnout.state.base import ProxyRecord
+
+    clusters = [ClusterState("c1", "m2:1", 5), ClusterState("c2", "x:1", 2)]
+    records = [
+        ProxyRecord("b:6033", "b:6033", {"c1": (4, "stable"), "c2": (2, "stable")}, 90.0),
+        ProxyRecord("a:6033", "a:6033", {"c1": (5, "promoting")}, 99.0),
+        ProxyRecord("local:6033", "local:6033", {"c1": (5, "stable")}, 99.0),
+    ]
+    reports = registered_reports(records, clusters, 100.0, skip="local:6033")
+    assert [(r["name"], r["behind"], r["lease_age"]) for r in reports] == [("a:6033", [], 1.0),
+                                                                            ("b:6033", ["c1"], 10.0)]
+    assert reports[0]["epochs"] == {"c1": {"master": "m2:1", "epoch": 5, "phase": "promoting"}}
+    assert reports[1]["epochs"]["c1"] == {"master": "", "epoch": 4, "phase": "stable"}

@@ -36,7 +36,7 @@ function seconds(s) {
   if (s === null || s === undefined) return "";
   return s < 10 ? `${s.toFixed(2)} s` : `${s.toFixed(1)} s`;
 }
-const phaseKind = { stable: "ok", switching: "warn", recovering: "bad" };
+const phaseKind = { stable: "ok", switching: "warn", recovering: "bad", promoting: "warn" };
 
 // Re-rendering replaces elements: keep the focus and the open <details> across it.
 function rerender(container, build) {
@@ -196,6 +196,13 @@ function proxyCard(p) {
       h("td", { class: "num" }, pool.errors ?? ""), h("td", { class: "num" }, pool.queries ?? ""),
       h("td", { class: "num" }, pool.latency_us ? `${(pool.latency_us / 1000).toFixed(1)} ms` : ""));
   });
+  if (p.kind === "registered") {
+    return h("article", { class: "card proxy", "data-proxy": p.name },
+      h("div", { class: "card-head" }, h("span", { class: "name" }, `proxy ${p.name}`),
+        h("span", { class: "muted" }, `${p.where} · lease renewed ${seconds(p.lease_age)} ago`),
+        p.behind.length ? badge(`behind: ${p.behind.join(", ")}`, "bad") : badge("up to date", "ok")),
+      h("div", { class: "kv" }, epochs));
+  }
   if (p.kind === "proxysql") {
     return h("article", { class: "card proxy", "data-proxy": p.name },
       h("div", { class: "card-head" }, h("span", { class: "name" }, `ProxySQL ${p.name}`),
@@ -210,7 +217,8 @@ function proxyCard(p) {
       h("span", { class: "fact" }, h("b", { "data-role": "qps" }, p.qps === null ? "…" : p.qps.toFixed(0)), " questions/s"),
       h("span", { class: "fact" }, h("b", {}, p.client_connections), " client connections"),
       h("span", { class: "fact" }, h("b", {}, p.statements_held), " statements held (total)"),
-      held, blocked, epochs,
+      held, blocked, p.fenced ? badge(`fenced itself: ${p.fenced}`, "bad") : null,
+      p.registered_as ? badge(`registered as ${p.registered_as}`, "") : null, epochs,
       Object.entries(p.writers).map(([hg, addr]) => h("span", { class: "fact", "data-role": "writer" },
         `hg ${hg} writes to `, h("b", { class: "mono" }, addr)))),
     h("div", { class: "scroll" }, h("table", { class: "pools" },
