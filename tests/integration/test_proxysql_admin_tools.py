@@ -142,6 +142,13 @@ def test_clients_are_greeted_with_the_loaded_server_version(turnout: Running) ->
         assert connection.get_server_info() == "8.0.36-turnout"
     finally:
         connection.close()
+    status = subprocess.run(
+        ["mariadb", "-h127.0.0.1", f"-P{turnout.proxy_port}", f"-u{APP.user}", f"-p{APP.password}",
+         "--batch", "--silent", "--skip-column_names", "-e", "status"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    assert any(line.startswith("Server version:") and "8.0.36-turnout" in line for line in status.stdout.splitlines())
 
 
 def test_connection_pool_per_hostgroup_its_reset_and_stats_users(sandbox: Sandbox, turnout: Running) -> None:

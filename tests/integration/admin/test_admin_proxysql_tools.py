@@ -147,3 +147,37 @@ async def test_the_stats_user_reads_the_stats_schema_only(start_admin: Starter) 
     assert code == 0 and "disk" not in out and "monitor" in out, err
     code, _, err = await batch(admin, "DELETE FROM stats_mysql_users", user="stats", password="stats")
     assert code == 1 and "readonly" in err
+
+
+def _pymysql_statements(port: int) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    hexed = HASH.encode().hex().upper()
+    connection = pymysql.connect(host="127.0.0.1", port=port, user="admin", password="admin", autocommit=True)
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO mysql_users (username, password, active, default_hostgroup) "
+                       "VALUES (%s, UNHEX(%s), 1, 10)", ("u", hexed))
+        cursor.execute("INSERT INTO mysql_users (username, password) VALUES ('clear', 'clear_pw')")
+        cursor.execute("INSERT INTO mysql_replication_hostgroups VALUES (10, 20, 'read_only', 'c')")
+        cursor.execute("LOAD MYSQL USERS TO RUNTIME")
+        cursor.execute("LOAD MYSQL SERVERS TO RUNTIME")
+        cursor.execute("SELECT username, HEX(password), COUNT(*) FROM runtime_mysql_users GROUP BY username, password")
+        seen["users"] = cursor.fetchall()
+        cursor.execute("SELECT * FROM runtime_mysql_replication_hostgroups")
+        seen["pairs"] = cursor.fetchall()
+        with pytest.raises(pymysql.err.OperationalError) as caught:
+            cursor.execute("INSERT INTO mysql_group_replication_hostgroups (writer_hostgroup, backup_writer_hostgroup, "
+                           "reader_hostgroup, offline_hostgroup) VALUES (1, 2, 3, 4)")
+        seen["refused"] = caught.value.args
+    connection.close()
+    return seen
+
+
+async def test_the_same_statements_through_pymysql(start_admin: Starter) -> None:
+    admin = await start_admin()
+    seen = await asyncio.to_thread(_pymysql_statements, admin.port)
+    clear_hash = native_password_hash("clear_pw").encode().hex().upper()
+    assert sorted(seen["users"]) == [("clear", clear_hash, "2"), ("u", HASH.encode().hex().upper(), "2")]  # text
+    assert seen["pairs"] == (("10", "20", "read_only", "c"),)
+    assert seen["refused"][0] == 1045 and seen["refused"][1].startswith(
+        "ProxySQL Admin Error: mysql_group_replication_hostgroups stays empty"
+    )
