@@ -182,6 +182,9 @@ class ManagerService:
                 await self._maybe_resume(view)
             else:
                 await self._maybe_recover(view)
+        self._wake_proxies()
+
+    def _wake_proxies(self) -> None:
         if self.proxysql is not None:
             self.proxysql.wake()
 
@@ -307,6 +310,7 @@ class ManagerService:
                 if result.recovery_id is not None:
                     self.last_recovery = result
                     self._blocked_reported.pop(view.state.name, None)
+                    self._wake_proxies()  # the published master, at once: not after a discovery round
                     await self._refresh()
             return result
         finally:
@@ -405,6 +409,7 @@ class ManagerService:
                 toolkit = await self.operation_toolkit(view.snapshot.instances)
                 result = await graceful_takeover(toolkit, state, view.snapshot, state.master, new, auto,
                                                  recovering=busy)
+                self._wake_proxies()
                 await self._refresh()
             return result
         except TakeoverRefused as exc:

@@ -258,3 +258,26 @@ async def test_takeovers_failovers_and_cluster_naming(client: tuple[Sandbox, Man
     code, body, _ = await orc.api(f"forget-cluster/{alias}")
     assert code == 0 and body["Message"] == f"Cluster forgotten: {successor}"
     assert await orc.run("clusters", RAW) == "[]"
+
+
+async def test_failover_after_a_plain_takeover_keeps_the_stopped_former_master(
+    client: tuple[Sandbox, ManagerService, Client],
+) -> None:
+    """A plain takeover leaves the old master replicating from the new one, stopped, its own writes
+    only in its binlog; a failover then re-points it, and it must resume after them."""
+    box, service, orc = client
+    m, r1, r2, _ = (n.address for n in box.nodes)
+    alias = service.cluster_of[m]
+    box.execute(0, "CREATE DATABASE t", "CREATE TABLE t.x (id INT AUTO_INCREMENT PRIMARY KEY)",
+                *("INSERT INTO t.x VALUES ()" for _ in range(5)))
+    box.wait_replicas_caught_up()
+    assert await orc.run(f"graceful-master-takeover/{alias}/{hp(r1)}", SUCCESSOR, PRINT_KEY, details=True) == r1
+    status = box.replica_status(0)
+    assert status is not None and status["Slave_SQL_Running"] == "No"
+    assert await orc.run(f"force-master-takeover/{alias}/{hp(r2)}", SUCCESSOR, PRINT_KEY, details=True) == r2
+    box.execute(2, "INSERT INTO t.x VALUES ()")
+    box.wait_replicas_caught_up()
+    status = box.replica_status(0)
+    assert status is not None and int(status["Master_Port"]) == box.nodes[2].port
+    assert (status["Slave_IO_Running"], status["Slave_SQL_Running"], status["Last_SQL_Error"]) == ("Yes", "Yes", "")
+    assert box.execute(0, "SELECT COUNT(*) AS n FROM t.x")[0]["n"] == 6
