@@ -235,9 +235,16 @@ class Lab:
     def _mutate(self) -> Iterator[LabState]:
         """Read, change and write lab.json under a lock (CLI commands may run at once)."""
         with _locked(self.dir / _LOCK_FILE):
-            self.state = LabState.from_json(json.loads((self.dir / LAB_FILE).read_text()))
-            yield self.state
+            self.state = self._read()
+            try:
+                yield self.state
+            except BaseException:
+                self.state = self._read()  # the change failed: as the file still says
+                raise
             self._save()
+
+    def _read(self) -> LabState:
+        return LabState.from_json(json.loads((self.dir / LAB_FILE).read_text()))
 
     # ---- names ----------------------------------------------------------------------------------
     @property
