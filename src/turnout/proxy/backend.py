@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from turnout.protocol.client import ClientHandshake
@@ -31,39 +32,24 @@ from turnout.protocol.packets import PacketBuffer, encode_packet
 from turnout.protocol.prepared import PrepareOk
 from turnout.protocol.response import ResponseFramer
 from turnout.proxy.channel import Channel, open_channel
+from turnout.proxy.errors import CONNECTION_ENDING_ERRORS, BackendError, BackendRefused
 from turnout.proxy.settings import SessionSettings, restore_statements
 
 ServerAddress = tuple[str, int]
 MAX_CACHED_STATEMENTS = 256
 
-# A session's flavour: the client capabilities that change what a server does or sends back
-# (FOUND_ROWS the affected rows it reports, metadata caching the shape of its result sets,
+# A session's reply capabilities: the client capabilities that change what a server does or sends
+# back (FOUND_ROWS the affected rows it reports, metadata caching the shape of its result sets,
 # LOCAL_FILES whether LOAD DATA LOCAL asks the client for a file or fails with 4166). Connections
-# are pooled per flavour: a backend connection serves only sessions that agreed on the same ones.
-FLAVOUR_CAPABILITIES = CLIENT_FOUND_ROWS | CLIENT_LOCAL_FILES | MARIADB_CLIENT_CACHE_METADATA
-# What the proxy asks of every backend connection, plus the session's flavour.
+# are pooled per reply capabilities: a backend connection serves only sessions that agreed on the
+# same ones.
+REPLY_CAPABILITIES = CLIENT_FOUND_ROWS | CLIENT_LOCAL_FILES | MARIADB_CLIENT_CACHE_METADATA
+# What the proxy asks of every backend connection, plus the session's reply capabilities.
 BACKEND_CAPABILITIES = (
     DEFAULT_SERVER_CAPABILITIES | CLIENT_MULTI_STATEMENTS | CLIENT_MULTI_RESULTS | CLIENT_PS_MULTI_RESULTS
-) & ~(FLAVOUR_CAPABILITIES | CLIENT_NO_SCHEMA)
+) & ~(REPLY_CAPABILITIES | CLIENT_NO_SCHEMA)
 
 _ids = itertools.count(1)
-# Errors after which the server closes the connection (MariaDB's "Connection was killed", a
-# shutdown): such a connection must never be used again.
-CONNECTION_ENDING_ERRORS = frozenset({1927, 1053})
-# What a client hears when the server went away in the middle of its statement.
-ER_LOST_BACKEND = 2013
-
-
-class BackendError(Exception):
-    """The backend connection failed; it must not be used again."""
-
-
-class BackendRefused(BackendError):
-    """The server answered with an error packet (bad credentials, too many connections…)."""
-
-    def __init__(self, err: ErrPacket) -> None:
-        super().__init__(f"{err.code} ({err.sql_state}): {err.message}")
-        self.err = err
 
 
 @dataclass(slots=True)
@@ -94,7 +80,7 @@ class BackendConnection:
         self,
         address: ServerAddress,
         user: str,
-        flavour: int,
+        reply_capabilities: int,
         channel: Channel,
         thread_id: int,
         settings: SessionSettings,
@@ -104,8 +90,8 @@ class BackendConnection:
         self.id = next(_ids)
         self.address = address
         self.user = user
-        self.flavour = flavour
-        self.caches_metadata = bool(flavour & MARIADB_CLIENT_CACHE_METADATA)
+        self.reply_capabilities = reply_capabilities
+        self.caches_metadata = bool(reply_capabilities & MARIADB_CLIENT_CACHE_METADATA)
         self.server_capabilities = server_capabilities  # offered in its greeting, MariaDB's included
         self.server_version = server_version
         self.channel = channel
@@ -121,7 +107,7 @@ class BackendConnection:
 
     @property
     def pool_key(self) -> tuple[ServerAddress, str, int]:
-        return (self.address, self.user, self.flavour)
+        return (self.address, self.user, self.reply_capabilities)
 
     def idle_usable(self) -> bool:
         """Whether an idle connection can take a command: an idle connection the server closed
@@ -252,16 +238,17 @@ async def connect_backend(
     user: str,
     stage1: bytes | None,
     password: str | None,
-    flavour: int,
+    reply_capabilities: int,
     timeout: float,
     tls: ssl.SSLContext | None = None,
+    connector: Callable[[str, int], Awaitable[Channel]] = open_channel,
 ) -> BackendConnection:
     """Open and log in a backend connection as `user` (with SHA1(password) or the password),
-    over TLS when `tls` is given (the server's use_ssl). The connection asks for the `flavour`'s
-    capabilities; its own `flavour` says which the server agreed to."""
-    capabilities = BACKEND_CAPABILITIES | flavour
+    over TLS when `tls` is given (the server's use_ssl). The connection asks for the session's
+    `reply_capabilities`; its own `reply_capabilities` says which of them the server agreed to."""
+    capabilities = BACKEND_CAPABILITIES | reply_capabilities
     try:
-        channel = await asyncio.wait_for(open_channel(*address), timeout)
+        channel = await asyncio.wait_for(connector(*address), timeout)
     except (OSError, TimeoutError) as exc:
         raise BackendError(f"cannot connect to {address[0]}:{address[1]}: {exc or 'timed out'}") from exc
     handshake = ClientHandshake(
@@ -302,7 +289,7 @@ async def _login(
             if isinstance(outcome, AuthDone):
                 greeting = outcome.greeting
                 return BackendConnection(
-                    address, user, handshake.capabilities & FLAVOUR_CAPABILITIES, channel, greeting.connection_id,
+                    address, user, handshake.capabilities & REPLY_CAPABILITIES, channel, greeting.connection_id,
                     SessionSettings(names="utf8mb4", schema=None),
                     greeting.capabilities | greeting.mariadb_capabilities << 32,
                     greeting.server_version,

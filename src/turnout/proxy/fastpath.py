@@ -10,70 +10,44 @@ parked waiting for its next command.
 Anything else declines: the bytes go to the session's coroutine, which does the general thing
 (new connections, settings to restore, statements to prepare, transactions, retries, errors).
 Declining happens before anything changes, so the coroutine sees the command as if the fast path
-did not exist. Decisions about the session after the statement stay in the session
-(`ClientSession.after_statement`), used by both. One thing is handed back after the fact: a
-write the writer refused with read_only (a switchover) did not run, and the coroutine takes it
-again to wait for the new master.
+did not exist. Every decision is the coroutine's too: where a statement runs and what the session
+keeps after it come from `decisions` (`runs_anywhere`, `placement`, `retention` through
+`SessionState.settle`), and a statement ends through the same relay rule (`SessionState`). One
+thing is handed back after the fact: a write the writer refused with read_only (a switchover) did
+not run, and the coroutine takes it again to wait for the new master.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from turnout.protocol import constants as c
 from turnout.protocol.commands import query_text
 from turnout.protocol.packets import MAX_PAYLOAD, ProtocolError
 from turnout.protocol.response import ResponseFramer, WholeResultSet, whole_result_set
-from turnout.proxy.backend import (
-    CONNECTION_ENDING_ERRORS,
-    BackendConnection,
-    BackendStatement,
-)
+from turnout.proxy.backend import BackendConnection, BackendStatement
 from turnout.proxy.channel import WRITE_BUFFER_HIGH
+from turnout.proxy.decisions import Placement, placement, runs_anywhere
 from turnout.proxy.rules import RuleOutcome
 from turnout.proxy.settings import same_settings
+from turnout.proxy.state import ClientStatement, SessionState
 from turnout.proxy.statement import StatementInfo, first_word
 from turnout.proxy.stats import command_name
-
-if TYPE_CHECKING:
-    from turnout.proxy.session import ClientSession, ClientStatement
-
-# Server status flags after which a session keeps its connection (see after_statement).
-_KEEPING_FLAGS = c.SERVER_STATUS_IN_TRANS | c.SERVER_STATUS_CURSOR_EXISTS
-
-
-def stateless(info: StatementInfo, rule: RuleOutcome) -> bool:
-    """A statement that changes nothing in the proxy's view of the session: it may run on any
-    connection of its hostgroup (a read, a write in autocommit mode, BEGIN)."""
-    return not (
-        info.sets
-        or info.names is not None
-        or info.use_schema is not None
-        or info.keeps_backend is not None
-        or info.unlock_tables
-        or info.reads_last_insert_id
-        or info.calc_found_rows
-        or info.reads_found_rows
-        or info.releases
-        or rule.multiplex == 0
-        or rule.error_msg is not None
-        or rule.ok_msg is not None
-    )
 
 
 class FastPath:
     __slots__ = (
+        "_anywhere",
         "_backend_statement",
         "_command",
         "_command_name",
         "_connection",
         "_digest",
         "_framer",
-        "_held",
         "_hostgroup",
         "_info",
         "_keep_columns",
+        "_kept",
         "_on_backend_closed_cb",
         "_on_backend_data_cb",
         "_on_client_closed_cb",
@@ -82,11 +56,11 @@ class FastPath:
         "_rule",
         "_started",
         "_statement",
-        "session",
+        "state",
     )
 
-    def __init__(self, session: ClientSession) -> None:
-        self.session = session
+    def __init__(self, state: SessionState) -> None:
+        self.state = state
         self._connection: BackendConnection | None = None
         self._backend_statement: BackendStatement | None = None
         self._statement: ClientStatement | None = None
@@ -98,7 +72,8 @@ class FastPath:
         self._command_name = ""
         self._digest = ""
         self._hostgroup = 0
-        self._held = False  # the connection is the one the session holds (a transaction…)
+        self._anywhere = False  # decisions.runs_anywhere for the statement in flight
+        self._kept = False  # the connection is the one the session keeps (a transaction…)
         self._info = StatementInfo(is_write=False)
         self._rule = RuleOutcome()
         self._relayed = 0
@@ -113,20 +88,20 @@ class FastPath:
     def on_client_data(self, data: bytes) -> bool:
         """Relay `data` if it is one whole command the fast path can take; False leaves it to
         the session's coroutine, with nothing changed."""
-        session = self.session
+        state = self.state
         if (
             self._connection is not None  # a pipelining client: its next command waits its turn
-            or session.in_flight is not None
-            or session.delay_multiplex
-            or session.ended_reason is not None
-            or session.client.has_unread()
+            or state.in_flight is not None
+            or state.delay_multiplex
+            or state.ended_reason is not None
+            or state.client.has_unread()
         ):
             return False
         size = len(data)
         if size < 5 or data[3] != 0:
             return False
         length = data[0] | data[1] << 8 | data[2] << 16
-        if length + 4 != size or length == MAX_PAYLOAD or length > session.proxy.max_allowed_packet:
+        if length + 4 != size or length == MAX_PAYLOAD or length > state.shared.max_allowed_packet:
             return False
         command = data[4]
         if command == c.COM_STMT_EXECUTE:
@@ -136,13 +111,13 @@ class FastPath:
         return False
 
     def _execute(self, data: bytes) -> bool:
-        session = self.session
+        state = self.state
         if len(data) < 9:
             return False
-        statement = session.statements.get(int.from_bytes(data[5:9], "little"))
+        statement = state.statements.get(int.from_bytes(data[5:9], "little"))
         if statement is None:
             return False
-        connection = self._connection_for(statement.info, statement.rule, statement.stateless)
+        connection = self._connection_for(statement.info, statement.rule, statement.anywhere)
         if connection is None:
             return False
         backend_statement = connection.statements.get(statement.sql)
@@ -167,66 +142,73 @@ class FastPath:
             return self._give_back(connection)  # the coroutine puts the server's definitions back in
         packet = data[:5] + backend_statement.statement_id.to_bytes(4, "little") + data[9:]
         self._start(connection, data, packet, statement.info, statement.rule, statement.digest_text, statement.command)
+        self._anywhere = statement.anywhere
         self._backend_statement = backend_statement
         self._statement = statement
         self._keep_columns = caching
         return True
 
     def _query(self, data: bytes) -> bool:
-        session = self.session
+        state = self.state
         sql = query_text(data[4:])
-        info, digest, rule = session.classify(sql)
+        info, digest, rule = state.classify(sql)
+        if rule.error_msg is not None or rule.ok_msg is not None:
+            return False  # the coroutine answers for the rule
         word = first_word(sql)
         if word == "LOAD":  # LOAD DATA LOCAL INFILE: the file comes from the client, mid-answer
             return False
-        connection = self._connection_for(info, rule, stateless(info, rule))
+        anywhere = runs_anywhere(info, rule)
+        connection = self._connection_for(info, rule, anywhere)
         if connection is None:
             return False
         self._start(connection, data, data, info, rule, digest, command_name(word, info.is_write))
+        self._anywhere = anywhere
         if rule.matched:
-            session.proxy.stats.count_rule_hits(rule.matched)
+            state.shared.stats.count_rule_hits(rule.matched)
         return True
 
     def _connection_for(self, info: StatementInfo, rule: RuleOutcome, anywhere: bool) -> BackendConnection | None:
-        """The session's held connection, or an idle pooled one for a stateless statement; None
-        declines."""
-        held = self.session.held
-        if held is None:
-            self._held = False
-            return self._take_connection(info, rule) if anywhere else None
-        if (
-            not held.reasons  # held only to delay multiplexing: the routing may move it
-            or rule.error_msg is not None
-            or rule.ok_msg is not None
-            or (info.is_write and not held.wrote)  # maybe a read-only transaction on a reader
-            or not held.connection.idle_usable()  # closed, or sent something unasked: let the coroutine see
-        ):
-            return None
-        # Whatever the statement, it runs where the session's state is, and after_statement
-        # decides from its answer what the session keeps: the same as the coroutine does.
-        self._held = True
-        self._hostgroup = held.hostgroup
-        return held.connection
+        """Where `decisions.placement` runs the statement, when that is the kept connection or
+        (for a statement that runs anywhere) an idle pooled one; None declines."""
+        state = self.state
+        kept = state.kept
+        hostgroup = state.hostgroup_for(rule)
+        if kept is None:
+            if not anywhere:
+                return None
+            blocked = hostgroup in state.backends.routing.write_blocked
+            if placement(None, hostgroup, info.is_write, blocked, False, False) is not Placement.POOLED:
+                return None  # two writers: the coroutine refuses it and says why
+            self._kept = False
+            self._hostgroup = hostgroup
+            return self._take_connection(hostgroup)
+        where = placement(
+            kept, hostgroup, info.is_write, False,
+            not kept.reasons and state.kept_moved(kept),
+            kept.hostgroup in state.shared.reader_hostgroups,
+        )
+        if where is not Placement.KEPT or not kept.connection.idle_usable():
+            return None  # closed, or sent something unasked: let the coroutine see
+        self._kept = True
+        self._hostgroup = kept.hostgroup
+        return kept.connection
 
-    def _take_connection(self, info: StatementInfo, rule: RuleOutcome) -> BackendConnection | None:
-        session = self.session
-        self._hostgroup = session.hostgroup_for(rule)
-        if info.is_write and self._hostgroup in session.proxy.routing.write_blocked:
-            return None  # two writers: the coroutine refuses it and says why
-        connection = session.proxy.take_idle(self._hostgroup, session)
+    def _take_connection(self, hostgroup: int) -> BackendConnection | None:
+        state = self.state
+        connection = state.take_idle(hostgroup)
         if connection is None:
             return None
-        if connection.settings is not session.settings:
-            if not same_settings(connection.settings, session.settings):
+        if connection.settings is not state.settings:
+            if not same_settings(connection.settings, state.settings):
                 self._give_back(connection)
                 return None
-            connection.settings = session.settings  # equal and immutable: next time `is` answers
+            connection.settings = state.settings  # equal and immutable: next time `is` answers
         return connection
 
     def _give_back(self, connection: BackendConnection) -> bool:
-        """Decline after all: a pooled connection goes back untouched; a held one stays held."""
-        if not self._held:
-            self.session.proxy.pools.release(connection, reusable=True)
+        """Decline after all: a pooled connection goes back untouched; a kept one stays kept."""
+        if not self._kept:
+            self.state.give_back(connection, reusable=True)
         return False
 
     def _start(
@@ -234,13 +216,14 @@ class FastPath:
         rule: RuleOutcome, digest: str, command_name: str,
     ) -> None:
         """Send `packet` (the client's `request`, addressed to this connection) to the server."""
-        session = self.session
+        state = self.state
         self._request = request
-        if not self._held:
-            session.in_flight = connection
-        session.current_command = "Query"
-        session.command_started = self._started = now = time.monotonic()
-        session.arm_timeout(rule, now)
+        if not self._kept:
+            state.in_flight = connection
+        state.relaying = connection
+        state.current_command = "Query"
+        state.command_started = self._started = now = time.monotonic()
+        state.arm_timeout(rule, now)
         self._connection = connection
         self._command = packet[4]
         self._info = info
@@ -252,7 +235,7 @@ class FastPath:
         self._statement = None
         self._keep_columns = False
         self._relayed = 0
-        client = session.client
+        client = state.client
         client.hold = True
         client.on_closed = self._on_client_closed_cb
         backend = connection.channel
@@ -264,7 +247,7 @@ class FastPath:
     def _on_backend_data(self, data: bytes) -> bool:
         connection = self._connection
         assert connection is not None
-        client = self.session.client
+        client = self.state.client
         framer = self._framer
         if framer is None and not self._relayed:
             if self._refused_as_read_only(data):
@@ -290,10 +273,7 @@ class FastPath:
         client.write(data if used == len(data) else data[:used])
         self._relayed += used
         if framer.done:
-            if used != len(data):
-                connection.broken = True  # the server sent more than one response: unknown state
-            if framer.error is not None and framer.error.code in CONNECTION_ENDING_ERRORS:
-                connection.broken = True
+            self.state.response_ended(connection, framer, used != len(data))
             self._finish(framer)
         elif client.write_buffer_size() > WRITE_BUFFER_HIGH:
             connection.channel.pause_reading()
@@ -306,7 +286,7 @@ class FastPath:
         return (
             self._command == c.COM_QUERY
             and self._info.is_write
-            and not self._held
+            and not self._kept
             and len(data) >= 7
             and data[4] == 0xFF
             and data[5] | data[6] << 8 == c.ER_OPTION_PREVENTS_STATEMENT
@@ -315,15 +295,14 @@ class FastPath:
     def _hand_back(self) -> None:
         """Give the command back to the session's coroutine, which waits for the new master."""
         connection = self._detach()
-        session = self.session
-        session.release(connection, reusable=True)
-        session.current_command = ""
-        session.client.unread(self._request)
-        session.client.release_hold()
+        state = self.state
+        state.give_back(connection, reusable=True)
+        state.current_command = ""
+        state.client.unread(self._request)
+        state.client.release_hold()
 
     def _client_caught_up(self) -> None:
-        session = self.session
-        session.client.on_writable = None
+        self.state.client.on_writable = None
         if self._connection is not None:
             self._connection.channel.resume_reading()
 
@@ -335,79 +314,51 @@ class FastPath:
         statement = self._statement
         if isinstance(outcome, ResponseFramer) and statement is not None and backend_statement is not None:
             statement.after_result(backend_statement, outcome)
-        session = self.session
-        ok = outcome.ok
-        if self._held or outcome.status_flags & _KEEPING_FLAGS or (ok is not None and ok.last_insert_id):
-            session.after_statement(connection, self._hostgroup, outcome, self._info, self._rule)
-        else:
-            # What after_statement decides for a stateless statement that opened nothing, in a session
-            # that held nothing (the fast path's preconditions): the connection goes back.
-            session.release(connection, reusable=not connection.broken)
-        assert session.user is not None
-        session.proxy.record(
-            self._command_name,
-            self._hostgroup,
-            session.settings.schema or "",
-            session.user.user.username,
-            self._digest,
-            int((time.monotonic() - self._started) * 1e6),
-            outcome.ok.affected_rows if outcome.ok is not None else 0,
-            connection.address,
-            outcome.error,
+        state = self.state
+        state.finished(
+            connection, self._hostgroup, outcome, self._info, self._rule, self._anywhere, self._command_name,
+            self._digest, int((time.monotonic() - self._started) * 1e6),
         )
-        session.proxy.stats.counters.statements_fast_path += 1
-        session.current_command = ""
-        session.client.release_hold()
+        state.shared.stats.counters.statements_fast_path += 1
+        state.current_command = ""
+        state.client.release_hold()
 
     # ---- when something breaks ----------------------------------------------------------------------
     def _on_backend_closed(self) -> None:
         connection = self._detach()
-        connection.broken = True
-        session = self.session
-        if not session.statement_lost(connection, self._relayed):
-            session.client.close()  # the client has part of an answer: only closing is honest
-        session.current_command = ""
-        session.client.release_hold()
+        state = self.state
+        if not state.lost(connection, self._relayed):
+            state.client.close()  # the client has part of an answer: only closing is honest
+        state.current_command = ""
+        state.client.release_hold()
 
     def _on_client_closed(self) -> None:
         """The client left mid-answer: the rest of it is unread, so the connection is not reused."""
         connection = self._detach()
-        connection.broken = True
-        self._forget(connection)
-        self.session.client.release_hold()
+        self.state.forget(connection)
+        self.state.client.release_hold()
 
     def _fail(self, message: str) -> None:
         connection = self._detach()
-        connection.broken = True
-        session = self.session
-        self._forget(connection)
+        state = self.state
+        state.forget(connection)
         if not self._relayed:
-            session.send_error(c.ER_MALFORMED_PACKET, message)
-        session.client.close()
-        session.client.release_hold()
-
-    def _forget(self, connection: BackendConnection) -> None:
-        """A connection in an unknown state: closed, whether pooled for this statement or held."""
-        session = self.session
-        if session.held is not None and session.held.connection is connection:
-            session.held = None
-        session.release(connection, reusable=False)
-
-    @property
-    def connection(self) -> BackendConnection | None:
-        """The connection of the statement this fast path is relaying, if any."""
-        return self._connection
+            state.send_error(c.ER_MALFORMED_PACKET, message)
+        state.client.close()
+        state.client.release_hold()
 
     def _detach(self) -> BackendConnection:
         connection = self._connection
         assert connection is not None
-        self.session.deadline = 0.0
+        state = self.state
+        state.deadline = 0.0
+        state.relaying = None
         self._connection = None
         self._framer = None
         backend = connection.channel
         backend.on_data = None
         backend.on_closed = None
-        client = self.session.client
+        client = state.client
         client.on_closed = None
         if client.on_writable is not None:
             client.on_writable = None

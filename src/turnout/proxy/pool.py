@@ -30,7 +30,7 @@ class ServerStats:
 @dataclass
 class ServerPool:
     address: ServerAddress
-    # Idle connections per (user, flavour), oldest first: taken last-in first-out, or by name.
+    # Idle connections per (user, reply_capabilities), oldest first: taken last-in first-out, or by name.
     idle: dict[tuple[str, int], dict[BackendConnection, None]] = field(default_factory=dict)
     stats: ServerStats = field(default_factory=ServerStats)
 
@@ -60,9 +60,9 @@ class Pools:
             pool = connection.server_pool = self.server(connection.address)
         return cast(ServerPool, pool)
 
-    def take_idle(self, address: ServerAddress, user: str, flavour: int) -> BackendConnection | None:
+    def take_idle(self, address: ServerAddress, user: str, reply_capabilities: int) -> BackendConnection | None:
         pool = self.server(address)
-        idle = pool.idle.get((user, flavour))
+        idle = pool.idle.get((user, reply_capabilities))
         while idle:
             connection, _ = idle.popitem()
             if self._hand_out(pool, connection):
@@ -72,7 +72,7 @@ class Pools:
     def take(self, connection: BackendConnection) -> bool:
         """Take this very connection if it is idle in its pool and still usable."""
         pool = self.pool_of(connection)
-        idle = pool.idle.get((connection.user, connection.flavour))
+        idle = pool.idle.get((connection.user, connection.reply_capabilities))
         if idle is None or connection not in idle:
             return False
         del idle[connection]
@@ -118,7 +118,7 @@ class Pools:
             connection.close()
             return
         connection.last_used = self.clock
-        pool.idle.setdefault((connection.user, connection.flavour), {})[connection] = None
+        pool.idle.setdefault((connection.user, connection.reply_capabilities), {})[connection] = None
         pool.stats.conn_free += 1
 
     def _mark_used(self, pool: ServerPool) -> None:

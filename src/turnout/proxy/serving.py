@@ -24,4 +24,4 @@ async def serve(session: ClientSession) -> None:
         await session.run()
     except Exception:  # a bug in one session must never take the proxy down
         log.exception("session %d failed", session.id)
-        await session.close()
+        session.state.close()

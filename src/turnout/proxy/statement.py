@@ -11,19 +11,26 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import lru_cache
 
-# Reasons a session keeps its backend connection; shown in stats_mysql_processlist.
-USER_VARIABLE = "user variable"
-TEMPORARY_TABLE = "temporary table"
-NAMED_LOCK = "named lock"
-TABLE_LOCK = "LOCK TABLES"
-SQL_PREPARE = "SQL PREPARE"
-UNTRACKED_SET = "SET that cannot be replayed"
-NEXT_TRANSACTION = "SET TRANSACTION for the next transaction"
-XA_TRANSACTION = "XA transaction"
-HANDLER = "HANDLER"
-AUTOCOMMIT_OFF = "autocommit=0"
+
+class Keep(StrEnum):
+    """Why a session keeps its backend connection; the text is what stats_mysql_processlist shows."""
+
+    TRANSACTION = "transaction"
+    OPEN_CURSOR = "open cursor"
+    LONG_DATA = "long data"  # COM_STMT_SEND_LONG_DATA sent parameters that live on the connection
+    RULE_NO_MULTIPLEX = "query rule multiplex=0"
+    USER_VARIABLE = "user variable"
+    TEMPORARY_TABLE = "temporary table"
+    NAMED_LOCK = "named lock"
+    TABLE_LOCK = "LOCK TABLES"
+    SQL_PREPARE = "SQL PREPARE"
+    UNTRACKED_SET = "SET that cannot be replayed"
+    NEXT_TRANSACTION = "SET TRANSACTION for the next transaction"
+    XA_TRANSACTION = "XA transaction"
+    HANDLER = "HANDLER"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +41,7 @@ class StatementInfo:
     names: str | None = None  # SET NAMES charset [COLLATE x]
     use_schema: str | None = None
     # Why the backend connection must stay with the session after this statement.
-    keeps_backend: str | None = None
+    keeps_backend: Keep | None = None
     unlock_tables: bool = False
     reads_last_insert_id: bool = False
     calc_found_rows: bool = False
@@ -104,11 +111,11 @@ def analyze(sql: str) -> StatementInfo:
     bare = _without_strings(text)
     upper = bare.upper()
     is_write = word not in _READ_WORDS or " FOR UPDATE" in upper or "LOCK IN SHARE MODE" in upper
-    keeps: str | None = None
+    keeps: Keep | None = None
     if "@" in bare and _USER_VAR.search(bare):
-        keeps = USER_VARIABLE
+        keeps = Keep.USER_VARIABLE
     if "LOCK" in upper and _LOCK_FUNCS.search(bare):
-        keeps = NAMED_LOCK
+        keeps = Keep.NAMED_LOCK
     reads_last_id = "LAST_INSERT_ID" in upper
     reads_found = "FOUND_ROWS" in upper
     calc_found = "SQL_CALC_FOUND_ROWS" in upper
@@ -123,29 +130,29 @@ def analyze(sql: str) -> StatementInfo:
         if re.match(r"\s+(?:GLOBAL\b|@@GLOBAL\.)", rest, re.IGNORECASE):
             return StatementInfo(is_write=True)
         if re.match(r"\s+(?:SESSION\s+|LOCAL\s+)?TRANSACTION\b", rest, re.IGNORECASE):
-            return StatementInfo(is_write=False, keeps_backend=NEXT_TRANSACTION)
+            return StatementInfo(is_write=False, keeps_backend=Keep.NEXT_TRANSACTION)
         assignments = _parse_set(rest)
-        if assignments is None or keeps == USER_VARIABLE:
-            return StatementInfo(is_write=False, keeps_backend=keeps or UNTRACKED_SET)
+        if assignments is None or keeps == Keep.USER_VARIABLE:
+            return StatementInfo(is_write=False, keeps_backend=keeps or Keep.UNTRACKED_SET)
         if any(name in _TRANSACTION_SETS for name, _ in assignments):
-            return StatementInfo(is_write=False, keeps_backend=NEXT_TRANSACTION)
+            return StatementInfo(is_write=False, keeps_backend=Keep.NEXT_TRANSACTION)
         return StatementInfo(is_write=False, sets=assignments)
     if word == "USE":
         use = _USE.match(text)
         if use:
             return StatementInfo(is_write=False, use_schema=use.group("schema"))
     if word == "CREATE" and _TEMP_TABLE.match(text):
-        keeps = TEMPORARY_TABLE
+        keeps = Keep.TEMPORARY_TABLE
     elif word == "LOCK":
-        keeps = TABLE_LOCK
+        keeps = Keep.TABLE_LOCK
     elif word == "UNLOCK":
         return StatementInfo(is_write=False, unlock_tables=True)
     elif word == "PREPARE":
-        keeps = SQL_PREPARE
+        keeps = Keep.SQL_PREPARE
     elif word == "XA":
-        keeps = XA_TRANSACTION
+        keeps = Keep.XA_TRANSACTION
     elif word == "HANDLER":
-        keeps = HANDLER
+        keeps = Keep.HANDLER
     return StatementInfo(
         is_write=is_write,
         keeps_backend=keeps,

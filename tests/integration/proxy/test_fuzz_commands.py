@@ -86,7 +86,7 @@ def test_random_command_payloads(
 
     def consistent() -> bool:
         proxy = running.proxy
-        held = sum(1 for s in proxy.sessions.values() if s.held is not None)
+        held = sum(1 for s in proxy.sessions.values() if s.kept is not None)
         pools = proxy.pools.servers.values()
         return (
             len(proxy.sessions) == 1

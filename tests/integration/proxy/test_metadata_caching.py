@@ -52,7 +52,7 @@ def _bytes_sent_by_readers(box: Sandbox) -> int:
 
 def _caching_sessions(proxy: RunningProxy) -> list[bool]:
     sessions = proxy.call(lambda: list(proxy.proxy.sessions.values()))
-    return [bool(s.flavour & MARIADB_CLIENT_CACHE_METADATA) for s in sessions]
+    return [bool(s.reply_capabilities & MARIADB_CLIENT_CACHE_METADATA) for s in sessions]
 
 
 @pytest.fixture

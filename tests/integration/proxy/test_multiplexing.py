@@ -100,7 +100,7 @@ def test_state_that_pins_the_backend(writer_only: RunningProxy, statement: str, 
         assert len(ids) == 1
         session = writer_only.call(lambda: max(writer_only.proxy.sessions.values(), key=lambda s: s.id))
         if reason is not None:
-            assert session.held is not None and reason in session.held.reasons
+            assert session.kept is not None and reason in session.kept.reasons
     other.close()
 
 

@@ -204,8 +204,8 @@ def bookkeeping(running: RunningProxy) -> dict[str, Any]:
         proxy = running.proxy
         held: dict[tuple[str, int], int] = {}
         for session in proxy.sessions.values():
-            if session.held is not None:
-                address = session.held.connection.address
+            if session.kept is not None:
+                address = session.kept.connection.address
                 held[address] = held.get(address, 0) + 1
         users: dict[str, int] = {}
         for session in proxy.sessions.values():

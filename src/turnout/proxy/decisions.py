@@ -1,0 +1,177 @@
+"""The session's policy, as pure functions over plain data: one place for each decision.
+
+The session's coroutine (session.py) and its fast path (fastpath.py) both call these; neither
+decides anything of its own about where a statement runs, whether a session keeps its
+connection, or whether a response leaves its connection unusable.
+
+- `runs_anywhere`: may a statement run on any pooled connection, or only where the session is?
+- `hostgroup_for`: which hostgroup a statement goes to (the server within it: hostgroups.py).
+- `placement`: on which connection a statement runs, given what the session keeps.
+- `retention`: whether the session keeps its connection after a result, and why (`Keep`).
+- `releases_at_once`: the fast path's shortcut for `retention` in the common case.
+- `breaks_connection`: whether a response leaves its connection in an unknown state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from turnout.protocol import constants as c
+from turnout.proxy.backend import BackendConnection
+from turnout.proxy.errors import CONNECTION_ENDING_ERRORS
+from turnout.proxy.rules import RuleOutcome
+from turnout.proxy.statement import Keep, StatementInfo
+
+# Server status flags after which a session keeps its connection.
+KEEPING_FLAGS = c.SERVER_STATUS_IN_TRANS | c.SERVER_STATUS_CURSOR_EXISTS
+NO_REASONS: frozenset[Keep] = frozenset()
+
+
+def runs_anywhere(info: StatementInfo, rule: RuleOutcome) -> bool:
+    """A statement that changes nothing in the proxy's view of the session: it may run on any
+    connection of its hostgroup (a read, a write in autocommit mode, BEGIN)."""
+    return not (
+        info.sets
+        or info.names is not None
+        or info.use_schema is not None
+        or info.keeps_backend is not None
+        or info.unlock_tables
+        or info.reads_last_insert_id
+        or info.calc_found_rows
+        or info.reads_found_rows
+        or info.releases
+        or rule.multiplex == 0
+        or rule.error_msg is not None
+        or rule.ok_msg is not None
+    )
+
+
+def hostgroup_for(rule: RuleOutcome, default_hostgroup: int) -> int:
+    """The rule's destination hostgroup, else the user's default one."""
+    return rule.hostgroup if rule.hostgroup is not None else default_hostgroup
+
+
+class Placement(Enum):
+    """Where a statement runs."""
+
+    KEPT = "the connection the session keeps"
+    POOLED = "a pooled connection of its hostgroup"
+    # Kept only to delay multiplexing, and the routing moved away from its server: nothing to
+    # lose, so the connection goes back and the statement follows the routing.
+    LET_GO = "let the kept connection go, then a pooled one"
+    # autocommit=0 clients open a transaction with their first read; it ran on a reader and read
+    # only, so ending it there loses nothing and the write goes to the writer.
+    END_READER_TRANSACTION = "end the read-only transaction on the reader, then a pooled one"
+    REFUSED_TWO_WRITERS = "refused: the hostgroup has two writers"
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """The backend connection a session keeps between statements, and why (`Keep`)."""
+
+    connection: BackendConnection
+    hostgroup: int
+    reasons: frozenset[Keep] = NO_REASONS
+    wrote: bool = False  # a write succeeded on it: no longer a read-only transaction
+
+
+def placement(
+    kept: Kept | None,
+    hostgroup: int,
+    is_write: bool,
+    write_blocked: bool,
+    kept_moved: bool,
+    kept_on_reader: bool,
+) -> Placement:
+    """Where a statement for `hostgroup` runs. `write_blocked`: the hostgroup's writes are refused
+    (two writers); `kept_moved`: the kept connection's server no longer takes its hostgroup's
+    traffic (only asked when the session keeps it for no reason but delayed multiplexing);
+    `kept_on_reader`: the kept connection's hostgroup is a reader hostgroup.
+
+    After LET_GO or END_READER_TRANSACTION the session keeps nothing, and `placement(None, …)`
+    says where the statement goes then."""
+    if kept is not None:
+        reasons = kept.reasons
+        if not reasons:
+            return Placement.LET_GO if kept_moved else Placement.KEPT
+        if (
+            reasons == _TRANSACTION_ONLY
+            and is_write
+            and not kept.wrote
+            and hostgroup != kept.hostgroup
+            and kept_on_reader
+        ):
+            return Placement.END_READER_TRANSACTION
+        return Placement.KEPT
+    return Placement.REFUSED_TWO_WRITERS if is_write and write_blocked else Placement.POOLED
+
+
+_TRANSACTION_ONLY = frozenset({Keep.TRANSACTION})
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """What a session keeps after a statement's result."""
+
+    reasons: frozenset[Keep]
+    delay_multiplex: int  # statements to come that still stay on this connection
+    wrote: bool
+
+    @property
+    def keeps(self) -> bool:
+        return bool(self.reasons) or self.delay_multiplex > 0
+
+
+def retention(
+    kept: Kept | None,
+    delay_multiplex: int,
+    info: StatementInfo,
+    rule: RuleOutcome,
+    succeeded: bool,
+    status_flags: int,
+    last_insert_id: int,
+    auto_increment_delay_multiplex: int,
+) -> Retention:
+    """Whether the session keeps the statement's connection after its result, and why.
+
+    `kept`: what it kept before the statement; `succeeded`: the result was not an error;
+    `status_flags` and `last_insert_id`: from the result's final OK/EOF."""
+    reasons = set(kept.reasons) if kept is not None else set()
+    reasons.discard(Keep.TRANSACTION)
+    if succeeded:
+        if info.keeps_backend is not None:
+            reasons.add(info.keeps_backend)
+        if info.unlock_tables:
+            reasons.discard(Keep.TABLE_LOCK)
+    if status_flags & c.SERVER_STATUS_IN_TRANS:
+        reasons.add(Keep.TRANSACTION)
+    elif kept is not None and Keep.TRANSACTION in kept.reasons:
+        reasons.discard(Keep.NEXT_TRANSACTION)  # the transaction it was set for has ended
+    if status_flags & c.SERVER_STATUS_CURSOR_EXISTS:
+        reasons.add(Keep.OPEN_CURSOR)
+    if last_insert_id:
+        delay_multiplex = auto_increment_delay_multiplex
+    elif info.calc_found_rows:
+        delay_multiplex = max(delay_multiplex, 1)
+    elif delay_multiplex:
+        delay_multiplex -= 1
+    if rule.multiplex == 0:
+        reasons.add(Keep.RULE_NO_MULTIPLEX)
+    wrote = (kept.wrote if kept is not None else False) or (info.is_write and succeeded)
+    return Retention(frozenset(reasons), delay_multiplex, wrote)
+
+
+def releases_at_once(kept: bool, status_flags: int, last_insert_id: int) -> bool:
+    """`retention`'s answer without building it, for a statement that `runs_anywhere` in a
+    session that kept nothing and delays no multiplexing (the fast path's pooled statements):
+    the connection goes back unless the result opened a transaction or a cursor, or made an
+    auto-increment value to be read back."""
+    return not (kept or status_flags & KEEPING_FLAGS or last_insert_id)
+
+
+def breaks_connection(error_code: int | None, surplus: bool) -> bool:
+    """A complete response leaves its connection unusable when the server sent more than that one
+    response (`surplus`: the connection is in no known state) or its error ends the connection
+    (e.g. KILL: the server closes it next). A response that ends early always does."""
+    return surplus or (error_code is not None and error_code in CONNECTION_ENDING_ERRORS)

@@ -1,0 +1,404 @@
+"""The data path's state: what every session of a proxy process shares (`Shared`), and what one
+session owns (`SessionState`).
+
+`SessionState` is the one owner of a session's mutable state. The session's coroutine
+(session.py) and its fast path (fastpath.py) both work on it by name, and both finish a
+statement through its relay rule: `response_ended` (whether the connection is broken),
+`settle` (keep or give back the connection, as `decisions.retention` says, and record the
+statement in the stats), `lost` (the connection ended under the statement).
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from dataclasses import dataclass
+
+from turnout.config.model import MysqlUser
+from turnout.protocol import constants as c
+from turnout.protocol.auth import parse_stored_password
+from turnout.protocol.generic import build_err
+from turnout.protocol.metadata import Metadata
+from turnout.protocol.packets import encode_packet
+from turnout.protocol.response import ResponseFramer, ResponseOutcome
+from turnout.proxy.acquisition import Backends, Connector, Login
+from turnout.proxy.backend import BackendConnection, BackendStatement
+from turnout.proxy.channel import Channel, open_channel
+from turnout.proxy.decisions import Kept, breaks_connection, releases_at_once, retention
+from turnout.proxy.decisions import hostgroup_for as route_hostgroup
+from turnout.proxy.digest import digest_text
+from turnout.proxy.errors import ER_LOST_BACKEND, ER_STATEMENT_TIMEOUT
+from turnout.proxy.rules import NO_MATCH, CompiledRule, RuleOutcome, evaluate
+from turnout.proxy.settings import SessionSettings
+from turnout.proxy.statement import StatementInfo, analyze
+from turnout.proxy.stats import ProxyStats
+
+
+@dataclass(frozen=True, slots=True)
+class UserEntry:
+    """A frontend user as the proxy checks its logins: the stored password's hashes."""
+
+    user: MysqlUser
+    double_sha1: bytes
+    stage1: bytes | None
+    password: str | None
+
+
+def user_entry(user: MysqlUser) -> UserEntry:
+    double_sha1, stage1 = parse_stored_password(user.password)
+    clear = user.password if user.password and not user.password.startswith("*") else None
+    return UserEntry(user, double_sha1, stage1, clear if user.password else "")
+
+
+@dataclass(slots=True)
+class ClientStatement:
+    """A prepared statement as the client knows it; prepared on backends lazily."""
+
+    sql: str
+    num_params: int
+    num_columns: int
+    info: StatementInfo
+    rule: RuleOutcome
+    digest_text: str  # for stats_mysql_query_digest
+    command: str  # stats_mysql_commands_counters' Command
+    anywhere: bool  # decisions.runs_anywhere: the fast path may run it on any pooled connection
+    param_types: bytes | None = None
+    # The column definitions the client last received for it (its PrepareOk, then any result
+    # that carried them): what it decodes rows with when metadata caching leaves them out.
+    metadata: Metadata = ()
+
+    def after_result(self, backend: BackendStatement, framer: ResponseFramer) -> None:
+        """A result of `backend` went to the client: definitions it carried are cached by both now."""
+        if framer.columns is not None and framer.error is None:
+            self.metadata = backend.metadata = tuple(framer.columns)
+
+
+class Shared:
+    """What every session of one proxy process shares: the configuration in force (replaced by
+    `Proxy.apply_config`), users, query rules, backend acquisition, stats, the sessions."""
+
+    def __init__(self, connector: Connector = open_channel) -> None:
+        self.stats = ProxyStats()
+        self.backends = Backends(self.stats.counters, connector)
+        self.sessions: dict[int, SessionState] = {}
+        self.connections_by_user: dict[str, int] = {}
+        # PrepareOk responses by (schema, SQL): the whole response, params, columns, definitions.
+        self.prepared_responses: dict[tuple[str | None, str], tuple[bytes, int, int, Metadata]] = {}
+        self.users: dict[str, UserEntry] = {}
+        self.rules: tuple[CompiledRule, ...] = ()
+        self.reader_hostgroups: frozenset[int] = frozenset()
+        self.tls_context: ssl.SSLContext | None = None
+        self.max_allowed_packet = 64 * 1024 * 1024
+        self.max_connections = 10000
+        self.connect_timeout_client = 10.0
+        self.default_query_timeout = 86_400.0
+        self.auto_increment_delay_multiplex = 5
+        self.server_version = "5.5.30"
+        self.default_schema = "information_schema"
+        # Off: every command goes through the sessions' coroutines (tests compare the two paths).
+        self.fast_path = True
+
+    def admit(self, session: SessionState, entry: UserEntry) -> tuple[int, str] | None:
+        """None when the session may start, else the error code and message to refuse it with."""
+        if len(self.sessions) >= self.max_connections:
+            self.stats.counters.access_denied_max_connections += 1
+            return (c.ER_CON_COUNT_ERROR, "Too many connections")
+        name = entry.user.username
+        if self.connections_by_user.get(name, 0) >= entry.user.max_connections:
+            self.stats.counters.access_denied_max_user_connections += 1
+            return (c.ER_TOO_MANY_USER_CONNECTIONS, f"User '{name}' has exceeded the 'max_user_connections' resource")
+        self.sessions[session.id] = session
+        self.connections_by_user[name] = self.connections_by_user.get(name, 0) + 1
+        self.stats.counters.client_connections_created += 1
+        return None
+
+    def user_changed(self, old: UserEntry, new: UserEntry) -> None:
+        self.connections_by_user[old.user.username] -= 1
+        self.connections_by_user[new.user.username] = self.connections_by_user.get(new.user.username, 0) + 1
+
+    def session_ended(self, session: SessionState) -> None:
+        if self.sessions.pop(session.id, None) is not None and session.user is not None:
+            self.connections_by_user[session.user.user.username] -= 1
+
+
+class SessionState:
+    """One client session's state, and the rules both of its paths apply to it."""
+
+    def __init__(self, shared: Shared, client: Channel, session_id: int) -> None:
+        self.shared = shared
+        self.backends = shared.backends
+        self.client = client
+        self.id = session_id
+        peer = client.get_extra_info("peername") or ("", 0)
+        self.client_address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.user: UserEntry | None = None
+        self.login = Login("", None, None)  # how its backend connections log in
+        # The client capabilities its backend connections must share (backend.REPLY_CAPABILITIES).
+        self.reply_capabilities = 0
+        self.settings = SessionSettings()
+        self.kept: Kept | None = None  # the connection it keeps between statements, and why
+        # The connection taken for the command in progress, until it is kept or given back: if
+        # the command ends any other way (client gone, bad input, a bug), its state is unknown.
+        self.in_flight: BackendConnection | None = None
+        # The connection the fast path is relaying a statement on (pooled or kept).
+        self.relaying: BackendConnection | None = None
+        # The connection of the session's previous statement, preferred while it is idle.
+        self.previous_connection: BackendConnection | None = None
+        self.delay_multiplex = 0
+        self.statements: dict[int, ClientStatement] = {}
+        self.next_statement_id = 1
+        self.current_command = ""
+        self.command_started = 0.0
+        self.closed = False
+        self.ended_reason: str | None = None
+        # The statement in flight ends by this monotonic time (0: none in flight), or is killed.
+        self.deadline = 0.0
+        self.statement_timeout = 0.0
+        self.timed_out_after: float | None = None  # seconds, once the proxy killed it
+        self.cut_reason: str | None = None  # why the proxy cut the statement's connection (self-fencing)
+
+    # ---- where statements go ------------------------------------------------------------------
+    def classify(self, sql: str) -> tuple[StatementInfo, str, RuleOutcome]:
+        """What the statement does, its digest, and where the rules send it."""
+        digest = digest_text(sql)
+        return analyze(sql), digest, self.route(sql, digest)
+
+    def route(self, sql: str, digest: str) -> RuleOutcome:
+        assert self.user is not None
+        rules = self.shared.rules
+        if not rules:
+            return NO_MATCH
+        return evaluate(rules, sql, digest, self.user.user.username, self.settings.schema)
+
+    def hostgroup_for(self, rule: RuleOutcome) -> int:
+        assert self.user is not None
+        return route_hostgroup(rule, self.user.user.default_hostgroup)
+
+    def take_idle(self, hostgroup: int) -> BackendConnection | None:
+        """An idle pooled connection for a statement to `hostgroup`, at once or not at all."""
+        connection = self.backends.idle_for(
+            hostgroup, self.login.username, self.reply_capabilities, self.previous_connection
+        )
+        if connection is not None:
+            self.previous_connection = connection
+        return connection
+
+    def kept_moved(self, kept: Kept) -> bool:
+        """The kept connection's server no longer takes its hostgroup's traffic."""
+        return not self.backends.serves(kept.hostgroup, kept.connection.address)
+
+    # ---- the relay rule -----------------------------------------------------------------------
+    def give_back(self, connection: BackendConnection, reusable: bool) -> None:
+        if self.in_flight is connection:
+            self.in_flight = None
+        self.backends.pools.release(connection, reusable=reusable)
+
+    def drop_kept(self) -> None:
+        """A kept connection carries this client's state (transaction, locks…): close it."""
+        kept = self.kept
+        if kept is not None:
+            self.kept = None
+            self.give_back(kept.connection, reusable=False)
+
+    @staticmethod
+    def response_ended(connection: BackendConnection, outcome: ResponseOutcome, surplus: bool) -> None:
+        """A response is complete: whether it leaves its connection broken (decisions)."""
+        error = outcome.error
+        if breaks_connection(error.code if error is not None else None, surplus):
+            connection.broken = True
+
+    def settle(
+        self,
+        connection: BackendConnection,
+        hostgroup: int,
+        outcome: ResponseOutcome,
+        info: StatementInfo,
+        rule: RuleOutcome,
+    ) -> None:
+        """After a statement's result: keep or give back its connection, given what the statement
+        did to the session (decisions.retention), and follow the settings it changed."""
+        kept = self.kept
+        error = outcome.error
+        succeeded = error is None
+        if succeeded:
+            if info.sets:
+                self.settings = self.settings.with_variables(info.sets)
+                connection.settings = connection.settings.with_variables(info.sets)
+            if info.names:
+                self.settings = self.settings.with_names(info.names)
+                connection.settings = connection.settings.with_names(info.names)
+            if info.use_schema:
+                self.settings = self.settings.with_schema(info.use_schema)
+                connection.settings = connection.settings.with_schema(info.use_schema)
+        ok = outcome.ok
+        decided = retention(
+            kept, self.delay_multiplex, info, rule, succeeded, outcome.status_flags,
+            ok.last_insert_id if ok is not None else 0, self.shared.auto_increment_delay_multiplex,
+        )
+        self.delay_multiplex = decided.delay_multiplex
+        if decided.keeps:
+            self.kept = Kept(connection, hostgroup, decided.reasons, decided.wrote)
+            if self.in_flight is connection:
+                self.in_flight = None
+        else:
+            self.kept = None
+            self.give_back(connection, reusable=not connection.broken)
+
+    def finished(
+        self,
+        connection: BackendConnection,
+        hostgroup: int,
+        outcome: ResponseOutcome,
+        info: StatementInfo,
+        rule: RuleOutcome,
+        anywhere: bool,
+        command: str,
+        digest: str,
+        elapsed_us: int,
+    ) -> None:
+        """A statement's result reached the client: keep or give back its connection and record
+        it in the stats. `anywhere`: decisions.runs_anywhere(info, rule)."""
+        ok = outcome.ok
+        if (
+            anywhere
+            and self.kept is None
+            and not self.delay_multiplex
+            and releases_at_once(False, outcome.status_flags, ok.last_insert_id if ok is not None else 0)
+        ):
+            self.give_back(connection, reusable=not connection.broken)
+        else:
+            self.settle(connection, hostgroup, outcome, info, rule)
+        self.record(command, hostgroup, digest, elapsed_us, outcome, connection)
+
+    def not_executed(self, connection: BackendConnection) -> None:
+        """The statement never ran: the session keeps exactly what it kept before."""
+        if self.kept is None or self.kept.connection is not connection:
+            self.give_back(connection, reusable=not connection.broken)
+
+    def record(
+        self, command: str, hostgroup: int, digest: str, elapsed_us: int, outcome: ResponseOutcome,
+        connection: BackendConnection,
+    ) -> None:
+        """The statement in stats_mysql_commands_counters, _query_digest and _connection_pool."""
+        assert self.user is not None
+        ok = outcome.ok
+        stats = self.shared.stats
+        schema = self.settings.schema or ""
+        username = self.user.user.username
+        stats.record(command, hostgroup, schema, username, digest, elapsed_us, ok.affected_rows if ok is not None else 0)
+        address = connection.address
+        stats.count_server_query(hostgroup, address)
+        self.backends.pools.pool_of(connection).stats.queries += 1
+        error = outcome.error
+        if error is not None:
+            stats.count_error((hostgroup, address[0], address[1], username, schema, error.code), error.message)
+
+    def lost(self, connection: BackendConnection, relayed: int) -> bool:
+        """The statement's backend connection ended under it: the server went away, or the proxy
+        killed the statement for its timeout. The connection is dropped (with whatever the session
+        kept on it); the client hears why, unless part of an answer reached it already (then
+        False: the client connection must end)."""
+        connection.broken = True
+        if self.kept is not None and self.kept.connection is connection:
+            self.kept = None
+        self.give_back(connection, reusable=False)
+        timed_out, self.timed_out_after = self.timed_out_after, None
+        cut, self.cut_reason = self.cut_reason, None
+        if timed_out is None and cut is None:
+            self.backends.backend_failed(connection.address)
+        if relayed:
+            return False
+        if cut is not None:
+            self.send_error(ER_LOST_BACKEND, f"turnout: {cut}; the statement was cut off and its outcome is unknown")
+        elif timed_out is None:
+            self.send_error(ER_LOST_BACKEND, "Lost connection to backend server during query")
+        else:
+            self.send_error(
+                ER_STATEMENT_TIMEOUT,
+                f"turnout: the statement ran longer than its timeout ({timed_out * 1000:.0f} ms: "
+                "mysql-default_query_timeout, or its query rule's timeout) and was killed; "
+                "an open transaction was rolled back",
+            )
+        return True
+
+    def forget(self, connection: BackendConnection) -> None:
+        """A connection in an unknown state: closed, whether pooled for this statement or kept."""
+        connection.broken = True
+        if self.kept is not None and self.kept.connection is connection:
+            self.kept = None
+        self.give_back(connection, reusable=False)
+
+    # ---- timeouts -----------------------------------------------------------------------------
+    def arm_timeout(self, rule: RuleOutcome, now: float) -> None:
+        self.statement_timeout = rule.timeout_ms / 1000 if rule.timeout_ms else self.shared.default_query_timeout
+        self.deadline = now + self.statement_timeout
+
+    def time_out(self) -> None:
+        """The statement in flight ran past its deadline: kill it on the server and drop its
+        connection; the session's relay then tells the client (`lost`)."""
+        self.deadline = 0.0
+        connection = self.relaying or self.in_flight or (self.kept.connection if self.kept else None)
+        if connection is None or connection.broken:
+            return
+        self.timed_out_after = self.statement_timeout
+        self.shared.stats.counters.statements_timed_out += 1
+        if self.user is not None:
+            self.backends.kill_query(connection, self.login)
+        connection.broken = True
+        connection.channel.close()
+
+    def cut(self, addresses: frozenset[tuple[str, int]], reason: str) -> bool:
+        """Close the connection of a statement in flight to one of `addresses` (the client hears
+        `reason`), and end at its next command a transaction kept there. True if anything was."""
+        connection = self.relaying or self.in_flight
+        cut = False
+        if connection is not None and not connection.broken and connection.address in addresses:
+            self.cut_reason = reason
+            connection.broken = True
+            connection.channel.close()
+            cut = True
+        kept = self.kept
+        if kept is not None and kept.reasons and kept.connection.address in addresses:
+            self.end_kept(reason)
+            cut = True
+        return cut
+
+    # ---- the client ---------------------------------------------------------------------------
+    def send(self, payload: bytes, seq: int) -> None:
+        self.client.write(encode_packet(payload, seq))
+
+    def send_error(self, code: int, message: str, seq: int = 1) -> None:
+        if not self.client.is_closing():
+            self.client.write(encode_packet(build_err(code, message, c.sql_state_for(code)), seq))
+
+    def end_kept(self, reason: str) -> None:
+        """End the session's hold on its backend at its next command: the connection is closed
+        (its transaction rolls back) and the client hears `reason` as an error. Deferred to the
+        session's own task, so a command in flight is never cut."""
+        self.ended_reason = reason
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.drop_kept()
+        self.client.close()
+        self.shared.session_ended(self)
+
+    def processlist_row(self) -> dict[str, object]:
+        kept = self.kept
+        host, _, port = self.client_address.rpartition(":")
+        return {
+            "ThreadID": self.id,
+            "SessionID": self.id,
+            "user": self.user.user.username if self.user else None,
+            "db": self.settings.schema,
+            "cli_host": host,
+            "cli_port": int(port) if port.isdigit() else None,
+            "hostgroup": kept.hostgroup if kept else None,
+            "srv_host": kept.connection.address[0] if kept else None,
+            "srv_port": kept.connection.address[1] if kept else None,
+            "command": "Query" if self.current_command else "Sleep",
+            "time_ms": int((time.monotonic() - self.command_started) * 1000) if self.current_command else 0,
+            "info": ", ".join(sorted(kept.reasons)) if kept else None,
+        }

@@ -1,0 +1,139 @@
+"""The session's policy (proxy/decisions.py), exhaustively and by property; and the shape of
+proxy/ (no import circle)."""
+
+from __future__ import annotations
+
+import ast
+import itertools
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from turnout.protocol import constants as c
+from turnout.proxy.backend import BackendConnection
+from turnout.proxy.decisions import (
+    Kept,
+    Placement,
+    breaks_connection,
+    hostgroup_for,
+    placement,
+    releases_at_once,
+    retention,
+    runs_anywhere,
+)
+from turnout.proxy.errors import CONNECTION_ENDING_ERRORS
+from turnout.proxy.rules import RuleOutcome
+from turnout.proxy.settings import SessionSettings
+from turnout.proxy.statement import Keep, StatementInfo, analyze
+
+CONNECTION = BackendConnection(("10.0.0.1", 3306), "app", 0, None, 1, SessionSettings())  # type: ignore[arg-type]
+
+reasons = st.frozensets(st.sampled_from(list(Keep)), max_size=4)
+kept = st.one_of(st.none(), st.builds(Kept, st.just(CONNECTION), st.sampled_from([10, 20]), reasons, st.booleans()))
+infos = st.one_of(
+    st.sampled_from(["SELECT 1", "INSERT INTO t VALUES (1)", "BEGIN", "SET @a = 1", "LOCK TABLES t READ",
+                     "UNLOCK TABLES", "SELECT SQL_CALC_FOUND_ROWS * FROM t", "SET TRANSACTION READ ONLY",
+                     "SET sql_mode = 'ANSI'", "USE db", "SELECT LAST_INSERT_ID()", "CREATE TEMPORARY TABLE t (a INT)"]).map(analyze),
+    st.builds(StatementInfo, st.booleans(), keeps_backend=st.one_of(st.none(), st.sampled_from(list(Keep))),
+              unlock_tables=st.booleans(), calc_found_rows=st.booleans()),
+)
+rules = st.builds(RuleOutcome, multiplex=st.sampled_from([None, 0, 1, 2]), hostgroup=st.sampled_from([None, 10, 20]))
+flags = st.sampled_from([0, c.SERVER_STATUS_AUTOCOMMIT, c.SERVER_STATUS_IN_TRANS, c.SERVER_STATUS_CURSOR_EXISTS,
+                         c.SERVER_STATUS_IN_TRANS | c.SERVER_STATUS_CURSOR_EXISTS])
+
+
+@given(kept, st.integers(0, 5), infos, rules, st.booleans(), flags, st.integers(0, 3), st.integers(0, 5))
+def test_retention(
+    before: Kept | None, delay: int, info: StatementInfo, rule: RuleOutcome, succeeded: bool, status: int,
+    last_id: int, auto_increment_delay: int,
+) -> None:
+    decided = retention(before, delay, info, rule, succeeded, status, last_id, auto_increment_delay)
+    assert decided.keeps == (bool(decided.reasons) or decided.delay_multiplex > 0)
+    assert (Keep.TRANSACTION in decided.reasons) == bool(status & c.SERVER_STATUS_IN_TRANS)
+    if status & c.SERVER_STATUS_CURSOR_EXISTS:
+        assert Keep.OPEN_CURSOR in decided.reasons
+    if rule.multiplex == 0:
+        assert Keep.RULE_NO_MULTIPLEX in decided.reasons
+    if info.keeps_backend is not None and succeeded:
+        assert info.keeps_backend in decided.reasons
+    previous = before.reasons if before is not None else frozenset()
+    # Only a transaction's end, UNLOCK TABLES and the end of the transaction a SET TRANSACTION
+    # was for take a reason away.
+    assert previous - decided.reasons <= {Keep.TRANSACTION, Keep.TABLE_LOCK, Keep.NEXT_TRANSACTION}
+    if not succeeded:
+        assert decided.reasons - previous <= {Keep.TRANSACTION, Keep.OPEN_CURSOR, Keep.RULE_NO_MULTIPLEX}
+    assert decided.wrote == ((before is not None and before.wrote) or (info.is_write and succeeded))
+    if last_id:
+        assert decided.delay_multiplex == auto_increment_delay
+
+
+@given(infos, rules, flags, st.integers(0, 3), st.booleans())
+def test_the_fast_paths_shortcut_is_retention(info: StatementInfo, rule: RuleOutcome, status: int, last_id: int, succeeded: bool) -> None:
+    """For what the fast path runs on a pooled connection (a statement that runs anywhere, in a
+    session that keeps nothing and delays no multiplexing), `releases_at_once` is `retention`."""
+    if not runs_anywhere(info, rule):
+        return
+    decided = retention(None, 0, info, rule, succeeded, status, last_id, 5)
+    assert releases_at_once(False, status, last_id) == (not decided.keeps)
+
+
+@given(kept, st.sampled_from([10, 20]), st.booleans(), st.booleans(), st.booleans(), st.booleans())
+def test_placement(before: Kept | None, hostgroup: int, is_write: bool, blocked: bool, moved: bool, on_reader: bool) -> None:
+    where = placement(before, hostgroup, is_write, blocked, moved, on_reader)
+    if before is None:
+        assert where is (Placement.REFUSED_TWO_WRITERS if is_write and blocked else Placement.POOLED)
+        return
+    assert where in (Placement.KEPT, Placement.LET_GO, Placement.END_READER_TRANSACTION)
+    if before.reasons - {Keep.TRANSACTION}:
+        assert where is Placement.KEPT  # state that lives on the connection never moves
+    if where is Placement.LET_GO:
+        assert not before.reasons and moved
+    if where is Placement.END_READER_TRANSACTION:
+        assert before.reasons == {Keep.TRANSACTION} and is_write and not before.wrote and on_reader
+        assert hostgroup != before.hostgroup
+
+
+def test_runs_anywhere_only_without_session_effects() -> None:
+    assert runs_anywhere(analyze("SELECT 1"), RuleOutcome())
+    assert runs_anywhere(analyze("BEGIN"), RuleOutcome())
+    assert runs_anywhere(analyze("INSERT INTO t VALUES (1)"), RuleOutcome())
+    for sql in ["SET @a = 1", "SET NAMES utf8mb4", "USE db", "LOCK TABLES t READ", "UNLOCK TABLES",
+                "SELECT LAST_INSERT_ID()", "SELECT SQL_CALC_FOUND_ROWS * FROM t", "SELECT FOUND_ROWS()"]:
+        assert not runs_anywhere(analyze(sql), RuleOutcome()), sql
+    for rule in [RuleOutcome(multiplex=0), RuleOutcome(error_msg="no"), RuleOutcome(ok_msg="yes")]:
+        assert not runs_anywhere(analyze("SELECT 1"), rule)
+
+
+def test_hostgroup_for() -> None:
+    assert hostgroup_for(RuleOutcome(hostgroup=20), 10) == 20
+    assert hostgroup_for(RuleOutcome(), 10) == 10
+
+
+def test_breaks_connection_exhaustively() -> None:
+    for code, surplus in itertools.product([None, 1064, 1290, 2013, *CONNECTION_ENDING_ERRORS], [False, True]):
+        assert breaks_connection(code, surplus) == (surplus or code in CONNECTION_ENDING_ERRORS)
+
+
+def test_no_import_circle_in_proxy() -> None:
+    """Every import inside proxy/, TYPE_CHECKING ones included: the graph has no cycle."""
+    package = Path(__file__).parents[3] / "src" / "turnout" / "proxy"
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        imports = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("turnout.proxy."):
+                imports.add(node.module.rsplit(".", 1)[1])
+        graph[path.stem] = imports
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import circle: {' -> '.join((*path, module))}"
+        if module in done:
+            return
+        for imported in graph.get(module, ()):
+            visit(imported, (*path, module))
+        done.add(module)
+
+    for module in graph:
+        visit(module, ())
