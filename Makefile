@@ -3,13 +3,18 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup system-deps lint bench clean
+.PHONY: demo test unit setup system-deps lint bench clean
 
 demo: setup
 	$(BIN)/turnout demo
 
 test: setup
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q
+
+# Seconds, no servers: every test but those marked `sandbox` (tests/conftest.py marks each test
+# that starts servers). `make unit ARGS=--lf` reruns what failed last.
+unit: setup
+	$(BIN)/pytest -q -m "not sandbox" $(ARGS)
 
 setup: system-deps $(VENV)/.installed
 
@@ -30,7 +35,7 @@ lint: setup
 	$(BIN)/mypy
 
 bench: setup
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.proxy_throughput
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

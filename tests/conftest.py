@@ -36,6 +36,18 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
 
+SERVER_FIXTURES = frozenset({"sandbox", "shared_sandbox", "fresh_sandbox", "make_sandbox"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that starts servers is marked `sandbox` (`make unit` runs the others): those
+    under tests/integration, and any test using a sandbox fixture."""
+    integration = Path(__file__).parent / "integration"
+    for item in items:
+        if integration in Path(str(item.path)).parents or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.sandbox)
+
+
 def _have_mariadb() -> bool:
     return shutil.which("mariadbd") is not None or Path("/usr/sbin/mariadbd").exists()
 

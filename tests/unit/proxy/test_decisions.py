@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from turnout.protocol import constants as c
 from turnout.proxy.backend import BackendConnection
+from turnout.proxy.channel import Channel
 from turnout.proxy.decisions import (
     Kept,
     Placement,
@@ -27,7 +28,7 @@ from turnout.proxy.rules import RuleOutcome
 from turnout.proxy.settings import SessionSettings
 from turnout.proxy.statement import Keep, StatementInfo, analyze
 
-CONNECTION = BackendConnection(("10.0.0.1", 3306), "app", 0, None, 1, SessionSettings())  # type: ignore[arg-type]
+CONNECTION = BackendConnection(("10.0.0.1", 3306), "app", 0, Channel(), 1, SessionSettings())
 
 reasons = st.frozensets(st.sampled_from(list(Keep)), max_size=4)
 kept = st.one_of(st.none(), st.builds(Kept, st.just(CONNECTION), st.sampled_from([10, 20]), reasons, st.booleans()))
