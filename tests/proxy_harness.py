@@ -15,7 +15,7 @@ import pytest
 import uvloop
 
 from turnout.config.model import MysqlServer, MysqlUser, QueryRule, ReplicationHostgroup, RuntimeConfig
-from turnout.proxy.hostgroups import RoutingTable
+from turnout.proxy.hostgroups import HostgroupTable
 from turnout.proxy.proxy import Proxy
 from turnout.sandbox.config import APP
 from turnout.sandbox.sandbox import Sandbox
@@ -61,7 +61,7 @@ class RunningProxy:
         return future.result(timeout=10)
 
     def set_servers(self, servers: list[MysqlServer], write_blocked: dict[int, str] | None = None) -> None:
-        self.call(lambda: self.proxy.apply_routing(RoutingTable.build(servers, write_blocked)))
+        self.call(lambda: self.proxy.apply_routing(HostgroupTable.build(servers, write_blocked)))
 
     def connect(self, user: str = APP.user, password: str = APP.password, **kwargs: Any) -> pymysql.Connection[Any]:
         kwargs.setdefault("autocommit", True)

@@ -24,7 +24,7 @@ from turnout.monitor.monitor import Monitor
 from turnout.monitor.routing import RoutingSnapshot
 from turnout.monitor.routing import RoutingTable as HealthRouting
 from turnout.output import UserError
-from turnout.proxy.hostgroups import RoutingTable
+from turnout.proxy.hostgroups import HostgroupTable
 from turnout.proxy.proxy import Proxy, parse_interface
 from turnout.proxy.stats_merge import merge_stats
 from turnout.proxy.tls import TlsSetupError
@@ -153,7 +153,7 @@ class Node:
         self.routing = snapshot
         fenced = self._fenced_hostgroups()
         self.proxy.apply_routing(
-            RoutingTable.build(
+            HostgroupTable.build(
                 snapshot.servers,
                 snapshot.write_blocked,
                 version=snapshot.health_version,

@@ -253,10 +253,6 @@ def parse_auth_switch_request(payload: Buffer) -> tuple[str, bytes]:
     return _text(name), data
 
 
-def is_auth_switch_request(payload: Buffer) -> bool:
-    return len(payload) > 0 and payload[0] == 0xFE
-
-
 @dataclass(frozen=True, slots=True)
 class ChangeUser:
     user: str

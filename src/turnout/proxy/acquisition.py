@@ -23,7 +23,7 @@ from turnout.protocol.generic import ErrPacket
 from turnout.proxy.backend import BackendConnection, ServerAddress, connect_backend
 from turnout.proxy.channel import Channel, open_channel
 from turnout.proxy.errors import ER_NO_SUCH_THREAD, BackendError, BackendRefused, NoServer
-from turnout.proxy.hostgroups import RoutingTable, pick_server, pick_server_sticky
+from turnout.proxy.hostgroups import HostgroupTable, pick_server, pick_server_sticky
 from turnout.proxy.pool import Pools
 from turnout.proxy.stats import GlobalCounters
 
@@ -55,7 +55,7 @@ class Backends:
         self.pools = Pools()
         self.counters = counters
         self.connector = connector
-        self.routing = RoutingTable()
+        self.routing = HostgroupTable()
         self._routing_changed = asyncio.Event()
         self._failed_until: dict[ServerAddress, float] = {}
         self._servers: dict[ServerAddress, MysqlServer] = {}
@@ -81,7 +81,7 @@ class Backends:
         self.tls_context = tls_context
         self._metadata_caching = {a: v for a, v in self._metadata_caching.items() if a in configured}
 
-    def apply_routing(self, table: RoutingTable) -> None:
+    def apply_routing(self, table: HostgroupTable) -> None:
         """Servers as in force (monitor's view); wakes statements waiting for a server."""
         self.routing = table
         self._servers = {}

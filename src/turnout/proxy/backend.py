@@ -105,10 +105,6 @@ class BackendConnection:
         self.counted_received = 0
         self.server_pool: object = None  # its ServerPool, set by Pools: saves a lookup per statement
 
-    @property
-    def pool_key(self) -> tuple[ServerAddress, str, int]:
-        return (self.address, self.user, self.reply_capabilities)
-
     def idle_usable(self) -> bool:
         """Whether an idle connection can take a command: an idle connection the server closed
         (KILL, wait_timeout, a restart) shows end-of-file or an error on its channel, which nobody

@@ -262,9 +262,6 @@ class Channel(asyncio.Protocol):
     def has_unread(self) -> bool:
         return bool(self._chunks)
 
-    def exception(self) -> BaseException | None:
-        return self._error
-
     def write_buffer_size(self) -> int:
         return self.transport.get_write_buffer_size() if self.transport is not None else 0
 

@@ -6,6 +6,7 @@ name a failure.
 
 from __future__ import annotations
 
+from turnout.protocol.constants import max_connect_timeout_message
 from turnout.protocol.generic import ErrPacket
 
 ER_PROXY_NO_SERVER = 9001  # ProxySQL's code for "no server in the hostgroup in time"
@@ -29,10 +30,7 @@ class NoServer(Exception):
     """No server of the hostgroup could take a connection within mysql-connect_timeout_server_max."""
 
     def __init__(self, hostgroup: int, waited_ms: int, reason: str = "") -> None:
-        super().__init__(
-            f"Max connect timeout reached while reaching hostgroup {hostgroup} after {waited_ms}ms"
-            + (f": {reason}" if reason else "")
-        )
+        super().__init__(max_connect_timeout_message(hostgroup, waited_ms) + (f": {reason}" if reason else ""))
 
 
 class BackendError(Exception):

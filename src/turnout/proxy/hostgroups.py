@@ -15,7 +15,7 @@ def _empty_blocks() -> Mapping[int, str]:
 
 
 @dataclass(frozen=True)
-class RoutingTable:
+class HostgroupTable:
     """An immutable view built from runtime_mysql_servers as in force (after the monitor's changes)."""
 
     version: int = 0
@@ -37,7 +37,7 @@ class RoutingTable:
         version: int = 0,
         held: frozenset[int] = frozenset(),
         held_reasons: Mapping[int, str] | None = None,
-    ) -> RoutingTable:
+    ) -> HostgroupTable:
         groups: dict[int, list[MysqlServer]] = {}
         for server in servers:
             if server.status == "ONLINE":

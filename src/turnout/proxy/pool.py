@@ -24,7 +24,6 @@ class ServerStats:
     queries: int = 0
     bytes_sent: int = 0
     bytes_recv: int = 0
-    last_error_at: float = 0.0
 
 
 @dataclass
@@ -100,7 +99,6 @@ class Pools:
         pool = self.server(address)
         pool.stats.conn_used -= 1
         pool.stats.conn_err += 1
-        pool.stats.last_error_at = time.monotonic()
 
     def connected(self, address: ServerAddress) -> None:
         self.server(address).stats.conn_ok += 1

@@ -19,7 +19,7 @@ from turnout.config.model import RuntimeConfig
 from turnout.proxy.acquisition import Connector
 from turnout.proxy.backend import ServerAddress
 from turnout.proxy.channel import Channel, open_channel
-from turnout.proxy.hostgroups import RoutingTable
+from turnout.proxy.hostgroups import HostgroupTable
 from turnout.proxy.pool import IDLE_TIMEOUT, Pools
 from turnout.proxy.rules import compile_rules
 from turnout.proxy.serving import serve
@@ -63,14 +63,14 @@ class Proxy(Shared):
         self.idle_sweep_interval = IDLE_SWEEP_INTERVAL
         self.config = config
         self.apply_config(config)
-        self.apply_routing(RoutingTable.build(config.servers, version=config.version))
+        self.apply_routing(HostgroupTable.build(config.servers, version=config.version))
 
     @property
     def pools(self) -> Pools:
         return self.backends.pools
 
     @property
-    def routing(self) -> RoutingTable:
+    def routing(self) -> HostgroupTable:
         return self.backends.routing
 
     # ---- configuration ------------------------------------------------------------------------
@@ -115,7 +115,7 @@ class Proxy(Shared):
             raise TlsSetupError("mysql-have_ssl is true but there is no datadir for the TLS certificate")
         return server_context(self.datadir)
 
-    def apply_routing(self, table: RoutingTable) -> None:
+    def apply_routing(self, table: HostgroupTable) -> None:
         """Servers as in force (monitor's view); wakes statements waiting for a server."""
         self.backends.apply_routing(table)
 

@@ -29,7 +29,7 @@ from turnout.config.model import (
     RuntimeConfig,
     SchedulerJob,
 )
-from turnout.proxy.hostgroups import RoutingTable
+from turnout.proxy.hostgroups import HostgroupTable
 
 log = logging.getLogger("turnout.workers")
 
@@ -57,7 +57,7 @@ class Snapshot:
     held_reasons: dict[int, str]
 
 
-def encode(config: RuntimeConfig, table: RoutingTable) -> Snapshot:
+def encode(config: RuntimeConfig, table: HostgroupTable) -> Snapshot:
     plain = {
         "version": config.version,
         "servers": [asdict(s) for s in config.servers],
@@ -71,7 +71,7 @@ def encode(config: RuntimeConfig, table: RoutingTable) -> Snapshot:
     return Snapshot(plain, servers, dict(table.write_blocked), table.version, table.held, dict(table.held_reasons))
 
 
-def decode(snapshot: Snapshot) -> tuple[RuntimeConfig, RoutingTable]:
+def decode(snapshot: Snapshot) -> tuple[RuntimeConfig, HostgroupTable]:
     raw = snapshot.config
     config = RuntimeConfig(
         version=raw["version"],
@@ -82,7 +82,7 @@ def decode(snapshot: Snapshot) -> tuple[RuntimeConfig, RoutingTable]:
         scheduler=tuple(SchedulerJob(**j) for j in raw["scheduler"]),
         variables=MappingProxyType(raw["variables"]),
     )
-    table = RoutingTable.build(
+    table = HostgroupTable.build(
         (MysqlServer(**s) for s in snapshot.servers), snapshot.write_blocked, snapshot.version, snapshot.held,
         snapshot.held_reasons,
     )
@@ -150,7 +150,7 @@ class Workers:
         self._processes: list[multiprocessing.process.BaseProcess] = []
         self._stats: list[dict[str, list[dict[str, object]]]] = []  # each worker's latest tables
 
-    def start(self, host: str, port: int, config: RuntimeConfig, table: RoutingTable, datadir: Path) -> None:
+    def start(self, host: str, port: int, config: RuntimeConfig, table: HostgroupTable, datadir: Path) -> None:
         context = multiprocessing.get_context("spawn")
         first = encode(config, table)
         loop = asyncio.get_running_loop()
@@ -190,7 +190,7 @@ class Workers:
                     pipe.send(RESET + table)
         return rows
 
-    def publish(self, config: RuntimeConfig, table: RoutingTable) -> None:
+    def publish(self, config: RuntimeConfig, table: HostgroupTable) -> None:
         snapshot = encode(config, table)
         for pipe in self._pipes:
             with contextlib.suppress(OSError):

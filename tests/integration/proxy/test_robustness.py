@@ -32,7 +32,7 @@ from turnout.protocol.events import AuthDone, AuthFailed
 from turnout.protocol.generic import ErrPacket, is_err, parse_err
 from turnout.protocol.packets import Packet, PacketBuffer, encode_packet, header
 from turnout.protocol.response import ResponseFramer
-from turnout.proxy.hostgroups import RoutingTable
+from turnout.proxy.hostgroups import HostgroupTable
 from turnout.sandbox.config import APP, MONITOR
 from turnout.sandbox.sandbox import Sandbox
 
@@ -952,7 +952,7 @@ def test_a_write_refused_by_read_only_waits_for_the_new_writer(
         cur.execute("INSERT INTO rb.moved VALUES (1)")  # the next write finds a pooled connection
         box.execute(0, "SET GLOBAL read_only = ON")
         box.execute(1, "STOP SLAVE", "SET GLOBAL read_only = OFF")
-        promoted = RoutingTable.build([
+        promoted = HostgroupTable.build([
             MysqlServer(WRITER, "127.0.0.1", box.nodes[1].port),
             MysqlServer(READER, "127.0.0.1", box.nodes[2].port),
         ])

@@ -13,7 +13,7 @@ from fake_server import READER, WRITER, FakeSetup, ServerConnection, default_scr
 from turnout.config.model import MysqlServer
 from turnout.protocol import constants as c
 from turnout.proxy.errors import ER_LOST_BACKEND
-from turnout.proxy.hostgroups import RoutingTable
+from turnout.proxy.hostgroups import HostgroupTable
 from turnout.proxy.statement import Keep
 
 
@@ -84,7 +84,7 @@ async def test_a_prepared_statement_is_prepared_again_on_another_backend() -> No
         assert (await client.execute(statement)).rows() == [(b"1",)]
         other = next(r for r in setup.readers if r is not prepared_on[0])
         routing = setup.proxy.routing
-        setup.proxy.apply_routing(RoutingTable.build(
+        setup.proxy.apply_routing(HostgroupTable.build(
             [s for members in routing.by_hostgroup.values() for s in members if s.address != prepared_on[0].address]
         ))
         assert (await client.execute(statement)).rows() == [(b"1",)]
@@ -144,7 +144,7 @@ async def test_writes_to_a_hostgroup_with_two_writers_are_refused_on_both_paths(
     async with fake_proxy() as setup:
         client = await setup.client()
         servers = [s for members in setup.proxy.routing.by_hostgroup.values() for s in members]
-        setup.proxy.apply_routing(RoutingTable.build(servers, {WRITER: "two writers"}))
+        setup.proxy.apply_routing(HostgroupTable.build(servers, {WRITER: "two writers"}))
         reply = await client.query("INSERT INTO t VALUES (1)")
         assert reply.error is not None and reply.error.code == c.ER_OPTION_PREVENTS_STATEMENT
         assert (await client.query("SELECT 1")).error is None
@@ -195,10 +195,10 @@ async def test_a_statement_waits_for_a_writer_and_runs_when_one_comes() -> None:
     async with fake_proxy(fake_config(**{"mysql-connect_timeout_server_max": "5000"})) as setup:
         client = await setup.client()
         readers = [s for s in setup.proxy.routing.online(READER)]
-        setup.proxy.apply_routing(RoutingTable.build(readers))
+        setup.proxy.apply_routing(HostgroupTable.build(readers))
         pending = asyncio.ensure_future(client.query("INSERT INTO t VALUES (1)"))
         await asyncio.sleep(0.1)
         assert not pending.done()
-        setup.proxy.apply_routing(RoutingTable.build([*readers, MysqlServer(WRITER, "10.0.0.1", 3306)]))
+        setup.proxy.apply_routing(HostgroupTable.build([*readers, MysqlServer(WRITER, "10.0.0.1", 3306)]))
         assert (await pending).error is None
         assert setup.writer.queries()[-1] == "INSERT INTO t VALUES (1)"
