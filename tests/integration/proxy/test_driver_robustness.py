@@ -41,8 +41,8 @@ def test_held_backend_connection_killed_by_the_server(drv_schema: Sandbox, singl
 
     def held_thread() -> int:
         session = next(iter(single.proxy.sessions.values()))
-        assert session.held is not None
-        return session.held.connection.thread_id
+        assert session.kept is not None
+        return session.kept.connection.thread_id
 
     drv_schema.execute(0, f"KILL {single.call(held_thread)}")
 
@@ -79,7 +79,7 @@ def test_a_failed_session_leaves_nothing_behind_for_the_next(
         with conn.cursor() as cur:
             cur.execute("BEGIN")
             cur.execute("UPDATE drv.t SET v = v WHERE id = 1")
-        thread_id = running.call(lambda: next(iter(running.proxy.sessions.values())).held.connection.thread_id)
+        thread_id = running.call(lambda: next(iter(running.proxy.sessions.values())).kept.connection.thread_id)
         drv_schema.execute(0, f"KILL {thread_id}")
         outcome(conn.cursor().execute, "SELECT 1")
         wait_until(lambda: _sessions(running) == 0, "the failed session to end")
