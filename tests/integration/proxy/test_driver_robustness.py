@@ -73,7 +73,7 @@ def test_a_failed_session_leaves_nothing_behind_for_the_next(
     def injected(address: object) -> None:  # the proxy's hook for backend errors, failing
         raise RuntimeError(f"injected failure {next(failures)}")
 
-    running.call(lambda: setattr(running.proxy, "on_backend_error", injected))
+    running.call(lambda: setattr(running.proxy.backends, "on_backend_error", injected))
     for _ in range(3):
         conn = running.connect()
         with conn.cursor() as cur:
