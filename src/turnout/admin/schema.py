@@ -109,7 +109,22 @@ _CLUSTER_HOSTGROUPS = """CREATE TABLE {name} (
     UNIQUE (backup_writer_hostgroup))"""
 MYSQL_GALERA_HOSTGROUPS = _CLUSTER_HOSTGROUPS
 MYSQL_GROUP_REPLICATION_HOSTGROUPS = _CLUSTER_HOSTGROUPS
-UNMANAGED_TABLES = ("mysql_galera_hostgroups", "mysql_group_replication_hostgroups")
+
+# ProxySQL 2.6's per-hostgroup settings: the table exists, kept empty (turnout has no such settings yet).
+MYSQL_HOSTGROUP_ATTRIBUTES = """CREATE TABLE {name} (
+    hostgroup_id INT NOT NULL PRIMARY KEY,
+    max_num_online_servers INT CHECK (max_num_online_servers>=0 AND max_num_online_servers <= 1000000) NOT NULL DEFAULT 1000000,
+    autocommit INT CHECK (autocommit IN (-1, 0, 1)) NOT NULL DEFAULT -1,
+    free_connections_pct INT CHECK (free_connections_pct >= 0 AND free_connections_pct <= 100) NOT NULL DEFAULT 10,
+    init_connect VARCHAR NOT NULL DEFAULT '',
+    multiplex INT CHECK (multiplex IN (0, 1)) NOT NULL DEFAULT 1,
+    connection_warming INT CHECK (connection_warming IN (0, 1)) NOT NULL DEFAULT 0,
+    throttle_connections_per_sec INT CHECK (throttle_connections_per_sec >= 1 AND throttle_connections_per_sec <= 1000000) NOT NULL DEFAULT 1000000,
+    ignore_session_variables VARCHAR CHECK (JSON_VALID(ignore_session_variables) OR ignore_session_variables = '') NOT NULL DEFAULT '',
+    hostgroup_settings VARCHAR CHECK (JSON_VALID(hostgroup_settings) OR hostgroup_settings = '') NOT NULL DEFAULT '',
+    servers_defaults VARCHAR CHECK (JSON_VALID(servers_defaults) OR servers_defaults = '') NOT NULL DEFAULT '',
+    comment VARCHAR NOT NULL DEFAULT '')"""
+UNMANAGED_TABLES = ("mysql_galera_hostgroups", "mysql_group_replication_hostgroups", "mysql_hostgroup_attributes")
 
 PROXYSQL_SERVERS = """CREATE TABLE {name} (
     hostname VARCHAR NOT NULL,
@@ -143,6 +158,7 @@ CONFIG_TABLES: Mapping[str, str] = {
     "turnout_replication_hostgroups": TURNOUT_REPLICATION_HOSTGROUPS,
     "mysql_galera_hostgroups": MYSQL_GALERA_HOSTGROUPS,
     "mysql_group_replication_hostgroups": MYSQL_GROUP_REPLICATION_HOSTGROUPS,
+    "mysql_hostgroup_attributes": MYSQL_HOSTGROUP_ATTRIBUTES,
     "scheduler": SCHEDULER,
     "proxysql_servers": PROXYSQL_SERVERS,
     "global_variables": GLOBAL_VARIABLES,

@@ -277,6 +277,8 @@ def classify(sql: str) -> Statement:
         if table.startswith("runtime_") or table == "turnout_pending_changes":
             source = table.removeprefix("runtime_")
             return Refused(f"{table} shows what is in force and cannot be edited: edit {source} and LOAD it TO RUNTIME")
+        if table == "mysql_hostgroup_attributes":
+            return Refused(f"{table} stays empty in turnout: per-hostgroup attributes are not implemented")
         if table in UNMANAGED_TABLES:
             return Refused(f"{table} stays empty in turnout: it manages asynchronous replication "
                            "(mysql_replication_hostgroups), not Galera or group replication clusters")

@@ -110,6 +110,11 @@ PROXYSQL_COLUMNS = {
         "max_writers", "writer_is_also_reader", "max_transactions_behind", "comment",
     ],
     "proxysql_servers": ["hostname", "port", "weight", "comment"],
+    "mysql_hostgroup_attributes": [
+        "hostgroup_id", "max_num_online_servers", "autocommit", "free_connections_pct", "init_connect", "multiplex",
+        "connection_warming", "throttle_connections_per_sec", "ignore_session_variables", "hostgroup_settings",
+        "servers_defaults", "comment",
+    ],
     "mysql_users": [
         "username", "password", "active", "use_ssl", "default_hostgroup", "default_schema", "schema_locked",
         "transaction_persistent", "fast_forward", "backend", "frontend", "max_connections", "attributes", "comment",

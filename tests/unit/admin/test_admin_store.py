@@ -539,6 +539,9 @@ def test_galera_and_group_replication_tables_exist_and_stay_empty(make: Callable
         with pytest.raises(AdminError, match="stays empty"):
             h.run(f"INSERT INTO {table} (writer_hostgroup, backup_writer_hostgroup, reader_hostgroup, "
                   "offline_hostgroup) VALUES (1, 2, 3, 4)")
+    assert h.rows("SELECT * FROM runtime_mysql_hostgroup_attributes") == []
+    with pytest.raises(AdminError, match="not implemented"):
+        h.run("INSERT INTO mysql_hostgroup_attributes (hostgroup_id, multiplex) VALUES (10, 0)")
 
 
 def test_the_stats_user_sees_the_stats_database_only(make: Callable[..., Harness]) -> None:
