@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -237,8 +238,11 @@ class Node:
         if host in ("", "0.0.0.0", "::"):
             host = socket.gethostname()
         self.fenced_reads = settings.ProxyFencedReads
+        # the pid: several proxies may share a host name (containers, namespaces); a clean stop
+        # deregisters, so a restart under a new pid leaves nothing behind
+        proxy_id = settings.ProxyId or f"{host}:{port}:{os.getpid()}"
         self.proxy_lease = ProxyLease(
-            self.state_store, f"{host}:{port}", f"{host}:{port}", settings.ProxyLeaseSeconds,
+            self.state_store, proxy_id, f"{host}:{port}", settings.ProxyLeaseSeconds,
             settings.ProxyRenewSeconds, settings.ProxyRenewDeadlineSeconds, self._apply_state, self._on_fence,
         )
         self._on_fence(self.proxy_lease.status)  # fenced until registered and up to date

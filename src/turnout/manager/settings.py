@@ -76,6 +76,8 @@ class ManagerSettings:
     # What a proxy cut off from the store does with reads: "serve" (from ONLINE servers within
     # max_replication_lag, as the monitor sees them) or "refuse".
     ProxyFencedReads: str = "serve"
+    # How a proxy is named in the store's registry; "" is "<host name>:<proxy port>:<pid>".
+    ProxyId: str = ""
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ManagerSettings:

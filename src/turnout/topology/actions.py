@@ -41,10 +41,16 @@ class Actions:
     async def start_replication(self, instance: Instance) -> None:
         await self.run(instance, [self.flavor(instance).start_replica()])
 
+    def _stop_timeout(self, instance: Instance) -> float:
+        """A bound for statements that stop replication: STOP waits for an IO thread that may be
+        stuck connecting to a master it cannot reach (dropped packets, not refusals) for up to
+        slave_net_timeout."""
+        return max(self.timeout, (instance.slave_net_timeout or 0) + 2)
+
     async def detach(self, instance: Instance) -> None:
         """Stop replicating for good: the instance is about to become a master."""
         flavor = self.flavor(instance)
-        await self.run(instance, [flavor.stop_replica(), flavor.reset_replica_all()])
+        await self.run(instance, [flavor.stop_replica(), flavor.reset_replica_all()], self._stop_timeout(instance))
 
     async def wait_applied(self, instance: Instance, position: str, timeout: float) -> bool:
         """Wait (bounded) until `instance` has applied `position`."""
@@ -74,7 +80,7 @@ class Actions:
         )
         if start:
             statements.append(flavor.start_replica())
-        await self.run(instance, statements)
+        await self.run(instance, statements, self._stop_timeout(instance))
 
     async def semi_sync(self, instance: Instance, master_side: bool, replica_side: bool) -> None:
         await self.run(instance, self.flavor(instance).semi_sync(master_side, replica_side))
