@@ -204,6 +204,14 @@ class ProxySQLDriver:
             with contextlib.suppress(Exception):
                 return [self.service.resolve_cluster(target.cluster).state.name]
             return []
+        if len(views) > 1:
+            # One pair of hostgroups cannot front several clusters: the entry must name its cluster.
+            for name in views:
+                status = self.status.setdefault((target.label, name), ProxyStatus(target.label, name))
+                status.converged = False
+                status.error = (f"the manager knows {len(views)} clusters: set cluster = \"NAME\" in this "
+                                "[[manager.proxysql]] entry")
+            return []
         return sorted(views)
 
     async def converge_all(self, only: str | None = None) -> None:
