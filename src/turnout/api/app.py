@@ -149,9 +149,8 @@ async def recover(request: web.Request) -> web.Response:
     if not result.success:
         return web.json_response(shapes.response("ERROR", result.message, shapes.recovery_result(result)), status=500)
     # Orchestrator's Details is the promoted instance's key; turnout's account of it rides along.
-    proxies = await orchestrator.proxies_after(_service(request), result.cluster)
     return ok(f"Recovery executed on {result.failed}", {**shapes.key(result.successor),
-                                                          **shapes.recovery_result(result), "ProxySQL": proxies})
+                                                          **shapes.recovery_result(result)})
 
 
 async def ack_recovery(request: web.Request) -> web.Response:

@@ -376,8 +376,7 @@ async def _force(request: web.Request, designated: str | None) -> web.Response:
                                f"{designated} is {service.instances[designated].master_key}.")
     result = await service.force_failover(view.state.name, designated,
                                           "force-master-takeover" if designated else "force-master-failover")
-    details = {**shapes.recovery_result(result), "IsActive": False,
-               "ProxySQL": await proxies_after(service, view.state.name)}
+    details = {**shapes.recovery_result(result), "IsActive": False}
     if not result.success or result.successor is None:
         return refuse("Master not failed over", details)
     return ok("Master failed over", details)
@@ -391,19 +390,10 @@ async def force_master_takeover(request: web.Request) -> web.Response:
     return await _force(request, instance_key(request, "designated_host", "designated_port"))
 
 
-async def proxies_after(service: ManagerService, name: str) -> list[dict[str, Any]]:
-    """After a takeover or failover: each driven ProxySQL brought up to date now, converged or lagging."""
-    if service.proxysql is None:
-        return []
-    await service.proxysql.converge_all(only=name)
-    return [s for s in service.proxysql.report() if s["ClusterAlias"] == name]
-
-
 async def takeover_response(request: web.Request, hint: str, designated: str | None) -> web.Response:
     auto = request.path.split("/")[2].endswith("-auto")
-    service = _service(request)
-    result = await service.takeover(hint, designated, auto)
-    details = {**shapes.takeover_result(result), "ProxySQL": await proxies_after(service, result.cluster)}
+    result = await _service(request).takeover(hint, designated, auto)
+    details = shapes.takeover_result(result)
     if not result.success:
         return refuse(f"graceful-master-takeover: {result.message}", details)
     return ok("graceful-master-takeover: successor promoted", details)

@@ -10,6 +10,8 @@ connection, or whether a response leaves its connection unusable.
 - `retention`: whether the session keeps its connection after a result, and why (`Keep`).
 - `releases_at_once`: the fast path's shortcut for `retention` in the common case.
 - `breaks_connection`: whether a response leaves its connection in an unknown state.
+- `after_loss`: what becomes of a statement whose server failed under it (run again elsewhere,
+  or which error the client hears).
 """
 
 from __future__ import annotations
@@ -175,3 +177,54 @@ def breaks_connection(error_code: int | None, surplus: bool) -> bool:
     response (`surplus`: the connection is in no known state) or its error ends the connection
     (e.g. KILL: the server closes it next). A response that ends early always does."""
     return surplus or (error_code is not None and error_code in CONNECTION_ENDING_ERRORS)
+
+
+class AfterLoss(Enum):
+    """What becomes of a statement whose backend connection ended under it."""
+
+    RETRY = "run it again on another connection: it was a read and nothing of it was seen"
+    UNKNOWN_OUTCOME = "error 2013 saying the statement may or may not have been applied"
+    LOST = "error 2013: the connection was lost (nothing was applied, or the cause says why)"
+    CLOSE_CLIENT = "part of the answer reached the client: only closing its connection is honest"
+
+
+# Statements that end an open transaction by committing it (explicitly, or implicitly as DDL does).
+COMMITTING_WORDS = frozenset({"COMMIT", "CREATE", "ALTER", "DROP", "RENAME", "TRUNCATE", "GRANT", "REVOKE"})
+
+
+def commits(first_word: str) -> bool:
+    """A statement (by its first word, upper case) that commits an open transaction."""
+    return first_word in COMMITTING_WORDS
+
+
+def after_loss(
+    relayed: int,
+    is_write: bool,
+    anywhere: bool,
+    in_transaction: bool,
+    commits: bool,
+    holds_session: bool,
+    proxy_ended: bool,
+    may_retry: bool,
+) -> AfterLoss:
+    """What the client gets when a statement's server fails under it (connection lost, server
+    killed). `relayed`: bytes of its answer already sent to the client; `anywhere`:
+    `runs_anywhere` (no effect on the session's state); `in_transaction`: the session's
+    connection held an open transaction; `commits`: the statement commits one (COMMIT, DDL);
+    `holds_session`: the session kept the connection for a reason its loss destroys (a
+    transaction, a user variable, a lock…); `proxy_ended`: the proxy itself ended the statement
+    (its timeout, a self-fencing cut), which has its own message; `may_retry`: attempts and time
+    are left.
+
+    Only a read that changes nothing and whose answer nobody saw runs again: its result cannot
+    differ from what the client would have got. A write in autocommit mode, or a COMMIT, may have
+    been applied before the server died: that is said, never retried."""
+    if relayed:
+        return AfterLoss.CLOSE_CLIENT
+    if proxy_ended:
+        return AfterLoss.LOST
+    if is_write:
+        return AfterLoss.UNKNOWN_OUTCOME if commits or not in_transaction else AfterLoss.LOST
+    if anywhere and not holds_session and may_retry:
+        return AfterLoss.RETRY
+    return AfterLoss.LOST

@@ -16,6 +16,10 @@ ER_STATEMENT_TIMEOUT = 1969  # MariaDB's "max_statement_time exceeded": what dri
 ER_TRANSACTION_ENDED = 1213
 # What a client hears when the server went away in the middle of its statement.
 ER_LOST_BACKEND = 2013
+# Its messages (drivers act on the code; the text says what became of the statement).
+LOST_BACKEND = "Lost connection to backend server during query"
+LOST_ROLLED_BACK = "Lost connection to backend server during query; the open transaction was rolled back"
+LOST_UNKNOWN_OUTCOME = "Lost connection to server during query: the statement may or may not have been applied"
 ER_NO_SUCH_THREAD = 1094  # KILL QUERY: the statement ended meanwhile, nothing to kill
 # Errors after which the server closes the connection (MariaDB's "Connection was killed", a
 # shutdown): such a connection must never be used again.

@@ -14,7 +14,9 @@ did not exist. Every decision is the coroutine's too: where a statement runs and
 keeps after it come from `decisions` (`runs_anywhere`, `placement`, `retention` through
 `SessionState.settle`), and a statement ends through the same relay rule (`SessionState`). One
 thing is handed back after the fact: a write the writer refused with read_only (a switchover) did
-not run, and the coroutine takes it again to wait for the new master.
+not run, and the coroutine takes it again to wait for the new master; so is a read whose server
+failed before any of its answer was relayed (`decisions.after_loss`), which the coroutine runs
+again on another server.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from turnout.protocol.packets import MAX_PAYLOAD, ProtocolError
 from turnout.protocol.response import ResponseFramer, WholeResultSet, whole_result_set
 from turnout.proxy.backend import BackendConnection, BackendStatement
 from turnout.proxy.channel import WRITE_BUFFER_HIGH
-from turnout.proxy.decisions import Placement, placement, runs_anywhere
+from turnout.proxy.decisions import AfterLoss, Placement, commits, placement, runs_anywhere
 from turnout.proxy.rules import RuleOutcome
 from turnout.proxy.settings import same_settings
 from turnout.proxy.state import ClientStatement, SessionState
@@ -327,8 +329,14 @@ class FastPath:
     def _on_backend_closed(self) -> None:
         connection = self._detach()
         state = self.state
-        if not state.lost(connection, self._relayed):
+        statement = self._statement
+        sql = statement.sql if statement is not None else query_text(self._request[4:])
+        decided = state.lost(connection, self._relayed, self._info, self._anywhere, commits(first_word(sql)), True)
+        if decided is AfterLoss.CLOSE_CLIENT:
             state.client.close()  # the client has part of an answer: only closing is honest
+        elif decided is AfterLoss.RETRY:
+            # A read nobody saw any of: the coroutine runs it again, waiting for a server.
+            state.client.unread(self._request)
         state.current_command = ""
         state.client.release_hold()
 

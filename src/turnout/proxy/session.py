@@ -43,7 +43,7 @@ from turnout.proxy.backend import (
     execute_payload,
 )
 from turnout.proxy.channel import WRITE_BUFFER_HIGH, Channel
-from turnout.proxy.decisions import Kept, Placement, placement, runs_anywhere
+from turnout.proxy.decisions import AfterLoss, Kept, Placement, commits, placement, runs_anywhere
 from turnout.proxy.errors import (
     ER_LOST_BACKEND,
     ER_PROXY_NO_SERVER,
@@ -379,20 +379,29 @@ class ClientSession:
     async def _run(
         self, payload: bytes, info: StatementInfo, rule: RuleOutcome, hostgroup: int, digest: str, sql: str
     ) -> None:
+        routed = hostgroup
         target = await self._connection_for(hostgroup, info)
         if target is None:
             return
         connection, hostgroup = target
         started = time.perf_counter()
         deadline = time.monotonic() + self.backends.connect_timeout_server_max
+        anywhere = runs_anywhere(info, rule)
         while True:
             retry = info.is_write and self.state.kept is None and time.monotonic() < deadline
             self.state.arm_timeout(rule, time.monotonic())
             try:
                 framer = await self._relay(connection, payload, retry_read_only=retry)
             except BackendLost as lost:
-                self._backend_lost(connection, lost)
-                return
+                if not self._backend_lost(connection, lost, info, anywhere, sql, time.monotonic() < deadline):
+                    return
+                # A read nobody saw any of: it runs again on a healthy server of its hostgroup,
+                # waiting for one (the writer coming back, a new master) as a new statement would.
+                target = await self._connection_for(routed, info)
+                if target is None:
+                    return
+                connection, hostgroup = target
+                continue
             finally:
                 self.state.deadline = 0.0
             if not (retry and framer.error is not None and framer.error.code == c.ER_OPTION_PREVENTS_STATEMENT):
@@ -411,9 +420,21 @@ class ClientSession:
             command_name(first_word(sql), info.is_write), digest, int((time.perf_counter() - started) * 1e6),
         )
 
-    def _backend_lost(self, connection: BackendConnection, lost: BackendLost) -> None:
-        if not self.state.lost(connection, lost.relayed):
+    def _backend_lost(
+        self,
+        connection: BackendConnection,
+        lost: BackendLost,
+        info: StatementInfo | None = None,
+        anywhere: bool = False,
+        sql: str = "",
+        may_retry: bool = False,
+    ) -> bool:
+        """The statement's connection ended under it (SessionState.lost); True when the statement
+        is to run again (decisions.after_loss), else the client heard why."""
+        decided = self.state.lost(connection, lost.relayed, info, anywhere, commits(first_word(sql)), may_retry)
+        if decided is AfterLoss.CLOSE_CLIENT:
             raise ClientGone("backend lost in the middle of a result")
+        return decided is AfterLoss.RETRY
 
     # ---- commands -----------------------------------------------------------------------------
     async def _on_query(self, payload: bytes) -> None:
@@ -552,30 +573,34 @@ class ClientSession:
             execute = parse_stmt_execute(payload, statement.num_params)
             if execute.new_params_bound:
                 statement.param_types = execute.param_types
-        target = await self._backend_statement(statement)
-        if target is None:
-            return
-        connection, hostgroup, _ = target
-        backend_statement = connection.statements[statement.sql]
-        try:
-            backend_payload = execute_payload(payload, execute, backend_statement, statement.param_types)
-        except ValueError as exc:
-            self.state.not_executed(connection)
-            self.state.send_error(c.ER_MALFORMED_PACKET, str(exc))
-            return
         started = time.perf_counter()
-        self.state.arm_timeout(statement.rule, time.monotonic())
-        caching = connection.caches_metadata
-        try:
-            if caching and not backend_statement.cached_metadata_is(statement.metadata):
-                framer = await self._execute_with_metadata(connection, backend_payload, statement, backend_statement)
-            else:
-                framer = await self._relay(connection, backend_payload, keep_columns=caching)
-        except BackendLost as lost:
-            self._backend_lost(connection, lost)
-            return
-        finally:
-            self.state.deadline = 0.0
+        deadline = time.monotonic() + self.backends.connect_timeout_server_max
+        while True:
+            target = await self._backend_statement(statement)
+            if target is None:
+                return
+            connection, hostgroup, _ = target
+            backend_statement = connection.statements[statement.sql]
+            try:
+                backend_payload = execute_payload(payload, execute, backend_statement, statement.param_types)
+            except ValueError as exc:
+                self.state.not_executed(connection)
+                self.state.send_error(c.ER_MALFORMED_PACKET, str(exc))
+                return
+            self.state.arm_timeout(statement.rule, time.monotonic())
+            caching = connection.caches_metadata
+            try:
+                if caching and not backend_statement.cached_metadata_is(statement.metadata):
+                    framer = await self._execute_with_metadata(connection, backend_payload, statement, backend_statement)
+                else:
+                    framer = await self._relay(connection, backend_payload, keep_columns=caching)
+                break
+            except BackendLost as lost:
+                retry = time.monotonic() < deadline
+                if not self._backend_lost(connection, lost, statement.info, statement.anywhere, statement.sql, retry):
+                    return
+            finally:
+                self.state.deadline = 0.0
         statement.after_result(backend_statement, framer)
         if framer.error is not None:
             backend_statement.bound_types = None  # the server may not have taken the types

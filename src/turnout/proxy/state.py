@@ -24,13 +24,26 @@ from turnout.protocol.response import ResponseFramer, ResponseOutcome
 from turnout.proxy.acquisition import Backends, Connector, Login
 from turnout.proxy.backend import BackendConnection, BackendStatement
 from turnout.proxy.channel import Channel, open_channel
-from turnout.proxy.decisions import Kept, breaks_connection, releases_at_once, retention
+from turnout.proxy.decisions import (
+    AfterLoss,
+    Kept,
+    after_loss,
+    breaks_connection,
+    releases_at_once,
+    retention,
+)
 from turnout.proxy.decisions import hostgroup_for as route_hostgroup
 from turnout.proxy.digest import digest_text
-from turnout.proxy.errors import ER_LOST_BACKEND, ER_STATEMENT_TIMEOUT
+from turnout.proxy.errors import (
+    ER_LOST_BACKEND,
+    ER_STATEMENT_TIMEOUT,
+    LOST_BACKEND,
+    LOST_ROLLED_BACK,
+    LOST_UNKNOWN_OUTCOME,
+)
 from turnout.proxy.rules import NO_MATCH, CompiledRule, RuleOutcome, evaluate
 from turnout.proxy.settings import SessionSettings
-from turnout.proxy.statement import StatementInfo, analyze
+from turnout.proxy.statement import Keep, StatementInfo, analyze
 from turnout.proxy.stats import ProxyStats
 
 
@@ -293,33 +306,61 @@ class SessionState:
         if error is not None:
             stats.count_error((hostgroup, address[0], address[1], username, schema, error.code), error.message)
 
-    def lost(self, connection: BackendConnection, relayed: int) -> bool:
+    def lost(
+        self,
+        connection: BackendConnection,
+        relayed: int,
+        info: StatementInfo | None = None,
+        anywhere: bool = False,
+        commits: bool = False,
+        may_retry: bool = False,
+    ) -> AfterLoss:
         """The statement's backend connection ended under it: the server went away, or the proxy
         killed the statement for its timeout. The connection is dropped (with whatever the session
-        kept on it); the client hears why, unless part of an answer reached it already (then
-        False: the client connection must end)."""
+        kept on it), and `decisions.after_loss` says what follows: RETRY (nothing is sent; the
+        caller runs the statement again), CLOSE_CLIENT (part of an answer reached the client: its
+        connection must end), else the client hears why. `info`, `anywhere` (runs_anywhere) and
+        `commits` describe the statement; without `info`, it is never retried."""
+        kept = self.kept
+        on_kept = kept is not None and kept.connection is connection
+        in_transaction = kept is not None and on_kept and Keep.TRANSACTION in kept.reasons
+        holds_session = kept is not None and on_kept and bool(kept.reasons)
         connection.broken = True
-        if self.kept is not None and self.kept.connection is connection:
+        if on_kept:
             self.kept = None
         self.give_back(connection, reusable=False)
         timed_out, self.timed_out_after = self.timed_out_after, None
         cut, self.cut_reason = self.cut_reason, None
         if timed_out is None and cut is None:
             self.backends.backend_failed(connection.address)
-        if relayed:
-            return False
-        if cut is not None:
+        decided = after_loss(
+            relayed,
+            info.is_write if info is not None else False,
+            anywhere and info is not None,
+            in_transaction,
+            commits,
+            holds_session,
+            timed_out is not None or cut is not None,
+            may_retry and info is not None,
+        )
+        if decided is AfterLoss.RETRY:
+            self.shared.stats.counters.statements_retried += 1
+        elif decided is AfterLoss.CLOSE_CLIENT:
+            pass
+        elif cut is not None:
             self.send_error(ER_LOST_BACKEND, f"turnout: {cut}; the statement was cut off and its outcome is unknown")
-        elif timed_out is None:
-            self.send_error(ER_LOST_BACKEND, "Lost connection to backend server during query")
-        else:
+        elif timed_out is not None:
             self.send_error(
                 ER_STATEMENT_TIMEOUT,
                 f"turnout: the statement ran longer than its timeout ({timed_out * 1000:.0f} ms: "
                 "mysql-default_query_timeout, or its query rule's timeout) and was killed; "
                 "an open transaction was rolled back",
             )
-        return True
+        elif decided is AfterLoss.UNKNOWN_OUTCOME:
+            self.send_error(ER_LOST_BACKEND, LOST_UNKNOWN_OUTCOME)
+        else:
+            self.send_error(ER_LOST_BACKEND, LOST_ROLLED_BACK if in_transaction else LOST_BACKEND)
+        return decided
 
     def forget(self, connection: BackendConnection) -> None:
         """A connection in an unknown state: closed, whether pooled for this statement or kept."""

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pymysql
 import pytest
 
@@ -71,10 +70,6 @@ class ProxyProcess:
 
     def writers(self, table: str = "runtime_mysql_servers") -> set[str]:
         return {key for hostgroup, key, _ in self.servers(table) if hostgroup == WRITER}
-
-
-def hp(address: str) -> str:
-    return address.replace(":", "/")
 
 
 class Writer(threading.Thread):
@@ -143,16 +138,6 @@ async def test_takeover_and_three_failovers_drive_two_proxysqls(
         {"name": "proxysql-2", "address": f"127.0.0.1:{two.admin_port}"},  # hostgroups from mysql_replication_hostgroups
     ]
     service: ManagerService = await make_manager(box.nodes[0].address, proxysql=targets, RecoveryPeriodBlockSeconds=1)
-    api_port = free_port_block(1)
-    runner = await serve(service, "127.0.0.1", api_port)
-    api = f"http://127.0.0.1:{api_port}"
-    try:
-        await drive(box, one, two, service, api)
-    finally:
-        await runner.cleanup()
-
-
-async def drive(box: Sandbox, one: ProxyProcess, two: ProxyProcess, service: ManagerService, api: str) -> None:
     alias = service.cluster_of[box.nodes[0].address]
     box.execute(0, "CREATE DATABASE t", "CREATE TABLE t.x (w VARCHAR(8), seq INT, PRIMARY KEY (w, seq))")
     box.wait_replicas_caught_up()
@@ -184,14 +169,9 @@ async def drive(box: Sandbox, one: ProxyProcess, two: ProxyProcess, service: Man
         await writes_flow()
         # ---- a graceful takeover: the old master drains OFFLINE_SOFT, then the new one takes the writes
         took = time.monotonic()
-        async with aiohttp.ClientSession() as session, session.get(
-                f"{api}/api/graceful-master-takeover-auto/{alias}/{hp(box.nodes[1].address)}") as answer:
-            body = await answer.json()
+        result = await service.takeover(alias, box.nodes[1].address, auto=True)
         took_end = time.monotonic()
-        assert body["Code"] == "OK", body
-        # the response says where each ProxySQL stands, brought up to date before answering
-        assert {(p["Proxy"], p["Converged"], p["Epoch"], p["Master"]) for p in body["Details"]["ProxySQL"]} == {
-            (name, True, 2, box.nodes[1].address) for name in ("proxysql-1", "proxysql-2")}
+        assert result.success, result.message
         await converged(box.nodes[1].address, one, two)
         await until(lambda: box.nodes[0].address in {k for h, k, _ in one.servers("mysql_servers") if h == READER},
                     "the demoted master to join the readers once it replicates")
@@ -254,11 +234,16 @@ async def drive(box: Sandbox, one: ProxyProcess, two: ProxyProcess, service: Man
     messages = [e.message for e in await service.store.audit_log(alias, 1000) if e.action == "proxysql"]
     assert any("caught up after lagging" in m for m in messages)
 
-    # The same through `turnout proxies`.
-    cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "turnout.cli", "proxies", "--api", api,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await cli.communicate()
+    # The same through the API and `turnout proxies`.
+    port = free_port_block(1)
+    runner = await serve(service, "127.0.0.1", port)
+    try:
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "turnout.cli", "proxies", "--api", f"http://127.0.0.1:{port}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await cli.communicate()
+    finally:
+        await runner.cleanup()
     assert cli.returncode == 0, err
     lines = [line for line in out.decode().splitlines() if "proxysql-" in line]
     assert len(lines) == 2 and all(" ok " in f" {line} " and final_key in line for line in lines), out.decode()

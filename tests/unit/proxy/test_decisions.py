@@ -14,9 +14,12 @@ from turnout.protocol import constants as c
 from turnout.proxy.backend import BackendConnection
 from turnout.proxy.channel import Channel
 from turnout.proxy.decisions import (
+    AfterLoss,
     Kept,
     Placement,
+    after_loss,
     breaks_connection,
+    commits,
     hostgroup_for,
     placement,
     releases_at_once,
@@ -26,7 +29,7 @@ from turnout.proxy.decisions import (
 from turnout.proxy.errors import CONNECTION_ENDING_ERRORS
 from turnout.proxy.rules import RuleOutcome
 from turnout.proxy.settings import SessionSettings
-from turnout.proxy.statement import Keep, StatementInfo, analyze
+from turnout.proxy.statement import Keep, StatementInfo, analyze, first_word
 
 CONNECTION = BackendConnection(("10.0.0.1", 3306), "app", 0, Channel(), 1, SessionSettings())
 
@@ -140,3 +143,50 @@ def test_no_import_circle_in_proxy() -> None:
 
     for module in graph:
         visit(module, ())
+
+
+def test_after_loss_exhaustively() -> None:
+    """Every combination: only a read that changes nothing, outside what the session holds, of
+    which nothing was relayed, runs again; a write outside a transaction, or a commit, has an
+    unknown outcome; nothing else is ever retried."""
+    for relayed, is_write, anywhere, in_tx, commits_, holds, proxy_ended, may_retry in itertools.product(
+        [0, 1, 4096], *[[False, True]] * 7
+    ):
+        if in_tx and not holds:
+            continue  # a transaction is something the session holds
+        decided = after_loss(relayed, is_write, anywhere, in_tx, commits_, holds, proxy_ended, may_retry)
+        if relayed:
+            assert decided is AfterLoss.CLOSE_CLIENT
+        elif proxy_ended:
+            assert decided is AfterLoss.LOST
+        elif decided is AfterLoss.RETRY:
+            assert not is_write and anywhere and not holds and may_retry
+        elif decided is AfterLoss.UNKNOWN_OUTCOME:
+            assert is_write and (commits_ or not in_tx)
+        else:
+            assert decided is AfterLoss.LOST
+            assert not (not is_write and anywhere and not holds and may_retry)
+            assert not (is_write and (commits_ or not in_tx))
+
+
+@given(st.sampled_from(["SELECT SLEEP(1)", "SELECT 1 FOR UPDATE", "INSERT INTO t VALUES (1)", "COMMIT",
+                        "SELECT @a", "SET @a = 1", "SELECT LAST_INSERT_ID()", "CREATE TABLE t (a INT)",
+                        "ROLLBACK", "UPDATE t SET a = 1", "SHOW TABLES", "SELECT GET_LOCK('x', 1)"]),
+       kept, rules, st.integers(0, 3), st.booleans())
+def test_after_loss_of_real_statements(sql: str, before: Kept | None, rule: RuleOutcome, relayed: int,
+                                       may_retry: bool) -> None:
+    """A retried statement is always one the fast path could run on any connection, and a write
+    or a commit is never retried."""
+    info = analyze(sql)
+    anywhere = runs_anywhere(info, rule)
+    holds = before is not None and bool(before.reasons)
+    in_tx = before is not None and Keep.TRANSACTION in before.reasons
+    decided = after_loss(relayed, info.is_write, anywhere, in_tx, commits(first_word(sql)), holds, False, may_retry)
+    if decided is AfterLoss.RETRY:
+        assert anywhere and not info.is_write and not relayed and not holds
+    if info.is_write and not relayed and not in_tx:
+        assert decided is AfterLoss.UNKNOWN_OUTCOME
+    if sql == "COMMIT" and not relayed:
+        assert decided is AfterLoss.UNKNOWN_OUTCOME
+    if sql == "ROLLBACK" and in_tx and not relayed:
+        assert decided is AfterLoss.LOST

@@ -6,13 +6,23 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fake_server import READER, WRITER, FakeSetup, ServerConnection, default_script, fake_config, fake_proxy
+from fake_server import (
+    READER,
+    WRITER,
+    Answer,
+    FakeSetup,
+    ServerConnection,
+    default_script,
+    fake_config,
+    fake_proxy,
+)
 from turnout.config.model import MysqlServer
 from turnout.protocol import constants as c
-from turnout.proxy.errors import ER_LOST_BACKEND
+from turnout.proxy.errors import ER_LOST_BACKEND, LOST_ROLLED_BACK, LOST_UNKNOWN_OUTCOME
 from turnout.proxy.hostgroups import HostgroupTable
 from turnout.proxy.statement import Keep
 
@@ -93,15 +103,52 @@ async def test_a_prepared_statement_is_prepared_again_on_another_backend() -> No
 
 
 async def test_a_backend_lost_before_its_answer_is_an_error_and_the_session_goes_on() -> None:
+    """A write lost before its answer: it may have been applied, so it is not run again; the
+    client hears 2013 saying so."""
     async with fake_proxy(fake_config(readers=1)) as setup:
-        (reader,) = setup.readers
-        reader.script = lambda connection, sql: None if sql == "SELECT 'boom'" else connection.rows(["c"], [[1]])
+        writer = setup.writer
+        writer.script = lambda connection, sql: None if sql == "UPDATE t SET c = 'boom'" else default_script(connection, sql)
         client = await setup.client()
-        reply = await client.query("SELECT 'boom'")
+        reply = await client.query("UPDATE t SET c = 'boom'")
         assert reply.error is not None and reply.error.code == ER_LOST_BACKEND
-        reader.refuse_connections = False
+        assert reply.error.message == LOST_UNKNOWN_OUTCOME
         setup.proxy.backends._failed_until.clear()  # the backoff after a failure: not what this tests
         assert (await client.query("SELECT 1")).rows() == [(b"1",)]
+        assert setup.proxy.stats.counters.statements_retried == 0
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+async def test_a_read_lost_before_its_answer_runs_again(fast_path: bool) -> None:
+    async with fake_proxy(fake_config(readers=2)) as setup:
+        setup.proxy.fast_path = fast_path
+        failed: list[ServerConnection] = []
+
+        def fail_once(connection: ServerConnection, sql: str) -> Answer:
+            if sql == "SELECT 'boom'" and not failed:
+                failed.append(connection)
+                return None
+            return default_script(connection, sql)
+
+        for reader in setup.readers:
+            reader.script = fail_once
+        client = await setup.client()
+        assert (await client.query("SELECT 1")).rows() == [(b"1",)]  # a pooled connection for the fast path
+        retried = (await client.query("SELECT 'boom'")).rows()
+        assert len(failed) == 1
+        assert retried == (await client.query("SELECT 'boom'")).rows()  # what a server answers
+        assert setup.proxy.stats.counters.statements_retried == 1
+
+
+async def test_a_read_lost_in_a_transaction_is_not_run_again() -> None:
+    async with fake_proxy(fake_config(readers=1, rules=False)) as setup:
+        for server in setup.all_servers():
+            server.script = lambda connection, sql: None if sql == "SELECT 'boom'" else default_script(connection, sql)
+        client = await setup.client()
+        assert (await client.query("BEGIN")).error is None
+        reply = await client.query("SELECT 'boom'")
+        assert reply.error is not None and reply.error.code == ER_LOST_BACKEND
+        assert reply.error.message == LOST_ROLLED_BACK
+        assert setup.proxy.stats.counters.statements_retried == 0
 
 
 async def test_a_backend_lost_mid_result_closes_the_client() -> None:
