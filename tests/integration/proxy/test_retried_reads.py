@@ -13,10 +13,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import mysql.connector
 import pymysql
 import pytest
 
 from proxy_harness import RunningProxy, split_config
+from turnout.sandbox.config import APP
 from turnout.sandbox.sandbox import Sandbox
 
 pytestmark = pytest.mark.sandbox
@@ -162,6 +164,58 @@ def test_autocommit_write_in_flight_has_an_unknown_outcome(
     conn = running.connect()
     _warm(conn)
     result, killed = _run_while_killing(fresh_sandbox, conn, [0], f"DO SLEEP(1) /* {MARKER} */")
+    assert killed == [0]
+    assert result[0] == 2013
+    assert "the statement may or may not have been applied" in result[1]
+    assert _retried(running) == 0
+
+
+@PATHS
+def test_prepared_read_on_a_killed_replica_returns_its_rows(
+    fresh_sandbox: Sandbox, start_proxy: Callable[..., RunningProxy], fast_path: bool
+) -> None:
+    """COM_STMT_EXECUTE (mysql-connector-python's prepared cursor): prepared again on the other
+    replica, and executed there."""
+    running = _proxy(fresh_sandbox, start_proxy, fast_path)
+    conn = mysql.connector.connect(host="127.0.0.1", port=running.port, user=APP.user, password=APP.password,
+                                   autocommit=True, use_pure=True, connection_timeout=60)
+    try:
+        cur = conn.cursor(prepared=True)
+        sql = f"SELECT SLEEP(?) AS {MARKER}, ?"
+        for _ in range(4):  # prepared on both replicas' pooled connections, for the fast path
+            cur.execute(sql, (0, 1))
+            assert [tuple(row) for row in cur.fetchall()] == [(0, 1)]
+        killed: list[int] = []
+        killer = threading.Thread(target=_kill_when_running, args=(fresh_sandbox, [1, 2], MARKER, killed, False))
+        killer.start()
+        try:
+            cur.execute(sql, (1, 45))
+            rows = [tuple(row) for row in cur.fetchall()]
+        finally:
+            killer.join()
+        assert len(killed) == 1
+        assert rows == [(0, 45)]
+        assert _retried(running) == 1
+    finally:
+        conn.close()
+
+
+@PATHS
+def test_commit_in_flight_has_an_unknown_outcome(
+    make_sandbox: Callable[..., Sandbox], start_proxy: Callable[..., RunningProxy], fast_path: bool
+) -> None:
+    """A COMMIT waiting for a semi-sync acknowledgement (no replica is replicating) when the
+    master dies: it may or may not have been applied, and the client is told so."""
+    box = make_sandbox(semi_sync=True)
+    box.execute(0, "CREATE DATABASE retry_db", "CREATE TABLE retry_db.t (a INT PRIMARY KEY)")
+    for replica in (1, 2):
+        box.execute(replica, "STOP SLAVE")
+    running = _proxy(box, start_proxy, fast_path, split=False)
+    conn = running.connect()
+    with conn.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("INSERT INTO retry_db.t VALUES (1)")
+    result, killed = _run_while_killing(box, conn, [0], f"COMMIT /* {MARKER} */")
     assert killed == [0]
     assert result[0] == 2013
     assert "the statement may or may not have been applied" in result[1]
