@@ -84,6 +84,7 @@ class ResponseFramer:
         "prepare",
         "result_sets",
         "status_flags",
+        "warnings",
     )
 
     def __init__(self, command: int, keep_columns: bool = False) -> None:
@@ -95,6 +96,8 @@ class ResponseFramer:
         self.metadata_omitted = False
         self.done = False
         self.status_flags = 0
+        # The warning count of the response's last OK or EOF (what SHOW WARNINGS would list).
+        self.warnings = 0
         self.error: ErrPacket | None = None
         self.ok: OkPacket | None = None
         self.local_infile = False
@@ -238,7 +241,9 @@ class ResponseFramer:
                 self._finish_err(payload)
                 return
             self.result_sets += 1
-            self._after_result(parse_eof(payload).status_flags)
+            eof = parse_eof(payload)
+            self.warnings = eof.warnings
+            self._after_result(eof.status_flags)
         elif state in (_COLUMNS, _PREP_PARAMS, _PREP_COLUMNS):
             if payload is not None:  # None: skipped unread (it was no ERR or EOF)
                 if not payload:  # kept definitions are collected whole, an empty one too
@@ -263,7 +268,8 @@ class ResponseFramer:
             if payload[0] == 0xFF:
                 self._finish_err(payload)
                 return
-            self.status_flags = parse_eof(payload).status_flags
+            eof = parse_eof(payload)
+            self.status_flags, self.warnings = eof.status_flags, eof.warnings
             self.done = True
         else:  # _SINGLE
             if payload and payload[0] == 0xFF:
@@ -307,13 +313,15 @@ class ResponseFramer:
                 return
             ok = parse_ok(payload)
             self.ok = ok
+            self.warnings = ok.warnings
             self._after_result(ok.status_flags)
         elif first == 0xFF:
             self._finish_err(payload)
         elif first == 0xFB:
             self.local_infile = True
         elif first == 0xFE and len(payload) < 9:
-            self.status_flags = parse_eof(payload).status_flags
+            eof = parse_eof(payload)
+            self.status_flags, self.warnings = eof.status_flags, eof.warnings
             self.done = True
         else:
             count, used = read_lenenc_int(payload, 0)
@@ -368,6 +376,8 @@ class ResponseOutcome(Protocol):
     def error(self) -> ErrPacket | None: ...
     @property
     def ok(self) -> OkPacket | None: ...
+    @property
+    def warnings(self) -> int: ...
 
 
 class WholeResultSet:
@@ -376,6 +386,7 @@ class WholeResultSet:
     __slots__ = ("status_flags",)
     error: ErrPacket | None = None
     ok: OkPacket | None = None
+    warnings = 0  # whole_result_set takes only result sets without warnings
 
     def __init__(self, status_flags: int) -> None:
         self.status_flags = status_flags
@@ -384,7 +395,8 @@ class WholeResultSet:
 def whole_result_set(data: bytes) -> int:
     """The final status flags when `data` is exactly one complete result set and nothing more
     (column count under 251 with or without metadata caching's byte, its column definitions
-    unless that byte left them out, EOF, rows, EOF without "more results");
+    unless that byte left them out, EOF, rows, EOF without "more results" and without warnings:
+    a statement with warnings keeps its connection for SHOW WARNINGS, which the framer says);
     -1 for anything else, which `ResponseFramer` then reads packet by packet.
 
     The common answer to a SELECT arrives in one read; this walks its packets' headers and first
@@ -432,5 +444,7 @@ def whole_result_set(data: bytes) -> int:
             if first != 0xFE or length != 5 or pos != end:
                 return -1
             flags = data[start + 3] | data[start + 4] << 8
-            return -1 if flags & SERVER_MORE_RESULTS_EXISTS else flags
+            if flags & SERVER_MORE_RESULTS_EXISTS or data[start + 1] or data[start + 2]:
+                return -1
+            return flags
     return -1

@@ -8,6 +8,7 @@ connection, or whether a response leaves its connection unusable.
 - `hostgroup_for`: which hostgroup a statement goes to (the server within it: hostgroups.py).
 - `placement`: on which connection a statement runs, given what the session keeps.
 - `retention`: whether the session keeps its connection after a result, and why (`Keep`).
+- `keeps_diagnostics`: whether a result is one the next statement may ask about (SHOW WARNINGS…).
 - `releases_at_once`: the fast path's shortcut for `retention` in the common case.
 - `breaks_connection`: whether a response leaves its connection in an unknown state.
 - `after_loss`: what becomes of a statement whose server failed under it (run again elsewhere,
@@ -76,6 +77,9 @@ class Kept:
     hostgroup: int
     reasons: frozenset[Keep] = NO_REASONS
     wrote: bool = False  # a write succeeded on it: no longer a read-only transaction
+    # Kept for no reason but the next statement's diagnostics (`keeps_diagnostics`): a statement
+    # that does not read them and goes to another hostgroup lets it go.
+    diagnostics_only: bool = False
 
 
 def placement(
@@ -85,17 +89,23 @@ def placement(
     write_blocked: bool,
     kept_moved: bool,
     kept_on_reader: bool,
+    reads_diagnostics: bool,
 ) -> Placement:
     """Where a statement for `hostgroup` runs. `write_blocked`: the hostgroup's writes are refused
     (two writers); `kept_moved`: the kept connection's server no longer takes its hostgroup's
     traffic (only asked when the session keeps it for no reason but delayed multiplexing);
-    `kept_on_reader`: the kept connection's hostgroup is a reader hostgroup.
+    `kept_on_reader`: the kept connection's hostgroup is a reader hostgroup; `reads_diagnostics`:
+    the statement reads the previous one's diagnostics (SHOW WARNINGS, ROW_COUNT()…).
 
     After LET_GO or END_READER_TRANSACTION the session keeps nothing, and `placement(None, …)`
     says where the statement goes then."""
     if kept is not None:
         reasons = kept.reasons
         if not reasons:
+            if kept.diagnostics_only:
+                if reads_diagnostics:
+                    return Placement.KEPT
+                return Placement.LET_GO if kept_moved or hostgroup != kept.hostgroup else Placement.KEPT
             return Placement.LET_GO if kept_moved else Placement.KEPT
         if (
             reasons == _TRANSACTION_ONLY
@@ -119,10 +129,15 @@ class Retention:
     reasons: frozenset[Keep]
     delay_multiplex: int  # statements to come that still stay on this connection
     wrote: bool
+    diagnostics: bool = False  # kept for the next statement's diagnostics (`keeps_diagnostics`)
 
     @property
     def keeps(self) -> bool:
-        return bool(self.reasons) or self.delay_multiplex > 0
+        return bool(self.reasons) or self.delay_multiplex > 0 or self.diagnostics
+
+    @property
+    def diagnostics_only(self) -> bool:
+        return self.diagnostics and not self.reasons and self.delay_multiplex <= 0
 
 
 def retention(
@@ -134,11 +149,13 @@ def retention(
     status_flags: int,
     last_insert_id: int,
     auto_increment_delay_multiplex: int,
+    diagnostics: bool,
 ) -> Retention:
     """Whether the session keeps the statement's connection after its result, and why.
 
     `kept`: what it kept before the statement; `succeeded`: the result was not an error;
-    `status_flags` and `last_insert_id`: from the result's final OK/EOF."""
+    `status_flags` and `last_insert_id`: from the result's final OK/EOF; `diagnostics`:
+    `keeps_diagnostics` said so of the result (and its connection is not broken)."""
     reasons = set(kept.reasons) if kept is not None else set()
     reasons.discard(Keep.TRANSACTION)
     if succeeded:
@@ -161,15 +178,25 @@ def retention(
     if rule.multiplex == 0:
         reasons.add(Keep.RULE_NO_MULTIPLEX)
     wrote = (kept.wrote if kept is not None else False) or (info.is_write and succeeded)
-    return Retention(frozenset(reasons), delay_multiplex, wrote)
+    return Retention(frozenset(reasons), delay_multiplex, wrote, diagnostics)
 
 
-def releases_at_once(kept: bool, status_flags: int, last_insert_id: int) -> bool:
+def keeps_diagnostics(error: bool, ok: bool, warnings: int) -> bool:
+    """Whether a result is one the session's next statement may ask about on its connection, so
+    the connection stays with the session for that statement: an error (SHOW ERRORS,
+    @@error_count), warnings (SHOW WARNINGS, @@warning_count), or an OK (ROW_COUNT(): the rows
+    a write changed). Not a result set without warnings: what a pooled connection's last
+    statement leaves (ROW_COUNT() -1, no warnings) is the same, whoever ran it — except
+    FOUND_ROWS() of a SELECT without SQL_CALC_FOUND_ROWS (the README's known differences)."""
+    return error or ok or warnings > 0
+
+
+def releases_at_once(kept: bool, status_flags: int, last_insert_id: int, diagnostics: bool) -> bool:
     """`retention`'s answer without building it, for a statement that `runs_anywhere` in a
     session that kept nothing and delays no multiplexing (the fast path's pooled statements):
-    the connection goes back unless the result opened a transaction or a cursor, or made an
-    auto-increment value to be read back."""
-    return not (kept or status_flags & KEEPING_FLAGS or last_insert_id)
+    the connection goes back unless the result opened a transaction or a cursor, made an
+    auto-increment value to be read back, or has diagnostics to read (`keeps_diagnostics`)."""
+    return not (kept or status_flags & KEEPING_FLAGS or last_insert_id or diagnostics)
 
 
 def breaks_connection(error_code: int | None, surplus: bool) -> bool:

@@ -179,7 +179,7 @@ class FastPath:
             if not anywhere:
                 return None
             blocked = hostgroup in state.backends.routing.write_blocked
-            if placement(None, hostgroup, info.is_write, blocked, False, False) is not Placement.POOLED:
+            if placement(None, hostgroup, info.is_write, blocked, False, False, False) is not Placement.POOLED:
                 return None  # two writers: the coroutine refuses it and says why
             self._kept = False
             self._hostgroup = hostgroup
@@ -187,7 +187,7 @@ class FastPath:
         where = placement(
             kept, hostgroup, info.is_write, False,
             not kept.reasons and state.kept_moved(kept),
-            kept.hostgroup in state.shared.reader_hostgroups,
+            kept.hostgroup in state.shared.reader_hostgroups, info.reads_diagnostics,
         )
         if where is not Placement.KEPT or not kept.connection.idle_usable():
             return None  # closed, or sent something unasked: let the coroutine see

@@ -267,17 +267,17 @@ class ClientSession:
             where = placement(
                 kept, hostgroup, info.is_write, False,
                 not kept.reasons and state.kept_moved(kept),
-                kept.hostgroup in self.shared.reader_hostgroups,
+                kept.hostgroup in self.shared.reader_hostgroups, info.reads_diagnostics,
             )
             if where is Placement.KEPT:
                 return kept.connection, kept.hostgroup
             state.kept = None
             if where is Placement.END_READER_TRANSACTION:
                 await self._end_reader_transaction(kept)
-            else:  # LET_GO: kept only to delay multiplexing, nothing to lose
+            else:  # LET_GO: kept only to delay multiplexing or for diagnostics, nothing to lose
                 self.backends.pools.release(kept.connection, reusable=not kept.connection.broken)
         blocked = self.backends.routing.write_blocked.get(hostgroup)
-        if placement(None, hostgroup, info.is_write, blocked is not None, False, False) is Placement.REFUSED_TWO_WRITERS:
+        if placement(None, hostgroup, info.is_write, blocked is not None, False, False, False) is Placement.REFUSED_TWO_WRITERS:
             self.shared.stats.counters.statements_refused_two_writers += 1
             self.state.send_error(c.ER_OPTION_PREVENTS_STATEMENT, blocked or "")
             return None

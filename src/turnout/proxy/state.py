@@ -29,6 +29,7 @@ from turnout.proxy.decisions import (
     Kept,
     after_loss,
     breaks_connection,
+    keeps_diagnostics,
     releases_at_once,
     retention,
 )
@@ -244,13 +245,14 @@ class SessionState:
                 self.settings = self.settings.with_schema(info.use_schema)
                 connection.settings = connection.settings.with_schema(info.use_schema)
         ok = outcome.ok
+        diagnostics = not connection.broken and keeps_diagnostics(not succeeded, ok is not None, outcome.warnings)
         decided = retention(
             kept, self.delay_multiplex, info, rule, succeeded, outcome.status_flags,
-            ok.last_insert_id if ok is not None else 0, self.shared.auto_increment_delay_multiplex,
+            ok.last_insert_id if ok is not None else 0, self.shared.auto_increment_delay_multiplex, diagnostics,
         )
         self.delay_multiplex = decided.delay_multiplex
         if decided.keeps:
-            self.kept = Kept(connection, hostgroup, decided.reasons, decided.wrote)
+            self.kept = Kept(connection, hostgroup, decided.reasons, decided.wrote, decided.diagnostics_only)
             if self.in_flight is connection:
                 self.in_flight = None
         else:
@@ -276,7 +278,10 @@ class SessionState:
             anywhere
             and self.kept is None
             and not self.delay_multiplex
-            and releases_at_once(False, outcome.status_flags, ok.last_insert_id if ok is not None else 0)
+            and releases_at_once(
+                False, outcome.status_flags, ok.last_insert_id if ok is not None else 0,
+                keeps_diagnostics(outcome.error is not None, ok is not None, outcome.warnings),
+            )
         ):
             self.give_back(connection, reusable=not connection.broken)
         else:

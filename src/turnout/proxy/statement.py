@@ -46,6 +46,9 @@ class StatementInfo:
     reads_last_insert_id: bool = False
     calc_found_rows: bool = False
     reads_found_rows: bool = False
+    # Reads the previous statement's diagnostics: SHOW WARNINGS / ERRORS, @@warning_count,
+    # @@error_count, ROW_COUNT(), FOUND_ROWS(), GET DIAGNOSTICS.
+    reads_diagnostics: bool = False
     releases: frozenset[str] = field(default_factory=frozenset)
 
 
@@ -66,6 +69,11 @@ _SET_NAMES = re.compile(
     re.IGNORECASE,
 )
 _USE = re.compile(r"^\s*USE\s+`?(?P<schema>[^`;\s]+)`?\s*;?\s*$", re.IGNORECASE)
+_DIAGNOSTICS = re.compile(
+    r"^SHOW\s+(?:WARNINGS|ERRORS|COUNT\s*\(\s*\*\s*\)\s+(?:WARNINGS|ERRORS))\b|^GET\s+(?:CURRENT\s+)?DIAGNOSTICS\b"
+    r"|@@(?:SESSION\.)?(?:WARNING|ERROR)_COUNT\b|\bROW_COUNT\s*\(",
+    re.IGNORECASE,
+)
 _STRING = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"")
 
 # Variables whose SET starts or shapes a transaction rather than the session.
@@ -119,6 +127,10 @@ def analyze(sql: str) -> StatementInfo:
     reads_last_id = "LAST_INSERT_ID" in upper
     reads_found = "FOUND_ROWS" in upper
     calc_found = "SQL_CALC_FOUND_ROWS" in upper
+    diagnostics = reads_found or (
+        ("COUNT" in upper or "WARNINGS" in upper or "ERRORS" in upper or "DIAGNOSTICS" in upper)
+        and _DIAGNOSTICS.search(bare) is not None
+    )
     if word == "SET":
         names = _SET_NAMES.match(text)
         if names:
@@ -159,6 +171,7 @@ def analyze(sql: str) -> StatementInfo:
         reads_last_insert_id=reads_last_id,
         calc_found_rows=calc_found,
         reads_found_rows=reads_found,
+        reads_diagnostics=diagnostics,
     )
 
 

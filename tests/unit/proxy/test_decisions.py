@@ -21,6 +21,7 @@ from turnout.proxy.decisions import (
     breaks_connection,
     commits,
     hostgroup_for,
+    keeps_diagnostics,
     placement,
     releases_at_once,
     retention,
@@ -36,7 +37,10 @@ CONNECTION = BackendConnection(("10.0.0.1", 3306), "app", 0, Channel(), 1, Sessi
 # What statement analysis can say a statement keeps (the others come from results and commands).
 STATEMENT_REASONS = sorted(set(Keep) - {Keep.TRANSACTION, Keep.OPEN_CURSOR, Keep.LONG_DATA, Keep.RULE_NO_MULTIPLEX})
 reasons = st.frozensets(st.sampled_from(list(Keep)), max_size=4)
-kept = st.one_of(st.none(), st.builds(Kept, st.just(CONNECTION), st.sampled_from([10, 20]), reasons, st.booleans()))
+kept = st.one_of(
+    st.none(),
+    st.builds(Kept, st.just(CONNECTION), st.sampled_from([10, 20]), reasons, st.booleans(), st.booleans()),
+)
 infos = st.one_of(
     st.sampled_from(["SELECT 1", "INSERT INTO t VALUES (1)", "BEGIN", "SET @a = 1", "LOCK TABLES t READ",
                      "UNLOCK TABLES", "SELECT SQL_CALC_FOUND_ROWS * FROM t", "SET TRANSACTION READ ONLY",
@@ -49,13 +53,15 @@ flags = st.sampled_from([0, c.SERVER_STATUS_AUTOCOMMIT, c.SERVER_STATUS_IN_TRANS
                          c.SERVER_STATUS_IN_TRANS | c.SERVER_STATUS_CURSOR_EXISTS])
 
 
-@given(kept, st.integers(0, 5), infos, rules, st.booleans(), flags, st.integers(0, 3), st.integers(0, 5))
+@given(kept, st.integers(0, 5), infos, rules, st.booleans(), flags, st.integers(0, 3), st.integers(0, 5), st.booleans())
 def test_retention(
     before: Kept | None, delay: int, info: StatementInfo, rule: RuleOutcome, succeeded: bool, status: int,
-    last_id: int, auto_increment_delay: int,
+    last_id: int, auto_increment_delay: int, diagnostics: bool,
 ) -> None:
-    decided = retention(before, delay, info, rule, succeeded, status, last_id, auto_increment_delay)
-    assert decided.keeps == (bool(decided.reasons) or decided.delay_multiplex > 0)
+    decided = retention(before, delay, info, rule, succeeded, status, last_id, auto_increment_delay, diagnostics)
+    assert decided.keeps == (bool(decided.reasons) or decided.delay_multiplex > 0 or diagnostics)
+    # held for diagnostics alone: for the next statement only, whatever was held before
+    assert decided.diagnostics_only == (diagnostics and not decided.reasons and not decided.delay_multiplex)
     assert (Keep.TRANSACTION in decided.reasons) == bool(status & c.SERVER_STATUS_IN_TRANS)
     if status & c.SERVER_STATUS_CURSOR_EXISTS:
         assert Keep.OPEN_CURSOR in decided.reasons
@@ -74,27 +80,41 @@ def test_retention(
         assert decided.delay_multiplex == auto_increment_delay
 
 
-@given(infos, rules, flags, st.integers(0, 3), st.booleans())
-def test_the_fast_paths_shortcut_is_retention(info: StatementInfo, rule: RuleOutcome, status: int, last_id: int, succeeded: bool) -> None:
+@given(infos, rules, flags, st.integers(0, 3), st.booleans(), st.booleans())
+def test_the_fast_paths_shortcut_is_retention(
+    info: StatementInfo, rule: RuleOutcome, status: int, last_id: int, succeeded: bool, diagnostics: bool
+) -> None:
     """For what the fast path runs on a pooled connection (a statement that runs anywhere, in a
     session that keeps nothing and delays no multiplexing), `releases_at_once` is `retention`."""
     if not runs_anywhere(info, rule):
         return
-    decided = retention(None, 0, info, rule, succeeded, status, last_id, 5)
-    assert releases_at_once(False, status, last_id) == (not decided.keeps)
+    decided = retention(None, 0, info, rule, succeeded, status, last_id, 5, diagnostics)
+    assert releases_at_once(False, status, last_id, diagnostics) == (not decided.keeps)
 
 
-@given(kept, st.sampled_from([10, 20]), st.booleans(), st.booleans(), st.booleans(), st.booleans())
-def test_placement(before: Kept | None, hostgroup: int, is_write: bool, blocked: bool, moved: bool, on_reader: bool) -> None:
-    where = placement(before, hostgroup, is_write, blocked, moved, on_reader)
+def test_keeps_diagnostics_exhaustively() -> None:
+    """Errors, warnings and OKs (ROW_COUNT()) are asked about on their connection; a result set
+    without warnings leaves a connection as any other does."""
+    for error, ok, warnings in itertools.product([False, True], [False, True], [0, 1, 65535]):
+        assert keeps_diagnostics(error, ok, warnings) == (error or ok or warnings > 0)
+
+
+@given(kept, st.sampled_from([10, 20]), st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans())
+def test_placement(
+    before: Kept | None, hostgroup: int, is_write: bool, blocked: bool, moved: bool, on_reader: bool, reads: bool
+) -> None:
+    where = placement(before, hostgroup, is_write, blocked, moved, on_reader, reads)
     if before is None:
         assert where is (Placement.REFUSED_TWO_WRITERS if is_write and blocked else Placement.POOLED)
         return
     assert where in (Placement.KEPT, Placement.LET_GO, Placement.END_READER_TRANSACTION)
     if before.reasons - {Keep.TRANSACTION}:
         assert where is Placement.KEPT  # state that lives on the connection never moves
+    if not before.reasons and before.diagnostics_only:
+        # the next statement reads the diagnostics where they are, else goes where it is routed
+        assert (where is Placement.KEPT) == (reads or (hostgroup == before.hostgroup and not moved))
     if where is Placement.LET_GO:
-        assert not before.reasons and moved
+        assert not before.reasons and (moved or (before.diagnostics_only and hostgroup != before.hostgroup))
     if where is Placement.END_READER_TRANSACTION:
         assert before.reasons == {Keep.TRANSACTION} and is_write and not before.wrote and on_reader
         assert hostgroup != before.hostgroup

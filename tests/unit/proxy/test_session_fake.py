@@ -56,8 +56,29 @@ async def test_a_transaction_keeps_its_connection_and_its_reads_stay_on_the_writ
         assert (await client.query("SELECT CONNECTION_ID()")).value() == str(setup.writer.connections[0].thread_id).encode()
         reply = await client.query("COMMIT")
         assert not reply.status_flags & c.SERVER_STATUS_IN_TRANS
-        assert kept_reasons(setup) is None
+        assert kept_reasons(setup) == set()  # held for the next statement's diagnostics only
         assert [len(s.connections) for s in setup.readers] == [0, 0]
+        await client.query("SELECT 1")  # reads none: follows the routing, the writer's goes back
+        assert kept_reasons(setup) is None
+        assert sum(len(s.connections) for s in setup.readers) == 1
+
+
+async def test_the_next_statement_reads_the_diagnostics_where_they_are() -> None:
+    """A: UPDATE (an OK: ROW_COUNT()), B: UPDATE, A: SELECT ROW_COUNT() — A's runs on A's
+    connection, held for it, even though its rule sends SELECTs to the readers."""
+    async with fake_proxy() as setup:
+        a, b = await setup.client(), await setup.client()
+        await a.query("UPDATE t SET c = 1")
+        await b.query("UPDATE t SET c = 2")
+        assert len(setup.writer.connections) == 2  # A's is held: B's needed another
+        await a.query("SELECT ROW_COUNT()")
+        first, second = setup.writer.connections
+        assert first.queries[-2:] == ["UPDATE t SET c = 1", "SELECT ROW_COUNT()"]
+        assert second.queries[-1] == "UPDATE t SET c = 2"
+        assert not any(r.queries() for r in setup.readers)
+        await a.query("SELECT 1")  # a result set without warnings: nothing held after it
+        states = {s.id: s for s in setup.proxy.sessions.values()}
+        assert states[min(states)].kept is None
 
 
 async def test_a_user_variable_pins_the_connection() -> None:
