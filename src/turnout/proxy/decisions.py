@@ -13,6 +13,7 @@ connection, or whether a response leaves its connection unusable.
 - `breaks_connection`: whether a response leaves its connection in an unknown state.
 - `after_loss`: what becomes of a statement whose server failed under it (run again elsewhere,
   or which error the client hears).
+- `idle_limit`: how long a session may sit idle before the proxy ends it (wait_timeout).
 """
 
 from __future__ import annotations
@@ -255,3 +256,21 @@ def after_loss(
     if anywhere and not holds_session and may_retry:
         return AfterLoss.RETRY
     return AfterLoss.LOST
+
+
+def idle_limit(proxy_wait_timeout: float, session_wait_timeout: str | None) -> float:
+    """Seconds a client session may sit idle between commands before the proxy closes it, as
+    the server closes a connection idle past its wait_timeout: the client's own
+    `SET wait_timeout` (as the session settings hold it: SQL text) when it set one, never more
+    than the proxy's mysql-wait_timeout. A value the server would refuse leaves the proxy's."""
+    if session_wait_timeout is None:
+        return proxy_wait_timeout
+    text = session_wait_timeout.strip("'\"")
+    if not text.isdigit():
+        return proxy_wait_timeout
+    return min(proxy_wait_timeout, float(max(int(text), 1)))
+
+
+def idle_too_long(busy: bool, idle_since: float, now: float, limit: float) -> bool:
+    """A session past its `idle_limit`: no command in progress, and none for longer than `limit`."""
+    return not busy and limit > 0 and now - idle_since > limit

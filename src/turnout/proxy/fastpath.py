@@ -360,6 +360,7 @@ class FastPath:
         assert connection is not None
         state = self.state
         state.deadline = 0.0
+        state.idle_since = time.monotonic()
         state.relaying = None
         self._connection = None
         self._framer = None

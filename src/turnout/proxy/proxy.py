@@ -97,6 +97,7 @@ class Proxy(Shared):
         self.max_connections = config.int_variable("mysql-max_connections", 10000)
         self.connect_timeout_client = config.int_variable("mysql-connect_timeout_client", 10000) / 1000
         self.default_query_timeout = config.int_variable("mysql-default_query_timeout", 86_400_000) / 1000
+        self.wait_timeout = config.int_variable("mysql-wait_timeout", 28_800_000) / 1000
         self.auto_increment_delay_multiplex = config.int_variable("mysql-auto_increment_delay_multiplex", 5)
         self.server_version = config.variable("mysql-server_version", "5.5.30")
         self.stats.commands_enabled = config.bool_variable("mysql-commands_stats", True)
@@ -268,7 +269,12 @@ class Proxy(Shared):
                 closed = self.pools.close_idle(self.idle_timeout)
                 if closed:
                     log.info("closed %d backend connections idle for %.0f s or more", closed, self.idle_timeout)
-            for session in self.sessions.values():
+            for session in list(self.sessions.values()):
+                if session.idle_too_long(now):
+                    # As the server past wait_timeout: the connection closes; the client's next
+                    # command finds it gone (2013 / 2006), its transaction rolled back.
+                    session.close()
+                    continue
                 if session.deadline and session.deadline < now:
                     try:
                         session.time_out()

@@ -189,6 +189,7 @@ class ClientSession:
     async def _command_loop(self) -> None:
         while True:
             self.state.current_command = ""
+            self.state.idle_since = time.monotonic()
             if not self.packets and self.shared.fast_path:
                 self.client.on_data = self.fast.on_client_data
             try:

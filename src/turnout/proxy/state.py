@@ -29,6 +29,8 @@ from turnout.proxy.decisions import (
     Kept,
     after_loss,
     breaks_connection,
+    idle_limit,
+    idle_too_long,
     keeps_diagnostics,
     releases_at_once,
     retention,
@@ -106,6 +108,7 @@ class Shared:
         self.max_connections = 10000
         self.connect_timeout_client = 10.0
         self.default_query_timeout = 86_400.0
+        self.wait_timeout = 28_800.0  # mysql-wait_timeout, seconds: idle sessions are ended
         self.auto_increment_delay_multiplex = 5
         self.server_version = "5.5.30"
         self.default_schema = "information_schema"
@@ -170,6 +173,8 @@ class SessionState:
         self.statement_timeout = 0.0
         self.timed_out_after: float | None = None  # seconds, once the proxy killed it
         self.cut_reason: str | None = None  # why the proxy cut the statement's connection (self-fencing)
+        # When its last command ended (monotonic): an idle session ends after its wait_timeout.
+        self.idle_since = time.monotonic()
 
     # ---- where statements go ------------------------------------------------------------------
     def classify(self, sql: str) -> tuple[StatementInfo, str, RuleOutcome]:
@@ -375,6 +380,11 @@ class SessionState:
         self.give_back(connection, reusable=False)
 
     # ---- timeouts -----------------------------------------------------------------------------
+    def idle_too_long(self, now: float) -> bool:
+        """Idle past its wait_timeout (decisions.idle_limit): the proxy ends it, as the server would."""
+        limit = idle_limit(self.shared.wait_timeout, self.settings.variables.get("wait_timeout"))
+        return idle_too_long(bool(self.current_command), self.idle_since, now, limit)
+
     def arm_timeout(self, rule: RuleOutcome, now: float) -> None:
         self.statement_timeout = rule.timeout_ms / 1000 if rule.timeout_ms else self.shared.default_query_timeout
         self.deadline = now + self.statement_timeout

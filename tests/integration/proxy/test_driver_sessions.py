@@ -150,7 +150,6 @@ def test_diagnostics_describe_the_clients_own_previous_statement(
 
 
 # ---- wait_timeout -----------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="issue 19 item 7: the client's wait_timeout is not enforced")
 def test_session_wait_timeout_ends_an_idle_session(both: list[Target]) -> None:
     seen = {}
     for target in both:
@@ -163,7 +162,6 @@ def test_session_wait_timeout_ends_an_idle_session(both: list[Target]) -> None:
     assert seen["proxy"][0] == "error"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19 item 7: mysql-wait_timeout is not enforced")
 def test_proxy_wait_timeout_ends_idle_sessions(drv_schema: Sandbox, start_proxy: Any) -> None:
     from driver_harness import single_config
 

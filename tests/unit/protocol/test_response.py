@@ -376,3 +376,17 @@ def test_an_empty_column_definition_is_refused_when_definitions_are_kept(command
     framer = ResponseFramer(command, keep_columns=True)
     with pytest.raises(MalformedPacket, match="empty packet"):
         framer.feed(frame([first, b"", build_eof()]))
+
+
+# ---- warnings: the count of the response's last OK or EOF ---------------------------------------
+@given(warnings=st.integers(0, 0xFFFF), rows=st.lists(st.sampled_from(TEXT_ROWS), max_size=3))
+def test_the_framer_reports_the_last_warning_count(warnings: int, rows: list[bytes]) -> None:
+    """SHOW WARNINGS must run where a statement with warnings ran: the session reads the count
+    from the framer; the fast whole-result scan takes only results without warnings."""
+    data = frame([bytes((2,)), *defs(2), build_eof(0, AC), *rows, build_eof(warnings, AC)])
+    framer = ResponseFramer(COM_QUERY)
+    assert framer.feed(data) == len(data) and framer.done and framer.warnings == warnings
+    assert whole_result_set(data) == (AC if warnings == 0 else -1)
+    ok = frame([build_ok(3, 0, AC, warnings)])
+    framer = ResponseFramer(COM_QUERY)
+    assert framer.feed(ok) == len(ok) and framer.done and framer.warnings == warnings

@@ -21,6 +21,8 @@ from turnout.proxy.decisions import (
     breaks_connection,
     commits,
     hostgroup_for,
+    idle_limit,
+    idle_too_long,
     keeps_diagnostics,
     placement,
     releases_at_once,
@@ -118,6 +120,23 @@ def test_placement(
     if where is Placement.END_READER_TRANSACTION:
         assert before.reasons == {Keep.TRANSACTION} and is_write and not before.wrote and on_reader
         assert hostgroup != before.hostgroup
+
+
+def test_idle_limit_is_the_clients_wait_timeout_within_the_proxys() -> None:
+    assert idle_limit(28800.0, None) == 28800.0
+    assert idle_limit(28800.0, "1") == 1.0
+    assert idle_limit(28800.0, "'5'") == 5.0
+    assert idle_limit(10.0, "31536000") == 10.0  # never past mysql-wait_timeout
+    assert idle_limit(28800.0, "0") == 1.0  # the server's minimum
+    for unknown in ("DEFAULT", "@@global.wait_timeout", "(1)", "-3", ""):
+        assert idle_limit(28800.0, unknown) == 28800.0, unknown
+
+
+@given(st.booleans(), st.floats(0, 100), st.floats(0, 100), st.floats(0, 50))
+def test_idle_too_long(busy: bool, idle_since: float, now: float, limit: float) -> None:
+    assert idle_too_long(busy, idle_since, now, limit) == (not busy and limit > 0 and now - idle_since > limit)
+    if busy:  # a command in progress is never cut by wait_timeout (its statement timeout is another matter)
+        assert not idle_too_long(busy, idle_since, now, limit)
 
 
 def test_runs_anywhere_only_without_session_effects() -> None:
