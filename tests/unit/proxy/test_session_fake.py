@@ -270,3 +270,17 @@ async def test_a_statement_waits_for_a_writer_and_runs_when_one_comes() -> None:
         setup.proxy.apply_routing(HostgroupTable.build([*readers, MysqlServer(WRITER, "10.0.0.1", 3306)]))
         assert (await pending).error is None
         assert setup.writer.queries()[-1] == "INSERT INTO t VALUES (1)"
+
+
+async def test_an_idle_session_is_past_its_own_wait_timeout_and_a_busy_one_never() -> None:
+    async with fake_proxy(fake_config(**{"mysql-wait_timeout": "600000"})) as setup:
+        client = await setup.client()
+        await client.query("SELECT 1")
+        (state,) = setup.proxy.sessions.values()
+        now = state.idle_since
+        assert not state.idle_too_long(now + 599) and state.idle_too_long(now + 601)  # mysql-wait_timeout
+        await client.query("SET SESSION wait_timeout = 2")
+        now = state.idle_since
+        assert not state.idle_too_long(now + 1.5) and state.idle_too_long(now + 2.5)
+        state.current_command = "Query"  # a command in progress
+        assert not state.idle_too_long(now + 1000)
