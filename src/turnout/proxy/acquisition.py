@@ -239,14 +239,17 @@ class Backends:
         return "MariaDB" in server_version and bool(known) and all(v is not None for v in known.values())
 
     # ---- KILL QUERY ---------------------------------------------------------------------------
-    def kill_query(self, connection: BackendConnection, login: Login) -> None:
-        """KILL QUERY on the server from a connection of its own, as the same user (a user may
-        kill its own threads), in the background, bounded by mysql-connect_timeout_server."""
-        task = asyncio.get_running_loop().create_task(self._kill_query(connection.address, connection.thread_id, login))
+    def kill_query(self, connection: BackendConnection, login: Login, connection_too: bool = False) -> None:
+        """KILL QUERY (KILL CONNECTION with `connection_too`) on the server from a connection of
+        its own, as the same user (a user may kill its own threads), in the background, bounded
+        by mysql-connect_timeout_server."""
+        task = asyncio.get_running_loop().create_task(
+            self._kill_query(connection.address, connection.thread_id, login, connection_too)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _kill_query(self, address: ServerAddress, thread_id: int, login: Login) -> None:
+    async def _kill_query(self, address: ServerAddress, thread_id: int, login: Login, connection_too: bool) -> None:
         where = f"{address[0]}:{address[1]}"
         try:
             server = self._servers.get(address)
@@ -258,7 +261,8 @@ class Backends:
             log.warning("cannot kill the timed-out statement of thread %d on %s: %s", thread_id, where, exc)
             return
         try:
-            framer = await asyncio.wait_for(killer.query(f"KILL QUERY {thread_id}"), self.connect_timeout_server)
+            what = "CONNECTION" if connection_too else "QUERY"
+            framer = await asyncio.wait_for(killer.query(f"KILL {what} {thread_id}"), self.connect_timeout_server)
             if framer.error is not None and framer.error.code != ER_NO_SUCH_THREAD:
                 log.warning("KILL QUERY %d on %s: %s", thread_id, where, framer.error.message)
         except (BackendError, TimeoutError) as failure:

@@ -14,6 +14,7 @@ connection, or whether a response leaves its connection unusable.
 - `after_loss`: what becomes of a statement whose server failed under it (run again elsewhere,
   or which error the client hears).
 - `idle_limit`: how long a session may sit idle before the proxy ends it (wait_timeout).
+- `kill_verdict`: whether a client's KILL of a proxy session may act, else the server's error.
 """
 
 from __future__ import annotations
@@ -274,3 +275,22 @@ def idle_limit(proxy_wait_timeout: float, session_wait_timeout: str | None) -> f
 def idle_too_long(busy: bool, idle_since: float, now: float, limit: float) -> bool:
     """A session past its `idle_limit`: no command in progress, and none for longer than `limit`."""
     return not busy and limit > 0 and now - idle_since > limit
+
+
+class KillVerdict(Enum):
+    """What a KILL of a proxy session (by the id its client got in the handshake) does."""
+
+    ALLOWED = 0
+    UNKNOWN_THREAD = 1094  # ER_NO_SUCH_THREAD: "Unknown thread id: N"
+    NOT_OWNER = 1095  # ER_KILL_DENIED_ERROR: "You are not owner of thread N"
+
+
+def kill_verdict(found: bool, same_user: bool, privileged: bool | None) -> KillVerdict:
+    """As the server decides: an unknown id is 1094; a session of the same user may be killed;
+    another user's only with the privilege (SUPER / CONNECTION ADMIN, as the server grants it to
+    the killer: `privileged`, asked only when it matters, else None)."""
+    if not found:
+        return KillVerdict.UNKNOWN_THREAD
+    if same_user or privileged:
+        return KillVerdict.ALLOWED
+    return KillVerdict.NOT_OWNER

@@ -21,6 +21,11 @@ LOST_BACKEND = "Lost connection to backend server during query"
 LOST_ROLLED_BACK = "Lost connection to backend server during query; the open transaction was rolled back"
 LOST_UNKNOWN_OUTCOME = "Lost connection to server during query: the statement may or may not have been applied"
 ER_NO_SUCH_THREAD = 1094  # KILL QUERY: the statement ended meanwhile, nothing to kill
+ER_KILL_DENIED = 1095  # "You are not owner of thread N"
+ER_QUERY_INTERRUPTED = 1317
+ER_CONNECTION_KILLED = 1927
+ER_NOT_SUPPORTED_YET = 1235
+ER_SUBQUERY_NO_1_ROW = 1242  # what the proxy's privilege probe for KILL answers when there is one
 # Errors after which the server closes the connection (MariaDB's "Connection was killed", a
 # shutdown): such a connection must never be used again.
 CONNECTION_ENDING_ERRORS = frozenset({1927, 1053})

@@ -96,6 +96,7 @@ class FastPath:
             or state.in_flight is not None
             or state.delay_multiplex
             or state.ended_reason is not None
+            or state.killed
             or state.client.has_unread()
         ):
             return False
@@ -157,7 +158,7 @@ class FastPath:
         if rule.error_msg is not None or rule.ok_msg is not None:
             return False  # the coroutine answers for the rule
         word = first_word(sql)
-        if word == "LOAD":  # LOAD DATA LOCAL INFILE: the file comes from the client, mid-answer
+        if word == "LOAD" or word == "KILL":  # LOAD DATA LOCAL: the file comes mid-answer; KILL: proxy sessions
             return False
         anywhere = runs_anywhere(info, rule)
         connection = self._connection_for(info, rule, anywhere)

@@ -270,7 +270,7 @@ class Proxy(Shared):
                 if closed:
                     log.info("closed %d backend connections idle for %.0f s or more", closed, self.idle_timeout)
             for session in list(self.sessions.values()):
-                if session.idle_too_long(now):
+                if session.idle_too_long(now) or (session.killed and not session.current_command):
                     # As the server past wait_timeout: the connection closes; the client's next
                     # command finds it gone (2013 / 2006), its transaction rolled back.
                     session.close()

@@ -43,11 +43,26 @@ from turnout.proxy.backend import (
     execute_payload,
 )
 from turnout.proxy.channel import WRITE_BUFFER_HIGH, Channel
-from turnout.proxy.decisions import AfterLoss, Kept, Placement, commits, placement, runs_anywhere
+from turnout.proxy.decisions import (
+    AfterLoss,
+    Kept,
+    KillVerdict,
+    Placement,
+    commits,
+    kill_verdict,
+    placement,
+    runs_anywhere,
+)
 from turnout.proxy.errors import (
+    ER_CONNECTION_KILLED,
+    ER_KILL_DENIED,
     ER_LOST_BACKEND,
+    ER_NO_SUCH_THREAD,
+    ER_NOT_SUPPORTED_YET,
     ER_PROXY_NO_SERVER,
     ER_PROXY_RULE_ERROR,
+    ER_QUERY_INTERRUPTED,
+    ER_SUBQUERY_NO_1_ROW,
     ER_TRANSACTION_ENDED,
     BackendError,
     BackendLost,
@@ -59,8 +74,15 @@ from turnout.proxy.fastpath import FastPath
 from turnout.proxy.rules import NO_MATCH, RuleOutcome
 from turnout.proxy.settings import SessionSettings, charset_for_collation, same_settings
 from turnout.proxy.state import ClientStatement, SessionState, Shared, UserEntry
-from turnout.proxy.statement import Keep, StatementInfo, first_word, settles_locally
+from turnout.proxy.statement import Keep, KillRequest, StatementInfo, first_word, parse_kill, settles_locally
 from turnout.proxy.stats import command_name
+
+# One row per global privilege of the current user that lets it kill others' threads, plus one.
+KILL_PRIVILEGE_PROBE = (
+    "DO (SELECT 1 FROM information_schema.USER_PRIVILEGES "
+    "WHERE GRANTEE = CONCAT(CHAR(39), REPLACE(CURRENT_USER(), '@', CONCAT(CHAR(39), '@', CHAR(39))), CHAR(39)) "
+    "AND PRIVILEGE_TYPE IN ('SUPER', 'CONNECTION ADMIN', 'CONNECTION_ADMIN') UNION ALL SELECT 1)"
+)
 
 
 class ClientSession:
@@ -203,6 +225,8 @@ class ClientSession:
             if not payload:
                 raise ProtocolError("empty command packet")
             command = payload[0]
+            if self.state.killed:  # KILL CONNECTION arrived while its previous command ran
+                raise ClientGone("killed")
             self.state.current_command, self.state.command_started = command_label(command), time.monotonic()
             if self.state.ended_reason is not None and expects_response(command) and command != c.COM_QUIT:
                 reason, self.state.ended_reason = self.state.ended_reason, None
@@ -218,6 +242,10 @@ class ClientSession:
                 await self._on_prepare(payload)
             elif command == c.COM_QUIT:
                 raise ClientGone("quit")
+            elif command == c.COM_PROCESS_KILL:
+                if len(payload) < 5:
+                    raise ProtocolError("short COM_PROCESS_KILL")
+                await self._on_kill(KillRequest(int.from_bytes(payload[1:5], "little"), query_only=False))
             elif command == c.COM_PING:
                 self.state.send(build_ok(status_flags=self._status_flags()), 1)
             elif command == c.COM_STMT_CLOSE:
@@ -440,6 +468,17 @@ class ClientSession:
     # ---- commands -----------------------------------------------------------------------------
     async def _on_query(self, payload: bytes) -> None:
         sql = query_text(payload)
+        if first_word(sql) == "KILL":
+            kill = parse_kill(sql)
+            if kill is None:
+                self.state.send_error(
+                    ER_NOT_SUPPORTED_YET,
+                    "turnout: KILL USER and KILL QUERY ID name the servers' threads, which clients share "
+                    "through the proxy; KILL [QUERY|CONNECTION] takes the id of a proxy session",
+                )
+            else:
+                await self._on_kill(kill)
+            return
         info, digest, rule = self.state.classify(sql)
         if rule.matched:  # counted where a statement is taken on: here, or where the fast path starts it
             self.shared.stats.count_rule_hits(rule.matched)
@@ -456,6 +495,58 @@ class ClientSession:
             self.state.send(build_ok(status_flags=self._status_flags()), 1)
             return
         await self._run(payload, info, rule, self.state.hostgroup_for(rule), digest, sql)
+
+    # ---- KILL ---------------------------------------------------------------------------------
+    async def _on_kill(self, request: KillRequest) -> None:
+        """KILL by the id a client got in its handshake: the proxy's own session of that id, never
+        a server thread (decisions.kill_verdict; the server's errors)."""
+        state = self.state
+        assert state.user is not None
+        number = request.thread_id
+        target = self.shared.sessions.get(number)
+        same_user = target is not None and target.user is not None and (
+            target.user.user.username == state.user.user.username
+        )
+        privileged: bool | None = None
+        if target is not None and not same_user:
+            privileged = await self._may_kill_others()
+            if privileged is None:
+                return  # the client heard why no server could answer
+        verdict = kill_verdict(target is not None, same_user, privileged)
+        if verdict is KillVerdict.UNKNOWN_THREAD:
+            state.send_error(ER_NO_SUCH_THREAD, f"Unknown thread id: {number}")
+            return
+        if verdict is KillVerdict.NOT_OWNER:
+            state.send_error(ER_KILL_DENIED, f"You are not owner of thread {number}")
+            return
+        assert target is not None
+        if target is state:  # as the server: the KILL itself is the statement killed
+            if request.query_only:
+                state.send_error(ER_QUERY_INTERRUPTED, "Query execution was interrupted")
+                return
+            state.send_error(ER_CONNECTION_KILLED, "Connection was killed")
+            raise ClientGone("killed itself")
+        target.kill(request.query_only)
+        state.send(build_ok(status_flags=self._status_flags()), 1)
+
+    async def _may_kill_others(self) -> bool | None:
+        """Whether the server grants this client's user SUPER or CONNECTION ADMIN (what lets a
+        user kill another user's threads), asked on one of its own backend connections: the
+        probe's subquery returns a second row (error 1242) exactly when the user holds one. None
+        when no connection could be had (the client has heard why)."""
+        state = self.state
+        assert state.user is not None
+        target = await self._connection_for(state.user.user.default_hostgroup, StatementInfo(is_write=False))
+        if target is None:
+            return None
+        connection, _ = target
+        try:
+            framer = await connection.query(KILL_PRIVILEGE_PROBE)
+        except BackendError:
+            state.forget(connection)
+            return False
+        state.not_executed(connection)
+        return framer.error is not None and framer.error.code == ER_SUBQUERY_NO_1_ROW
 
     async def _on_simple(self, payload: bytes) -> None:
         """COM_INIT_DB, COM_FIELD_LIST, COM_STATISTICS: to the held backend or the default hostgroup."""

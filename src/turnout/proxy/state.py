@@ -173,6 +173,8 @@ class SessionState:
         self.statement_timeout = 0.0
         self.timed_out_after: float | None = None  # seconds, once the proxy killed it
         self.cut_reason: str | None = None  # why the proxy cut the statement's connection (self-fencing)
+        # A client's KILL CONNECTION of this session: it ends once its command in flight has.
+        self.killed = False
         # When its last command ended (monotonic): an idle session ends after its wait_timeout.
         self.idle_since = time.monotonic()
 
@@ -341,9 +343,10 @@ class SessionState:
         self.give_back(connection, reusable=False)
         timed_out, self.timed_out_after = self.timed_out_after, None
         cut, self.cut_reason = self.cut_reason, None
-        if timed_out is None and cut is None:
+        if timed_out is None and cut is None and not self.killed:
             self.backends.backend_failed(connection.address)
-        decided = after_loss(
+        # a KILL CONNECTION of this session: its client finds the connection closed, as directly
+        decided = AfterLoss.CLOSE_CLIENT if self.killed else after_loss(
             relayed,
             info.is_write if info is not None else False,
             anywhere and info is not None,
@@ -378,6 +381,22 @@ class SessionState:
         if self.kept is not None and self.kept.connection is connection:
             self.kept = None
         self.give_back(connection, reusable=False)
+
+    # ---- KILL ---------------------------------------------------------------------------------
+    def kill(self, query_only: bool) -> None:
+        """Another client's KILL [QUERY] of this session (decisions.kill_verdict allowed it): the
+        statement in flight is killed on its server as this session's own user, so the client
+        hears the server's own error (1317, or 1927 for a connection); KILL CONNECTION then ends
+        the session: at once when idle, else as soon as that statement's answer has gone out."""
+        busy = bool(self.current_command)
+        connection = self.relaying or self.in_flight or (self.kept.connection if busy and self.kept else None)
+        if busy and connection is not None and not connection.broken and self.user is not None:
+            self.backends.kill_query(connection, self.login, connection_too=not query_only)
+        if query_only:
+            return
+        self.killed = True
+        if not busy:
+            self.close()
 
     # ---- timeouts -----------------------------------------------------------------------------
     def idle_too_long(self, now: float) -> bool:

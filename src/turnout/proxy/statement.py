@@ -198,3 +198,25 @@ def settles_locally(info: StatementInfo) -> bool:
     return bool(info.sets) and all(
         name == "autocommit" and value.strip("'\"").lower() in _BOOLEAN_VALUES for name, value in info.sets
     )
+
+
+_KILL = re.compile(
+    r"^\s*KILL(?:\s+(?:HARD|SOFT))?(?:\s+(?P<what>CONNECTION|QUERY))?\s+(?P<id>\d+)\s*;?\s*$", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KillRequest:
+    """`KILL [HARD|SOFT] [CONNECTION|QUERY] id`, or COM_PROCESS_KILL (a KILL CONNECTION)."""
+
+    thread_id: int
+    query_only: bool
+
+
+def parse_kill(sql: str) -> KillRequest | None:
+    """The KILL a statement asks for; None when it is not a KILL by thread id (KILL USER and
+    KILL QUERY ID, which name the server's threads and queries, are among those)."""
+    match = _KILL.match(strip_leading_comments(sql))
+    if match is None:
+        return None
+    return KillRequest(int(match.group("id")), (match.group("what") or "").upper() == "QUERY")

@@ -16,6 +16,7 @@ from turnout.proxy.channel import Channel
 from turnout.proxy.decisions import (
     AfterLoss,
     Kept,
+    KillVerdict,
     Placement,
     after_loss,
     breaks_connection,
@@ -24,6 +25,7 @@ from turnout.proxy.decisions import (
     idle_limit,
     idle_too_long,
     keeps_diagnostics,
+    kill_verdict,
     placement,
     releases_at_once,
     retention,
@@ -32,7 +34,7 @@ from turnout.proxy.decisions import (
 from turnout.proxy.errors import CONNECTION_ENDING_ERRORS
 from turnout.proxy.rules import RuleOutcome
 from turnout.proxy.settings import SessionSettings
-from turnout.proxy.statement import Keep, StatementInfo, analyze, first_word
+from turnout.proxy.statement import Keep, KillRequest, StatementInfo, analyze, first_word, parse_kill
 
 CONNECTION = BackendConnection(("10.0.0.1", 3306), "app", 0, Channel(), 1, SessionSettings())
 
@@ -137,6 +139,29 @@ def test_idle_too_long(busy: bool, idle_since: float, now: float, limit: float) 
     assert idle_too_long(busy, idle_since, now, limit) == (not busy and limit > 0 and now - idle_since > limit)
     if busy:  # a command in progress is never cut by wait_timeout (its statement timeout is another matter)
         assert not idle_too_long(busy, idle_since, now, limit)
+
+
+def test_kill_verdict_exhaustively() -> None:
+    """The server's rules: an unknown id first (1094), then ownership or the privilege (1095)."""
+    for found, same_user, privileged in itertools.product([False, True], [False, True], [None, False, True]):
+        verdict = kill_verdict(found, same_user, privileged)
+        if not found:
+            assert verdict is KillVerdict.UNKNOWN_THREAD
+        elif same_user or privileged:
+            assert verdict is KillVerdict.ALLOWED
+        else:
+            assert verdict is KillVerdict.NOT_OWNER
+    assert KillVerdict.UNKNOWN_THREAD.value == 1094 and KillVerdict.NOT_OWNER.value == 1095
+
+
+def test_parse_kill() -> None:
+    assert parse_kill("KILL 12") == KillRequest(12, query_only=False)
+    assert parse_kill("kill connection 12;") == KillRequest(12, query_only=False)
+    assert parse_kill("/* x */ KILL QUERY 7") == KillRequest(7, query_only=True)
+    assert parse_kill("KILL HARD QUERY 7") == KillRequest(7, query_only=True)
+    assert parse_kill("KILL SOFT CONNECTION 3") == KillRequest(3, query_only=False)
+    for other in ("KILL USER app", "KILL QUERY ID 5", "KILL", "KILL 1, 2", "KILL CONNECTION x", "SELECT 'KILL 1'"):
+        assert parse_kill(other) is None, other
 
 
 def test_runs_anywhere_only_without_session_effects() -> None:
