@@ -79,7 +79,7 @@ from turnout.proxy.stats import command_name
 
 # One row per global privilege of the current user that lets it kill others' threads, plus one.
 KILL_PRIVILEGE_PROBE = (
-    "DO (SELECT 1 FROM information_schema.USER_PRIVILEGES "
+    "SELECT (SELECT 1 FROM information_schema.USER_PRIVILEGES "
     "WHERE GRANTEE = CONCAT(CHAR(39), REPLACE(CURRENT_USER(), '@', CONCAT(CHAR(39), '@', CHAR(39))), CHAR(39)) "
     "AND PRIVILEGE_TYPE IN ('SUPER', 'CONNECTION ADMIN', 'CONNECTION_ADMIN') UNION ALL SELECT 1)"
 )

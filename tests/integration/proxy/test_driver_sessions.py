@@ -11,9 +11,10 @@ from typing import Any
 import pymysql
 import pytest
 
-from driver_harness import Target, outcome
+from driver_harness import WRITER, Target, outcome
 from proxy_harness import RunningProxy
-from turnout.sandbox.config import APP, MONITOR
+from turnout.config.model import MysqlUser
+from turnout.sandbox.config import APP, MANAGER, MONITOR
 from turnout.sandbox.sandbox import Sandbox
 
 pytestmark = pytest.mark.sandbox
@@ -104,6 +105,28 @@ def test_kill_needs_ownership_and_a_known_id(both: list[Target]) -> None:
         other_user.close()
     assert seen["direct"] == (("error", 1095), ("error", 1095), ("error", 1094), ((1,),))
     assert seen["proxy"] == seen["direct"]
+
+
+def test_a_user_the_server_grants_connection_admin_may_kill_others(drv_schema: Sandbox, start_proxy: Any) -> None:
+    """The proxy asks the server whether the killer may kill other users' threads (SUPER or
+    CONNECTION ADMIN): turnout's manager account may, the monitor account may not."""
+    from dataclasses import replace
+
+    from driver_harness import single_config
+
+    config = single_config(drv_schema)
+    config = replace(config, users=(*config.users, MysqlUser(MANAGER.user, MANAGER.password, default_hostgroup=WRITER)))
+    running: RunningProxy = start_proxy(config)
+    target = Target("proxy", running.port)
+    victim = _connect(target)
+    manager = _connect(target, user=MANAGER.user, password=MANAGER.password)
+    monitor = _connect(target, user=MONITOR.user, password=MONITOR.password)
+    assert _query(monitor, f"KILL {victim.thread_id()}") == ("error", 1095)
+    assert tuple(_query(manager, f"KILL {victim.thread_id()}")) == ()
+    assert _query(victim, "SELECT 1")[0] == "error"
+    assert _query(manager, "SELECT 1") == ((1,),) and _query(monitor, "SELECT 2") == ((2,),)
+    for conn in (victim, manager, monitor):
+        conn.close()
 
 
 # ---- the previous statement's diagnostics ------------------------------------------------------
