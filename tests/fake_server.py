@@ -184,6 +184,12 @@ class ServerConnection:
             return encode_packet(build_eof(status_flags=self.status), 1)
         if command == c.COM_PING:
             return self.ok()
+        if command == c.COM_RESET_CONNECTION:  # as MariaDB: the session's state is gone
+            self.in_transaction = False
+            self.user_variables.clear()
+            self.variables.clear()
+            self.statements.clear()
+            return self.ok()
         if command == c.COM_QUIT:
             return None
         if command == c.COM_STMT_PREPARE:

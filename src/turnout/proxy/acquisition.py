@@ -25,6 +25,7 @@ from turnout.proxy.channel import Channel, open_channel
 from turnout.proxy.errors import ER_NO_SUCH_THREAD, BackendError, BackendRefused, NoServer
 from turnout.proxy.hostgroups import HostgroupTable, pick_server, pick_server_sticky
 from turnout.proxy.pool import Pools
+from turnout.proxy.settings import SessionSettings
 from turnout.proxy.stats import GlobalCounters
 
 log = logging.getLogger("turnout.proxy")
@@ -239,6 +240,30 @@ class Backends:
         return "MariaDB" in server_version and bool(known) and all(v is not None for v in known.values())
 
     # ---- KILL QUERY ---------------------------------------------------------------------------
+    def reset_then_pool(self, connection: BackendConnection) -> None:
+        """A connection whose session ended holding state on it: COM_RESET_CONNECTION in the
+        background (bounded by mysql-connect_timeout_server), then back to the pool, closed if
+        the reset fails. Its settings are unknown afterwards: the next session sets its own."""
+        task = asyncio.get_running_loop().create_task(self._reset_then_pool(connection))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reset_then_pool(self, connection: BackendConnection) -> None:
+        try:
+            framer = await asyncio.wait_for(
+                connection.exchange(bytes([c.COM_RESET_CONNECTION])), self.connect_timeout_server
+            )
+            reset = framer.error is None
+        except (BackendError, TimeoutError):
+            reset = False
+        if reset:
+            connection.statements.clear()  # the server closed them
+            # names and schema no session has: the next one's SET NAMES and COM_INIT_DB run
+            connection.settings = SessionSettings(
+                names="", schema="", multi_statements=connection.settings.multi_statements
+            )
+        self.pools.release(connection, reusable=reset)
+
     def kill_query(self, connection: BackendConnection, login: Login, connection_too: bool = False) -> None:
         """KILL QUERY (KILL CONNECTION with `connection_too`) on the server from a connection of
         its own, as the same user (a user may kill its own threads), in the background, bounded

@@ -15,6 +15,7 @@ connection, or whether a response leaves its connection unusable.
   or which error the client hears).
 - `idle_limit`: how long a session may sit idle before the proxy ends it (wait_timeout).
 - `kill_verdict`: whether a client's KILL of a proxy session may act, else the server's error.
+- `at_session_end`: what becomes of the connection a session keeps when the session ends.
 """
 
 from __future__ import annotations
@@ -294,3 +295,26 @@ def kill_verdict(found: bool, same_user: bool, privileged: bool | None) -> KillV
     if same_user or privileged:
         return KillVerdict.ALLOWED
     return KillVerdict.NOT_OWNER
+
+
+class AtEnd(Enum):
+    """What becomes of the connection a session kept, when the session ends."""
+
+    POOL = "back to the pool as it is: it holds nothing of the session's"
+    RESET = "reset on the server (COM_RESET_CONNECTION), then back to the pool"
+    CLOSE = "closed"
+
+
+# Kept for what COM_RESET_CONNECTION may not undo: a prepared XA transaction outlives it.
+_NOT_RESETTABLE = frozenset({Keep.XA_TRANSACTION})
+
+
+def at_session_end(reasons: frozenset[Keep], busy: bool, usable: bool) -> AtEnd:
+    """The connection a session kept when it ends: `busy` (a command in flight: its answer may
+    still be coming) or not `usable` (closed, or the server sent something unasked) closes it; one
+    kept only to delay multiplexing or for diagnostics goes back as it is; state that lives on
+    it (a transaction, user variables, temporary tables, locks, prepared statements…) is undone by
+    COM_RESET_CONNECTION, so the connection is reused rather than closed and opened again."""
+    if busy or not usable or reasons & _NOT_RESETTABLE:
+        return AtEnd.CLOSE
+    return AtEnd.RESET if reasons else AtEnd.POOL

@@ -241,6 +241,7 @@ class ClientSession:
             elif command == c.COM_STMT_PREPARE:
                 await self._on_prepare(payload)
             elif command == c.COM_QUIT:
+                self.state.current_command = ""  # nothing in flight: what it kept may be reused
                 raise ClientGone("quit")
             elif command == c.COM_PROCESS_KILL:
                 if len(payload) < 5:

@@ -26,8 +26,10 @@ from turnout.proxy.backend import BackendConnection, BackendStatement
 from turnout.proxy.channel import Channel, open_channel
 from turnout.proxy.decisions import (
     AfterLoss,
+    AtEnd,
     Kept,
     after_loss,
+    at_session_end,
     breaks_connection,
     idle_limit,
     idle_too_long,
@@ -220,6 +222,23 @@ class SessionState:
         if kept is not None:
             self.kept = None
             self.give_back(kept.connection, reusable=False)
+
+    def let_go_at_end(self) -> None:
+        """The session ends: its kept connection is pooled, reset then pooled, or closed
+        (decisions.at_session_end)."""
+        kept = self.kept
+        if kept is None:
+            return
+        self.kept = None
+        connection = kept.connection
+        busy = bool(self.current_command) or self.relaying is connection or self.in_flight is connection
+        fate = at_session_end(kept.reasons, busy, connection.idle_usable())
+        if fate is AtEnd.RESET:
+            if self.in_flight is connection:
+                self.in_flight = None
+            self.backends.reset_then_pool(connection)
+        else:
+            self.give_back(connection, reusable=fate is AtEnd.POOL)
 
     @staticmethod
     def response_ended(connection: BackendConnection, outcome: ResponseOutcome, surplus: bool) -> None:
@@ -456,7 +475,7 @@ class SessionState:
         if self.closed:
             return
         self.closed = True
-        self.drop_kept()
+        self.let_go_at_end()
         self.client.close()
         self.shared.session_ended(self)
 

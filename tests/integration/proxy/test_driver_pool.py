@@ -25,7 +25,7 @@ def _sysbench(port: int, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19 item 8: writer connections are closed instead of pooled")
+
 def test_writer_pool_keeps_its_connections_under_oltp_read_write(
     sandbox: Sandbox, start_proxy: Callable[..., RunningProxy]
 ) -> None:

@@ -15,10 +15,12 @@ from turnout.proxy.backend import BackendConnection
 from turnout.proxy.channel import Channel
 from turnout.proxy.decisions import (
     AfterLoss,
+    AtEnd,
     Kept,
     KillVerdict,
     Placement,
     after_loss,
+    at_session_end,
     breaks_connection,
     commits,
     hostgroup_for,
@@ -162,6 +164,17 @@ def test_parse_kill() -> None:
     assert parse_kill("KILL SOFT CONNECTION 3") == KillRequest(3, query_only=False)
     for other in ("KILL USER app", "KILL QUERY ID 5", "KILL", "KILL 1, 2", "KILL CONNECTION x", "SELECT 'KILL 1'"):
         assert parse_kill(other) is None, other
+
+
+@given(reasons, st.booleans(), st.booleans())
+def test_at_session_end(kept_for: frozenset[Keep], busy: bool, usable: bool) -> None:
+    """A connection with an answer possibly on its way, or in no known state, is closed; one
+    that holds nothing goes back as it is; state on it is reset, but a prepared XA transaction."""
+    fate = at_session_end(kept_for, busy, usable)
+    if busy or not usable or Keep.XA_TRANSACTION in kept_for:
+        assert fate is AtEnd.CLOSE
+    else:
+        assert fate is (AtEnd.RESET if kept_for else AtEnd.POOL)
 
 
 def test_runs_anywhere_only_without_session_effects() -> None:

@@ -284,3 +284,25 @@ async def test_an_idle_session_is_past_its_own_wait_timeout_and_a_busy_one_never
         assert not state.idle_too_long(now + 1.5) and state.idle_too_long(now + 2.5)
         state.current_command = "Query"  # a command in progress
         assert not state.idle_too_long(now + 1000)
+
+
+async def test_a_session_that_ends_holding_state_gives_its_connection_back_reset() -> None:
+    """A user variable pins the writer's connection; when the session ends the connection is
+    reset (COM_RESET_CONNECTION) and pooled: the next session reuses it, without the variable."""
+    async with fake_proxy() as setup:
+        first = await setup.client()
+        await first.query("SET @x = 5")
+        await first.query("BEGIN")
+        first.close()
+        pool = setup.proxy.pools.servers[setup.writer.address]
+        for _ in range(200):  # the reset runs in the background
+            if pool.stats.conn_free:
+                break
+            await asyncio.sleep(0.01)
+        (connection,) = setup.writer.connections
+        assert connection.commands[-1] == c.COM_RESET_CONNECTION and pool.stats.conn_free == 1
+        second = await setup.client()
+        await second.query("UPDATE t SET c = 1")
+        assert len(setup.writer.connections) == 1  # reused, not opened again
+        assert connection.queries[-1] == "UPDATE t SET c = 1" and not connection.user_variables
+        assert not connection.in_transaction
