@@ -73,7 +73,11 @@ def test_retention(
         assert Keep.OPEN_CURSOR in decided.reasons
     if rule.multiplex == 0:
         assert Keep.RULE_NO_MULTIPLEX in decided.reasons
-    if info.keeps_backend is not None and succeeded and not info.unlock_tables:
+    # the transaction a SET TRANSACTION inside it was for has ended: nothing left to keep for
+    spent = info.keeps_backend is Keep.NEXT_TRANSACTION and before is not None and (
+        Keep.TRANSACTION in before.reasons and not status & c.SERVER_STATUS_IN_TRANS
+    )
+    if info.keeps_backend is not None and succeeded and not info.unlock_tables and not spent:
         assert info.keeps_backend in decided.reasons
     previous = before.reasons if before is not None else frozenset()
     # Only a transaction's end, UNLOCK TABLES and the end of the transaction a SET TRANSACTION
