@@ -81,7 +81,7 @@ class Kept:
     reasons: frozenset[Keep] = NO_REASONS
     wrote: bool = False  # a write succeeded on it: no longer a read-only transaction
     # Kept for no reason but the next statement's diagnostics (`keeps_diagnostics`): a statement
-    # that does not read them and goes to another hostgroup lets it go.
+    # that does not read them lets it go.
     diagnostics_only: bool = False
 
 
@@ -106,9 +106,10 @@ def placement(
         reasons = kept.reasons
         if not reasons:
             if kept.diagnostics_only:
-                if reads_diagnostics:
-                    return Placement.KEPT
-                return Placement.LET_GO if kept_moved or hostgroup != kept.hostgroup else Placement.KEPT
+                # a statement that does not read them runs as if nothing were kept (it may be
+                # retried elsewhere, a read goes to its readers); it usually takes the same
+                # connection back from the pool, which prefers the session's previous one
+                return Placement.KEPT if reads_diagnostics else Placement.LET_GO
             return Placement.LET_GO if kept_moved else Placement.KEPT
         if (
             reasons == _TRANSACTION_ONLY

@@ -176,6 +176,21 @@ class FastPath:
         state = self.state
         kept = state.kept
         hostgroup = state.hostgroup_for(rule)
+        where = Placement.POOLED
+        if kept is not None:
+            where = placement(
+                kept, hostgroup, info.is_write, False,
+                not kept.reasons and state.kept_moved(kept),
+                kept.hostgroup in state.shared.reader_hostgroups, info.reads_diagnostics,
+            )
+            if where is Placement.LET_GO and kept.diagnostics_only:
+                if not anywhere:
+                    return None  # declined before anything changed
+                # nothing of the session's on it: let it go as the coroutine would, and the
+                # statement goes where placement(None, …) says (the same rule decides, only sooner)
+                state.kept = None
+                state.give_back(kept.connection, reusable=not kept.connection.broken)
+                kept = None
         if kept is None:
             if not anywhere:
                 return None
@@ -185,11 +200,6 @@ class FastPath:
             self._kept = False
             self._hostgroup = hostgroup
             return self._take_connection(hostgroup)
-        where = placement(
-            kept, hostgroup, info.is_write, False,
-            not kept.reasons and state.kept_moved(kept),
-            kept.hostgroup in state.shared.reader_hostgroups, info.reads_diagnostics,
-        )
         if where is not Placement.KEPT or not kept.connection.idle_usable():
             return None  # closed, or sent something unasked: let the coroutine see
         self._kept = True

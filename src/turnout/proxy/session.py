@@ -245,8 +245,9 @@ class ClientSession:
                 raise ClientGone("quit")
             elif command == c.COM_PROCESS_KILL:
                 if len(payload) < 5:
-                    raise ProtocolError("short COM_PROCESS_KILL")
-                await self._on_kill(KillRequest(int.from_bytes(payload[1:5], "little"), query_only=False))
+                    self.state.send_error(c.ER_MALFORMED_PACKET, "Malformed communication packet: short COM_PROCESS_KILL")
+                else:
+                    await self._on_kill(KillRequest(int.from_bytes(payload[1:5], "little"), query_only=False))
             elif command == c.COM_PING:
                 self.state.send(build_ok(status_flags=self._status_flags()), 1)
             elif command == c.COM_STMT_CLOSE:

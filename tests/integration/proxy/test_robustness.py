@@ -332,7 +332,7 @@ def test_garbage_truncation_and_wrong_sequence_before_login(robust: RunningProxy
 # ---- after login ------------------------------------------------------------------------------
 UNKNOWN_COMMANDS = [
     c.COM_SLEEP, c.COM_CREATE_DB, c.COM_DROP_DB, c.COM_REFRESH, c.COM_SHUTDOWN, c.COM_PROCESS_INFO,
-    c.COM_CONNECT, c.COM_PROCESS_KILL, c.COM_DEBUG, c.COM_TIME, c.COM_DELAYED_INSERT, c.COM_BINLOG_DUMP,
+    c.COM_CONNECT, c.COM_DEBUG, c.COM_TIME, c.COM_DELAYED_INSERT, c.COM_BINLOG_DUMP,
     c.COM_TABLE_DUMP, c.COM_CONNECT_OUT, c.COM_REGISTER_SLAVE, c.COM_DAEMON, c.COM_BINLOG_DUMP_GTID,
     0x20, 0x63, 0xFE, 0xFF,
 ]
@@ -347,6 +347,12 @@ def test_unknown_commands_get_an_error_and_the_connection_stays_usable(
         assert framer.error is not None and framer.error.code == c.ER_UNKNOWN_COM_ERROR, command
         framer = raw.query("SELECT COUNT(*) FROM rb.t")
         assert framer.error is None and framer.result_sets == 1
+    # COM_PROCESS_KILL acts on the proxy's sessions: a short one is refused, an unknown id is 1094
+    framer = raw.command(bytes([c.COM_PROCESS_KILL]) + b"\x01\x02\x03")
+    assert framer.error is not None and framer.error.code == c.ER_MALFORMED_PACKET
+    framer = raw.command(bytes([c.COM_PROCESS_KILL]) + (987654321).to_bytes(4, "little"))
+    assert framer.error is not None and framer.error.code == 1094
+    assert raw.query("SELECT COUNT(*) FROM rb.t").error is None
     # nothing reached a server as a shutdown, a kill or a binlog dump
     for node in range(3):
         assert sandbox.execute(node, "SELECT 1 AS up") == [{"up": 1}]
@@ -587,6 +593,7 @@ def test_backend_connection_killed_while_idle_in_the_pool(
     writer = ("127.0.0.1", sandbox.nodes[0].port)
     with healthy.conn.cursor() as cur:
         cur.execute("UPDATE rb.t SET v = v WHERE id = 1")
+        cur.execute("SELECT 1")  # the UPDATE's OK holds its connection for ROW_COUNT(); a read lets it go
     idle = _idle_thread_ids(robust, writer)
     assert idle
     for thread_id in idle:

@@ -122,9 +122,9 @@ def test_placement(
         assert where is Placement.KEPT  # state that lives on the connection never moves
     if not before.reasons and before.diagnostics_only:
         # the next statement reads the diagnostics where they are, else goes where it is routed
-        assert (where is Placement.KEPT) == (reads or (hostgroup == before.hostgroup and not moved))
+        assert (where is Placement.KEPT) == reads
     if where is Placement.LET_GO:
-        assert not before.reasons and (moved or (before.diagnostics_only and hostgroup != before.hostgroup))
+        assert not before.reasons and (moved or before.diagnostics_only)
     if where is Placement.END_READER_TRANSACTION:
         assert before.reasons == {Keep.TRANSACTION} and is_write and not before.wrote and on_reader
         assert hostgroup != before.hostgroup
