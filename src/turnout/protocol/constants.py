@@ -223,7 +223,12 @@ ER_NOT_SUPPORTED_AUTH_MODE: Final = 1251
 ER_SSL_CONNECTION_ERROR: Final = 2026  # the client library's CR_SSL_CONNECTION_ERROR
 # ProxySQL's own: "Max connect timeout reached while reaching hostgroup X after Yms".
 ER_PROXYSQL_MAX_CONNECT_TIMEOUT: Final = 9001
-# Client-side codes a proxy reports when it loses its backend.
+# MariaDB's "Connection was killed": what the proxy answers a statement whose server went away
+# under it. Not the client-side 2013: libmariadb (the mariadb CLI, sysbench, Connector/C and
+# Connector/Python) reads an ERR packet carrying a client-range code (2000-2999) as a malformed
+# packet (2027).
+ER_CONNECTION_KILLED: Final = 1927
+# Client-side codes (a client's own, for a connection it lost).
 CR_SERVER_LOST: Final = 2013
 CR_SERVER_GONE_ERROR: Final = 2006
 
@@ -246,6 +251,7 @@ SQLSTATES: dict[int, str] = {
     ER_UNKNOWN_STMT_HANDLER: "HY000",
     ER_OPTION_PREVENTS_STATEMENT: "HY000",
     ER_QUERY_INTERRUPTED: "70100",
+    ER_CONNECTION_KILLED: "70100",
     ER_MALFORMED_PACKET: "HY000",
     ER_NOT_SUPPORTED_AUTH_MODE: "08004",
     ER_PROXYSQL_MAX_CONNECT_TIMEOUT: "HY000",

@@ -6,7 +6,7 @@ name a failure.
 
 from __future__ import annotations
 
-from turnout.protocol.constants import max_connect_timeout_message
+from turnout.protocol.constants import ER_CONNECTION_KILLED, max_connect_timeout_message
 from turnout.protocol.generic import ErrPacket
 
 ER_PROXY_NO_SERVER = 9001  # ProxySQL's code for "no server in the hostgroup in time"
@@ -14,8 +14,11 @@ ER_PROXY_RULE_ERROR = 1148  # a query rule's error_msg
 ER_STATEMENT_TIMEOUT = 1969  # MariaDB's "max_statement_time exceeded": what drivers know as a timeout
 # SQLSTATE 40001 ("transaction rolled back, retry it"): what drivers and ORMs already retry on.
 ER_TRANSACTION_ENDED = 1213
-# What a client hears when the server went away in the middle of its statement.
-ER_LOST_BACKEND = 2013
+# What a client hears when the server went away in the middle of its statement: MariaDB's
+# "Connection was killed" (SQLSTATE 70100), never a client-range code (2000-2999), which
+# libmariadb clients (the mariadb CLI, sysbench, Connector/C and /Python) read as a malformed
+# packet (2027).
+ER_LOST_BACKEND = ER_CONNECTION_KILLED
 # Its messages (drivers act on the code; the text says what became of the statement).
 LOST_BACKEND = "Lost connection to backend server during query"
 LOST_ROLLED_BACK = "Lost connection to backend server during query; the open transaction was rolled back"
