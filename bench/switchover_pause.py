@@ -228,7 +228,8 @@ def takeover(box: Sandbox, turnout: Turnout, workload: Workload, number: int, ma
     return event
 
 
-def kill(box: Sandbox, turnout: Turnout, workload: Workload, store_path: Path, number: int) -> Event:
+def kill(box: Sandbox, turnout: Turnout, workload: Workload, store_path: Path, number: int,
+         databases: tuple[str, ...] = (TABLE.split(".")[0],)) -> Event:
     old = settled(box, turnout)
     victim = node_of(box, old)
     started = time.time()
@@ -251,14 +252,15 @@ def kill(box: Sandbox, turnout: Turnout, workload: Workload, store_path: Path, n
     ack = turnout.api(f"ack-recovery/cluster/{urllib.parse.quote(cluster['ClusterName'], safe='')}"
                       f"?comment={urllib.parse.quote(f'benchmark kill {number}')}")
     event.api_message = str(ack.get("Message", ""))
-    event.rejoin = rejoin(box, victim, node_of(box, event.new_master), store_path)
+    event.rejoin = rejoin(box, victim, node_of(box, event.new_master), store_path, databases)
     return event
 
 
 # ---- bringing a killed master back as a replica -------------------------------------------------
 
 
-def rejoin(box: Sandbox, node: Node, master: Node, store_path: Path) -> str:
+def rejoin(box: Sandbox, node: Node, master: Node, store_path: Path,
+           databases: tuple[str, ...] = (TABLE.split(".")[0],)) -> str:
     """Restart a killed (and fenced) master, make it a semi-sync replica of `master` (rebuilt from
     it if it holds transactions `master` never received), then lift its fence. Returns how."""
     box.start(node.index)
@@ -270,7 +272,7 @@ def rejoin(box: Sandbox, node: Node, master: Node, store_path: Path) -> str:
     diverged = _replication_refused(box, node)
     if diverged:
         how = f"rebuilt from {master.address} (its binlog had transactions the new master never got: {diverged})"
-        _rebuild(box, node, master)
+        _rebuild(box, node, master, databases)
     box.wait_replicas_caught_up(timeout=60)
     asyncio.run(_unfence(store_path, node.address))
     return how
@@ -294,12 +296,12 @@ def _replication_refused(box: Sandbox, node: Node, timeout: float = 5.0) -> str:
         time.sleep(0.05)
 
 
-def _rebuild(box: Sandbox, node: Node, master: Node) -> None:
+def _rebuild(box: Sandbox, node: Node, master: Node, databases: tuple[str, ...]) -> None:
     """The workload's schema copied from `master` at a consistent point, the binlog reset, and
     replication started from that point's GTID."""
     dump = subprocess.run(
         ["mariadb-dump", f"--socket={master.paths.socket}", "-uroot", "--single-transaction", "--gtid",
-         "--master-data=2", "--add-drop-database", "--databases", TABLE.split(".")[0]],
+         "--master-data=2", "--add-drop-database", "--databases", *databases],
         capture_output=True, text=True, check=True, timeout=300,
     ).stdout
     gtid = next(line.split("'")[1] for line in dump.splitlines() if "SET GLOBAL gtid_slave_pos" in line)

@@ -40,8 +40,29 @@ class Counters:
     write_times: list[float] = field(default_factory=list)
 
 
+def checker_schema(table: str) -> tuple[str, ...]:
+    """A table that records duplicates instead of refusing them: (writer, seq) is not unique, so a
+    write the proxy ran twice shows up as two rows (`duplicated_writes`)."""
+    database = table.split(".")[0]
+    return (
+        f"CREATE DATABASE IF NOT EXISTS {database}",
+        f"CREATE TABLE IF NOT EXISTS {table} (id BIGINT AUTO_INCREMENT PRIMARY KEY, writer INT NOT NULL, "
+        "seq INT NOT NULL, at DOUBLE NOT NULL, KEY (writer, seq))",
+    )
+
+
 class Workload:
-    def __init__(self, port: int, writers: int = 2, readers: int = 2, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        port: int,
+        writers: int = 2,
+        readers: int = 2,
+        host: str = "127.0.0.1",
+        table: str = TABLE,
+        schema: tuple[str, ...] = SCHEMA_SQL,
+    ) -> None:
+        self.table = table
+        self.schema = schema
         self.host = host
         self.port = port
         self.writers = writers
@@ -59,7 +80,7 @@ class Workload:
 
     def create_schema(self) -> None:
         with self._connect() as conn, conn.cursor() as cur:
-            for sql in SCHEMA_SQL:
+            for sql in self.schema:
                 cur.execute(sql)
 
     def start(self) -> None:
@@ -90,7 +111,7 @@ class Workload:
                     conn = self._connect()
                 seq += 1
                 with conn.cursor() as cur:
-                    cur.execute(f"INSERT INTO {TABLE} (writer, seq, at) VALUES (%s, %s, %s)", (writer, seq, time.time()))
+                    cur.execute(f"INSERT INTO {self.table} (writer, seq, at) VALUES (%s, %s, %s)", (writer, seq, time.time()))
                 now = time.time()
                 with self._lock:
                     self.counters.writes += 1
@@ -112,7 +133,7 @@ class Workload:
                 if conn is None:
                     conn = self._connect()
                 with conn.cursor() as cur:
-                    cur.execute(f"SELECT COUNT(*) FROM {TABLE}")
+                    cur.execute(f"SELECT COUNT(*) FROM {self.table}")
                     cur.fetchall()
                 with self._lock:
                     self.counters.reads += 1
@@ -152,3 +173,11 @@ class Workload:
 def missing_writes(acknowledged: set[tuple[int, int]], rows: list[tuple[int, int]]) -> set[tuple[int, int]]:
     """Acknowledged writes that are not in `rows` (writer, seq) read from the master."""
     return acknowledged - set(rows)
+
+
+def duplicated_writes(rows: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    """(writer, seq) -> how many times, for the writes found more than once in `rows`."""
+    counts: dict[tuple[int, int], int] = {}
+    for row in rows:
+        counts[row] = counts.get(row, 0) + 1
+    return {row: n for row, n in counts.items() if n > 1}
