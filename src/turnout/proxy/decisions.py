@@ -214,8 +214,8 @@ class AfterLoss(Enum):
     """What becomes of a statement whose backend connection ended under it."""
 
     RETRY = "run it again on another connection: it was a read and nothing of it was seen"
-    UNKNOWN_OUTCOME = "error 2013 saying the statement may or may not have been applied"
-    LOST = "error 2013: the connection was lost (nothing was applied, or the cause says why)"
+    UNKNOWN_OUTCOME = "error 1927 saying the statement may or may not have been applied"
+    LOST = "error 1927: the connection was lost (nothing was applied, or the cause says why)"
     CLOSE_CLIENT = "part of the answer reached the client: only closing its connection is honest"
 
 

@@ -18,6 +18,7 @@ import pymysql
 import pytest
 
 from proxy_harness import RunningProxy, split_config
+from turnout.proxy.errors import ER_LOST_BACKEND
 from turnout.sandbox.config import APP
 from turnout.sandbox.sandbox import Sandbox
 
@@ -151,7 +152,7 @@ def test_read_in_a_transaction_is_not_retried(
         cur.execute("BEGIN")
     result, killed = _run_while_killing(fresh_sandbox, conn, [0], f"SELECT SLEEP(1) AS {MARKER}, 44")
     assert killed == [0]
-    assert result[0] == 2013
+    assert result[0] == ER_LOST_BACKEND
     assert "may or may not" not in result[1]
     assert _retried(running) == 0
 
@@ -165,7 +166,7 @@ def test_autocommit_write_in_flight_has_an_unknown_outcome(
     _warm(conn)
     result, killed = _run_while_killing(fresh_sandbox, conn, [0], f"DO SLEEP(1) /* {MARKER} */")
     assert killed == [0]
-    assert result[0] == 2013
+    assert result[0] == ER_LOST_BACKEND
     assert "the statement may or may not have been applied" in result[1]
     assert _retried(running) == 0
 
@@ -217,6 +218,6 @@ def test_commit_in_flight_has_an_unknown_outcome(
         cur.execute("INSERT INTO retry_db.t VALUES (1)")
     result, killed = _run_while_killing(box, conn, [0], f"COMMIT /* {MARKER} */")
     assert killed == [0]
-    assert result[0] == 2013
+    assert result[0] == ER_LOST_BACKEND
     assert "the statement may or may not have been applied" in result[1]
     assert _retried(running) == 0

@@ -125,7 +125,7 @@ async def test_a_prepared_statement_is_prepared_again_on_another_backend() -> No
 
 async def test_a_backend_lost_before_its_answer_is_an_error_and_the_session_goes_on() -> None:
     """A write lost before its answer: it may have been applied, so it is not run again; the
-    client hears 2013 saying so."""
+    client hears ER_LOST_BACKEND (1927) saying so."""
     async with fake_proxy(fake_config(readers=1)) as setup:
         writer = setup.writer
         writer.script = lambda connection, sql: None if sql == "UPDATE t SET c = 'boom'" else default_script(connection, sql)
