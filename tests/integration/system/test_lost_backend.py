@@ -48,7 +48,7 @@ def test_the_mariadb_client_reads_the_error_when_the_server_dies_under_its_state
         box.kill(0)
         output, _ = client.communicate(timeout=120)
         assert "2027" not in output and "malformed" not in output, output
-        assert "ERROR 1927" in output and "Lost connection to backend server during query" in output, output
+        assert "ERROR 1927 (70100)" in output and "Lost connection" in output, output
     finally:
         proxy.terminate()
         proxy.wait(timeout=15)
