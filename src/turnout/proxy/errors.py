@@ -6,7 +6,7 @@ name a failure.
 
 from __future__ import annotations
 
-from turnout.protocol.constants import ER_CONNECTION_KILLED, max_connect_timeout_message
+from turnout.protocol.constants import max_connect_timeout_message
 from turnout.protocol.generic import ErrPacket
 
 ER_PROXY_NO_SERVER = 9001  # ProxySQL's code for "no server in the hostgroup in time"
@@ -18,7 +18,7 @@ ER_TRANSACTION_ENDED = 1213
 # "Connection was killed" (SQLSTATE 70100), never a client-range code (2000-2999), which
 # libmariadb clients (the mariadb CLI, sysbench, Connector/C and /Python) read as a malformed
 # packet (2027).
-ER_LOST_BACKEND = ER_CONNECTION_KILLED
+ER_LOST_BACKEND = 1927  # ER_CONNECTION_KILLED
 # Its messages (drivers act on the code; the text says what became of the statement).
 LOST_BACKEND = "Lost connection to backend server during query"
 LOST_ROLLED_BACK = "Lost connection to backend server during query; the open transaction was rolled back"
