@@ -31,6 +31,10 @@ TURNOUT = [sys.executable, "-m", "turnout.cli"]
 # Long enough that a master cut off from its replicas never acknowledges (or commits) alone while
 # the test runs: longer than detection + poll + proxy lease (README: semi-sync trade-off).
 SEMI_SYNC_TIMEOUT_MS = 600_000
+# The loopback timings, with deadlines that outlast an etcd leader election (the lab's members
+# elect within about 1-3 s): losing one member, even the leader, must change nothing.
+LAB_TIMINGS = {**TIMINGS, "LeaderLeaseSeconds": 6, "LeaderRenewDeadlineSeconds": 4.5,
+               "ProxyLeaseSeconds": 6, "ProxyRenewDeadlineSeconds": 4.5}
 
 
 def api(host: str, path: str, timeout: float = 10) -> tuple[int, Any]:
@@ -97,7 +101,7 @@ def deploy(box: Sandbox, workdir: Path) -> Deployment:
             "ListenAddress": "0.0.0.0:3000", "AdvertiseAddress": f"{made.hosts[name]}:3000", "ManagerId": name,
             "MySQLTopologyUser": MANAGER.user, "MySQLTopologyPassword": MANAGER.password,
             "MySQLReplicaUser": REPLICATION.user, "MySQLReplicaPassword": REPLICATION.password,
-            "StateStore": url, "DiscoverySeeds": [box.nodes[0].address], **TIMINGS,
+            "StateStore": url, "DiscoverySeeds": [box.nodes[0].address], **LAB_TIMINGS,
         }
         config = workdir / f"{name}.toml"
         config.write_text("[manager]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
@@ -108,7 +112,7 @@ def deploy(box: Sandbox, workdir: Path) -> Deployment:
         text = sandbox_config(box, workdir / f"{name}-data", 6033, 6032, state_store=url, bind="0.0.0.0")
         text = text.replace("connect_timeout_server_max = 10000", "connect_timeout_server_max = 4000")
         text = text.replace('admin_credentials = "admin:admin"', 'admin_credentials = "admin:admin;radmin:radmin"')
-        text += "".join(f"{k} = {json.dumps(v)}\n" for k, v in TIMINGS.items() if k.startswith("Proxy"))
+        text += "".join(f"{k} = {json.dumps(v)}\n" for k, v in LAB_TIMINGS.items() if k.startswith("Proxy"))
         config = workdir / f"{name}.toml"
         config.write_text(text)
         made.procs[name] = lab.spawn(name, [*TURNOUT, "proxy", "--config", str(config)], log=workdir / f"{name}.log")
