@@ -22,6 +22,7 @@ again on another server.
 from __future__ import annotations
 
 import time
+from typing import Final
 
 from turnout.protocol import constants as c
 from turnout.protocol.commands import query_text
@@ -35,6 +36,10 @@ from turnout.proxy.settings import same_settings
 from turnout.proxy.state import ClientStatement, SessionState
 from turnout.proxy.statement import StatementInfo, first_word
 from turnout.proxy.stats import command_name
+
+# Module constants: compiled, a read of one is a C global, where Placement.X looks the member up.
+_POOLED: Final = Placement.POOLED
+_KEPT: Final = Placement.KEPT
 
 
 class FastPath:
@@ -194,13 +199,15 @@ class FastPath:
         if kept is None:
             if not anywhere:
                 return None
-            blocked = hostgroup in state.backends.routing.write_blocked
-            if placement(None, hostgroup, info.is_write, blocked, False, False, False) is not Placement.POOLED:
+            # placement() never refuses a read: only writes ask it (the common case is a read).
+            if info.is_write and placement(
+                None, hostgroup, True, hostgroup in state.backends.routing.write_blocked, False, False, False
+            ) is not _POOLED:
                 return None  # two writers: the coroutine refuses it and says why
             self._kept = False
             self._hostgroup = hostgroup
             return self._take_connection(hostgroup)
-        if where is not Placement.KEPT or not kept.connection.idle_usable():
+        if where is not _KEPT or not kept.connection.idle_usable():
             return None  # closed, or sent something unasked: let the coroutine see
         self._kept = True
         self._hostgroup = kept.hostgroup
