@@ -421,9 +421,15 @@ class ClientSession:
         while True:
             retry = info.is_write and self.state.kept is None and time.monotonic() < deadline
             self.state.arm_timeout(rule, time.monotonic())
+            # (no continue/break inside try/finally: mypyc does not compile them)
+            lost: BackendLost | None = None
             try:
                 framer = await self._relay(connection, payload, retry_read_only=retry)
-            except BackendLost as lost:
+            except BackendLost as exc:
+                lost = exc
+            finally:
+                self.state.deadline = 0.0
+            if lost is not None:
                 if not self._backend_lost(connection, lost, info, anywhere, sql, time.monotonic() < deadline):
                     return
                 # A read nobody saw any of: it runs again on a healthy server of its hostgroup,
@@ -433,8 +439,6 @@ class ClientSession:
                     return
                 connection, hostgroup = target
                 continue
-            finally:
-                self.state.deadline = 0.0
             if not (retry and framer.error is not None and framer.error.code == c.ER_OPTION_PREVENTS_STATEMENT):
                 break
             # The writer turned read_only under us (a switchover): the statement did not run, so it
@@ -683,18 +687,21 @@ class ClientSession:
                 return
             self.state.arm_timeout(statement.rule, time.monotonic())
             caching = connection.caches_metadata
+            lost: BackendLost | None = None  # (no break inside try/finally: mypyc does not compile it)
             try:
                 if caching and not backend_statement.cached_metadata_is(statement.metadata):
                     framer = await self._execute_with_metadata(connection, backend_payload, statement, backend_statement)
                 else:
                     framer = await self._relay(connection, backend_payload, keep_columns=caching)
-                break
-            except BackendLost as lost:
-                retry = time.monotonic() < deadline
-                if not self._backend_lost(connection, lost, statement.info, statement.anywhere, statement.sql, retry):
-                    return
+            except BackendLost as exc:
+                lost = exc
             finally:
                 self.state.deadline = 0.0
+            if lost is None:
+                break
+            retry = time.monotonic() < deadline
+            if not self._backend_lost(connection, lost, statement.info, statement.anywhere, statement.sql, retry):
+                return
         statement.after_result(backend_statement, framer)
         if framer.error is not None:
             backend_statement.bound_types = None  # the server may not have taken the types
