@@ -9,7 +9,7 @@ import importlib
 from typing import Any
 
 COMMAND_MODULES = (
-    "turnout.manager.cli",
+    "turnout.manager_cli",
     "turnout.sandbox.cli",
     "turnout.admin.cli",
     "turnout.demo",

@@ -1,4 +1,8 @@
-"""`turnout manager` and the orchestrator-client-like commands that talk to a running manager."""
+"""`turnout manager` and the orchestrator-client-like commands that talk to a running manager.
+
+A top-level command module, like run_cli.py: it sits above both the manager and the HTTP API it
+serves or calls, so neither package depends on the other through it.
+"""
 
 from __future__ import annotations
 
