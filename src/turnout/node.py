@@ -158,8 +158,8 @@ class Node:
                 snapshot.servers,
                 snapshot.write_blocked,
                 version=snapshot.health_version,
-                held=self.held_hostgroups | fenced,
-                held_reasons=dict.fromkeys(fenced, self.fence.reason),
+                paused=self.held_hostgroups | fenced,
+                paused_reasons=dict.fromkeys(fenced, self.fence.reason),
             )
         )
         if self.workers is not None:

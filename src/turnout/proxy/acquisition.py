@@ -95,7 +95,7 @@ class Backends:
     def serves(self, hostgroup: int, address: ServerAddress) -> bool:
         """Whether `address` still takes the hostgroup's traffic (not paused, ONLINE there)."""
         table = self.routing
-        if hostgroup in table.held:
+        if hostgroup in table.paused:
             return False
         return any(server.address == address for server in table.online(hostgroup))
 
@@ -113,7 +113,7 @@ class Backends:
         """An idle pooled connection to a server of the hostgroup, if one is at hand now; the
         previous statement's connection when it is idle and its server is chosen again."""
         table = self.routing
-        if hostgroup in table.held:
+        if hostgroup in table.paused:
             return None
         server = pick_server_sticky(
             table.online(hostgroup), self._usable, self._rng,
@@ -142,7 +142,7 @@ class Backends:
         deadline = started + self.connect_timeout_server_max
         while True:
             table = self.routing
-            server = None if hostgroup in table.held else pick_server(table.online(hostgroup), self._usable, self._rng)
+            server = None if hostgroup in table.paused else pick_server(table.online(hostgroup), self._usable, self._rng)
             if server is not None:
                 connection = self.pools.take_idle(server.address, login.username, reply_capabilities)
                 if connection is not None:
@@ -154,7 +154,7 @@ class Backends:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 waited = int((time.monotonic() - started) * 1000)
-                raise NoServer(hostgroup, waited, table.held_reasons.get(hostgroup, "") if hostgroup in table.held else "")
+                raise NoServer(hostgroup, waited, table.paused_reasons.get(hostgroup, "") if hostgroup in table.paused else "")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._routing_changed.wait(), min(remaining, 0.05))
 
@@ -210,11 +210,11 @@ class Backends:
             self.on_backend_error(address)
 
     async def writer_changed(self, hostgroup: int, refused_by: ServerAddress, deadline: float) -> None:
-        """Wait until the hostgroup's writer is no longer `refused_by` (or it is held), or the deadline."""
+        """Wait until the hostgroup's writer is no longer `refused_by` (or it is paused), or the deadline."""
         while time.monotonic() < deadline:
             table = self.routing
             online = [s.address for s in table.online(hostgroup)]
-            if hostgroup in table.held or (online and refused_by not in online):
+            if hostgroup in table.paused or (online and refused_by not in online):
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._routing_changed.wait(), min(deadline - time.monotonic(), 0.05))

@@ -23,11 +23,12 @@ class HostgroupTable:
     # read-only mapping's would be a method looked up by name on every statement.
     by_hostgroup: dict[int, tuple[MysqlServer, ...]] = field(default_factory=dict)
     write_blocked: Mapping[int, str] = field(default_factory=_empty_blocks)
-    # Writer hostgroups held during a switchover: writes wait instead of failing (issue: held queries).
-    held: frozenset[int] = frozenset()
-    # Why a hostgroup is held, when the reason is worth telling a client whose statement waited
+    # Writer hostgroups paused during a switchover (or by a proxy that fenced itself): writes
+    # wait instead of failing (issue: held queries).
+    paused: frozenset[int] = frozenset()
+    # Why a hostgroup is paused, when the reason is worth telling a client whose statement waited
     # in vain (a proxy that fenced itself off from the state store).
-    held_reasons: Mapping[int, str] = field(default_factory=_empty_blocks)
+    paused_reasons: Mapping[int, str] = field(default_factory=_empty_blocks)
 
     @classmethod
     def build(
@@ -35,8 +36,8 @@ class HostgroupTable:
         servers: Iterable[MysqlServer],
         write_blocked: Mapping[int, str] | None = None,
         version: int = 0,
-        held: frozenset[int] = frozenset(),
-        held_reasons: Mapping[int, str] | None = None,
+        paused: frozenset[int] = frozenset(),
+        paused_reasons: Mapping[int, str] | None = None,
     ) -> HostgroupTable:
         groups: dict[int, list[MysqlServer]] = {}
         for server in servers:
@@ -46,8 +47,8 @@ class HostgroupTable:
             version=version,
             by_hostgroup={hg: tuple(members) for hg, members in groups.items()},
             write_blocked=MappingProxyType(dict(write_blocked or {})),
-            held=held,
-            held_reasons=MappingProxyType(dict(held_reasons or {})),
+            paused=paused,
+            paused_reasons=MappingProxyType(dict(paused_reasons or {})),
         )
 
     def online(self, hostgroup: int) -> tuple[MysqlServer, ...]:

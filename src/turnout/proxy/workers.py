@@ -53,8 +53,8 @@ class Snapshot:
     servers: tuple[dict[str, Any], ...]
     write_blocked: dict[int, str]
     version: int
-    held: frozenset[int]
-    held_reasons: dict[int, str]
+    paused: frozenset[int]
+    paused_reasons: dict[int, str]
 
 
 def encode(config: RuntimeConfig, table: HostgroupTable) -> Snapshot:
@@ -68,7 +68,7 @@ def encode(config: RuntimeConfig, table: HostgroupTable) -> Snapshot:
         "variables": dict(config.variables),
     }
     servers = tuple(asdict(s) for members in table.by_hostgroup.values() for s in members)
-    return Snapshot(plain, servers, dict(table.write_blocked), table.version, table.held, dict(table.held_reasons))
+    return Snapshot(plain, servers, dict(table.write_blocked), table.version, table.paused, dict(table.paused_reasons))
 
 
 def decode(snapshot: Snapshot) -> tuple[RuntimeConfig, HostgroupTable]:
@@ -83,8 +83,8 @@ def decode(snapshot: Snapshot) -> tuple[RuntimeConfig, HostgroupTable]:
         variables=MappingProxyType(raw["variables"]),
     )
     table = HostgroupTable.build(
-        (MysqlServer(**s) for s in snapshot.servers), snapshot.write_blocked, snapshot.version, snapshot.held,
-        snapshot.held_reasons,
+        (MysqlServer(**s) for s in snapshot.servers), snapshot.write_blocked, snapshot.version, snapshot.paused,
+        snapshot.paused_reasons,
     )
     return config, table
 
