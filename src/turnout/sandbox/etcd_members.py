@@ -18,8 +18,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from turnout.sandbox import processes
 from turnout.sandbox.errors import SandboxError
 from turnout.sandbox.lab import Lab
+from turnout.sandbox.processes import pid_alive, process_state
 
 CLIENT_PORT = 2379
 PEER_PORT = 2380
@@ -31,22 +33,6 @@ def etcd_binary() -> str:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     raise SandboxError("etcd not found: apt-get install etcd-server (scripts/system-deps.sh installs it)")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
-
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0]
-    except OSError:
-        return "?"
 
 
 class EtcdMembers:
@@ -115,7 +101,7 @@ class EtcdMembers:
         except OSError:
             cmdline = ""
         # An empty command line: the process is between fork and exec (just started).
-        if _alive(pid) and (not cmdline or str(self._root(index) / "data") in cmdline):
+        if pid_alive(pid) and (not cmdline or str(self._root(index) / "data") in cmdline):
             return pid
         with contextlib.suppress(OSError):
             self._pid_file(index).unlink()
@@ -164,25 +150,15 @@ class EtcdMembers:
         except OSError:
             return "(no log)"
 
-    def _signal(self, index: int, sig: signal.Signals) -> int | None:
-        pid = self.pid(index)
-        if pid is not None:
-            os.kill(pid, sig)
-        return pid
-
     def kill(self, index: int) -> None:
         """SIGKILL: the member dies as in a crash."""
-        pid = self._signal(index, signal.SIGKILL)
+        pid = processes.send(self.pid(index), signal.SIGKILL)
         if pid is not None:
-            self._wait_exit(pid, 10)
+            processes.wait_exit(pid, 10)
 
     def stop(self, index: int, timeout: float = 20) -> None:
         pid = self.pid(index)
-        if pid is None:
-            return
-        os.kill(pid, signal.SIGCONT)
-        os.kill(pid, signal.SIGTERM)
-        if not self._wait_exit(pid, timeout):
+        if pid is not None and not processes.terminate(pid, timeout):
             self.kill(index)
 
     def stop_all(self, timeout: float = 2) -> None:
@@ -195,33 +171,22 @@ class EtcdMembers:
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for index, pid in running.items():
-            if not self._wait_exit(pid, max(0.0, deadline - time.monotonic())):
+            if not processes.wait_exit(pid, max(0.0, deadline - time.monotonic())):
                 self.kill(index)
 
     def pause(self, index: int) -> None:
         """SIGSTOP: the member hangs, its sockets stay open."""
-        if self._signal(index, signal.SIGSTOP) is None:
+        if processes.send(self.pid(index), signal.SIGSTOP) is None:
             raise SandboxError(f"etcd member {index} is not running")
 
     def resume(self, index: int) -> None:
-        self._signal(index, signal.SIGCONT)
-
-    @staticmethod
-    def _wait_exit(pid: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            if not _alive(pid):
-                return True
-            time.sleep(0.02)
-        return False
+        processes.send(self.pid(index), signal.SIGCONT)
 
     def status(self) -> list[dict[str, Any]]:
         rows = []
         for index in range(self.count):
             pid = self.pid(index)
-            state = "down" if pid is None else ("paused" if _state(pid) == "T" else "running")
+            state = "down" if pid is None else ("paused" if process_state(pid) == "T" else "running")
             rows.append({
                 "member": index,
                 "host": self.host(index),

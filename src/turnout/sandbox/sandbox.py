@@ -24,10 +24,13 @@ import pymysql
 import pymysql.cursors
 
 from turnout.certificates import generate_certificates
+from turnout.sandbox import processes
 from turnout.sandbox.config import ACCOUNTS, MANAGER, REPLICATION, NodePaths, account_sql, server_cnf
 from turnout.sandbox.errors import SandboxError as SandboxError
 from turnout.sandbox.etcd_members import EtcdMembers, etcd_binary
 from turnout.sandbox.lab import Lab
+from turnout.sandbox.processes import pid_alive as pid_alive
+from turnout.sandbox.processes import process_state
 
 META_FILE = "sandbox.json"
 LAB_MARIADB_PORT = 3306
@@ -92,21 +95,6 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return True
     return False
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child counts as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
 
 
 def _mariadb_version() -> str:
@@ -378,48 +366,27 @@ class Sandbox:
             self.resume(node.index)
             self.start(node.index, progress)
 
-    def _signal(self, index: int, sig: signal.Signals) -> int | None:
-        pid = self.pid(index)
-        if pid is not None:
-            os.kill(pid, sig)
-        return pid
-
     def kill(self, index: int) -> None:
         """SIGKILL: the server dies as in a crash."""
-        pid = self._signal(index, signal.SIGKILL)
+        pid = processes.send(self.pid(index), signal.SIGKILL)
         if pid is not None:
-            self._wait_exit(pid, 10)
+            processes.wait_exit(pid, 10)
             with contextlib.suppress(OSError):
                 self.node(index).paths.pid_file.unlink()
 
     def stop(self, index: int, timeout: float = 60) -> None:
         """Orderly shutdown; falls back to SIGKILL if the server does not stop in time."""
         pid = self.pid(index)
-        if pid is None:
-            return
-        os.kill(pid, signal.SIGCONT)  # a paused server cannot shut down
-        os.kill(pid, signal.SIGTERM)
-        if not self._wait_exit(pid, timeout):
+        if pid is not None and not processes.terminate(pid, timeout):
             self.kill(index)
 
     def pause(self, index: int) -> None:
         """SIGSTOP: the server hangs, its sockets stay open."""
-        if self._signal(index, signal.SIGSTOP) is None:
+        if processes.send(self.pid(index), signal.SIGSTOP) is None:
             raise SandboxError(f"node {index} is not running")
 
     def resume(self, index: int) -> None:
-        self._signal(index, signal.SIGCONT)
-
-    @staticmethod
-    def _wait_exit(pid: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            if not pid_alive(pid):
-                return True
-            time.sleep(0.02)
-        return False
+        processes.send(self.pid(index), signal.SIGCONT)
 
     def down(self, destroy: bool = False, progress: Progress = _quiet) -> None:
         try:
@@ -600,7 +567,7 @@ class Sandbox:
             rows.append(row)
             if row["pid"] is None:
                 continue
-            if _process_state(row["pid"]) == "T":
+            if process_state(row["pid"]) == "T":
                 row["state"] = "paused"
                 continue
             try:
@@ -647,14 +614,6 @@ def _wait_port_free(port: int, timeout: float) -> bool:
             return False
         time.sleep(0.05)
     return True
-
-
-def _process_state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0]
-    except OSError:
-        return "?"
 
 
 def _gtid_covers(applied: str, target: str) -> bool:
