@@ -11,19 +11,13 @@ from pathlib import Path
 import pytest
 
 from integration.ha.ha_harness import Link, Proc
-from integration.state.etcd_harness import EtcdServer, etcd_binary
-from turnout.sandbox.ports import free_port_block
+from integration.state.etcd_harness import EtcdServer, running_etcd
 
 
 @pytest.fixture(scope="session")
 def ha_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
-    etcd_binary()
-    server = EtcdServer(tmp_path_factory.mktemp("ha-etcd") / "member", free_port_block(2))
-    try:
-        server.start()
+    with running_etcd(tmp_path_factory.mktemp("ha-etcd")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @dataclass

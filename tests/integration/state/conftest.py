@@ -15,19 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from integration.state.etcd_harness import Backend, EtcdServer, etcd_binary
-from turnout.sandbox.ports import free_port_block
+from integration.state.etcd_harness import Backend, EtcdServer, running_etcd
 
 
 @pytest.fixture(scope="session")
 def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
-    etcd_binary()
-    server = EtcdServer(tmp_path_factory.mktemp("etcd") / "member", free_port_block(2))
-    try:
-        server.start()
+    with running_etcd(tmp_path_factory.mktemp("etcd")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["sqlite", "etcd"])

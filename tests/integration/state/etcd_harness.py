@@ -7,10 +7,13 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from turnout.sandbox.ports import free_port_block
 from turnout.state import StateStore, open_store
 
 ETCD_MISSING = "etcd is missing: run `make test`, which installs etcd-server (scripts/system-deps.sh)"
@@ -80,6 +83,17 @@ class EtcdServer:
             proc.kill()
             proc.wait()
 
+
+@contextmanager
+def running_etcd(directory: Path) -> Iterator[EtcdServer]:
+    """One etcd member with its data under `directory`, on free loopback ports; always stopped after."""
+    etcd_binary()
+    server = EtcdServer(directory / "member", free_port_block(2))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 class Backend:
