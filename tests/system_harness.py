@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,22 +71,42 @@ def start_turnout(box: Sandbox, workdir: Path, *extra: str) -> RunningTurnout:
     config = workdir / "turnout.toml"
     config.write_text(sandbox_config(box, workdir / "data", base, base + 1, api_port=base + 2))
     log = workdir / "turnout.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "turnout.cli", "up", "--config", str(config), *extra], stdout=out, stderr=out
-        )
+    process = spawn_turnout("up", config, log, *extra)
     running = RunningTurnout(box, base, base + 1, base + 2, process, log)
     wait_for(lambda: running.master() is not None, 30, "the manager to discover the sandbox")
     return running
 
 
-def stop_turnout(running: RunningTurnout) -> None:
-    running.process.terminate()
+def spawn_turnout(role: str, config: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """`turnout ROLE --config CONFIG EXTRA...` as a process, its output in `log`."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "turnout.cli", role, "--config", str(config), *extra], stdout=out, stderr=out
+        )
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM; SIGKILL if the process has not exited 15 s later."""
+    process.terminate()
     try:
-        running.process.wait(timeout=15)
+        process.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        running.process.kill()
-        running.process.wait(timeout=5)
+        process.kill()
+        process.wait(timeout=5)
+
+
+@contextmanager
+def turnout_process(role: str, config: Path, log: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`spawn_turnout`, stopped on leaving the block."""
+    process = spawn_turnout(role, config, log, *extra)
+    try:
+        yield process
+    finally:
+        stop_process(process)
+
+
+def stop_turnout(running: RunningTurnout) -> None:
+    stop_process(running.process)
 
 
 @pytest.fixture

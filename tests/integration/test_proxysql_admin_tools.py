@@ -12,6 +12,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
+from system_harness import stop_process
 from turnout.sandbox.config import APP
 from turnout.sandbox.deploy import sandbox_config
 from turnout.sandbox.ports import free_port_block
@@ -87,12 +88,7 @@ def turnout(sandbox: Sandbox, tmp_path: Path) -> Iterator[Running]:
             time.sleep(0.1)
         yield running
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def test_syncusers_script_runs_unchanged_and_the_users_log_in(

@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -32,6 +31,7 @@ import playwright.async_api as playwright_api
 import pymysql
 import pytest
 
+from system_harness import spawn_turnout, stop_process
 from turnout.sandbox.config import APP
 from turnout.sandbox.deploy import sandbox_config
 from turnout.sandbox.ports import free_port_block
@@ -87,20 +87,13 @@ async def turnout(make_sandbox: Any, tmp_path: Path) -> AsyncIterator[Turnout]:
         f'HTTPAuthPassword = "{OPERATOR[1]}"\n', 1)
     (tmp_path / "turnout.toml").write_text(config)
     log = tmp_path / "turnout.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "turnout.cli", "up", "--config", str(tmp_path / "turnout.toml")],
-                                   stdout=out, stderr=out)
+    process = spawn_turnout("up", tmp_path / "turnout.toml", log)
     running = Turnout(box, f"http://127.0.0.1:{base + 2}", base, process, log)
     try:
         await until(lambda: running.api("clusters-info")[1], "the manager to discover the sandbox", 30)
         yield running
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process)
 
 
 class Traffic(threading.Thread):

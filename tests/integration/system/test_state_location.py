@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pymysql
 import pytest
 
-from system_harness import wait_for
+from system_harness import turnout_process, wait_for
 from turnout.sandbox.config import APP
 from turnout.sandbox.deploy import sandbox_config
 from turnout.sandbox.ports import free_port_block
@@ -20,22 +18,6 @@ from turnout.sandbox.sandbox import Sandbox
 from turnout.state.sqlite import SQLiteStateStore
 
 pytestmark = pytest.mark.sandbox
-
-
-@contextmanager
-def _turnout(role: str, config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "turnout.cli", role, "--config", str(config)],
-                                   stdout=out, stderr=out)
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 def _api_clusters(port: int) -> list[dict[str, object]]:
@@ -60,8 +42,8 @@ def test_manager_and_proxy_from_one_file_follow_one_state(fresh_sandbox: Sandbox
     config.parent.mkdir()
     datadir = tmp_path / "data"
     config.write_text(sandbox_config(box, datadir, base, base + 1, api_port=base + 2))
-    with _turnout("manager", config, tmp_path / "manager.log") as manager, \
-            _turnout("proxy", config, tmp_path / "proxy.log") as proxy:
+    with turnout_process("manager", config, tmp_path / "manager.log") as manager, \
+            turnout_process("proxy", config, tmp_path / "proxy.log") as proxy:
         wait_for(lambda: bool(_api_clusters(base + 2)), 60, "the manager to discover the sandbox")
         assert (datadir / "turnout-state.db").exists()
         assert not (config.parent / "turnout-state.db").exists(), "the manager kept its state next to the file"
