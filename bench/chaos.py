@@ -39,7 +39,6 @@ from typing import Any
 from bench.common import (
     RESULTS_DIR,
     child,
-    install_signal_handlers,
     log,
     machine,
     sysbench_args,
@@ -55,6 +54,7 @@ from bench.switchover_pause import (
     _plan,
     kill,
     node_of,
+    run_bench,
     settled,
     takeover,
     wait_until,
@@ -405,16 +405,7 @@ def main() -> int:
     parser.add_argument("--sysbench-ps-mode", default="disable", choices=("disable", "auto"),
                         help="sysbench 1.0.20 can crash (SIGSEGV) reconnecting with server-side prepared statements")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "chaos.json")
-    args = parser.parse_args()
-    install_signal_handlers()
-    try:
-        return run(args)
-    except BenchFailed as exc:
-        log(f"FAILED: {exc}")
-        return 2
-    except KeyboardInterrupt:
-        log("interrupted; everything the benchmark started is stopped")
-        return 130
+    return run_bench(run, parser.parse_args())
 
 
 if __name__ == "__main__":

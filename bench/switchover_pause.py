@@ -562,10 +562,14 @@ def main() -> int:
     parser.add_argument("--monitor-interval-ms", type=int, default=500,
                         help="the proxy's ping / read_only / lag check interval (the sandbox config's default)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
-    args = parser.parse_args()
+    return run_bench(run, parser.parse_args())
+
+
+def run_bench(body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """`body(args)` with SIGTERM as an interrupt: 2 when the benchmark failed, 130 when interrupted."""
     install_signal_handlers()
     try:
-        return run(args)
+        return body(args)
     except BenchFailed as exc:
         log(f"FAILED: {exc}")
         return 2
