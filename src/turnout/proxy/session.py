@@ -681,9 +681,9 @@ class ClientSession:
             backend_statement = connection.statements[statement.sql]
             try:
                 backend_payload = execute_payload(payload, execute, backend_statement, statement.param_types)
-            except ValueError as exc:
+            except ValueError as malformed:
                 self.state.not_executed(connection)
-                self.state.send_error(c.ER_MALFORMED_PACKET, str(exc))
+                self.state.send_error(c.ER_MALFORMED_PACKET, str(malformed))
                 return
             self.state.arm_timeout(statement.rule, time.monotonic())
             caching = connection.caches_metadata

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from turnout.config.model import QueryRule
@@ -207,6 +207,7 @@ def test_restore_statements_turn_current_into_wanted(current: SessionSettings, w
 
 # ---- digests ----------------------------------------------------------------------------------------
 @given(any_sql)
+@example("0..0")  # a number's text right after another's: digesting the digest used to differ
 def test_digest_is_idempotent(sql: str) -> None:
     once = digest_text(sql)
     assert digest_text(once) == once
