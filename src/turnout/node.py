@@ -19,11 +19,10 @@ from turnout.config.file import ConfigFile
 from turnout.config.model import RuntimeConfig
 from turnout.fencing import FenceStatus, ProxyLease
 from turnout.metrics import MetricsServer
-from turnout.monitor.health import HealthSnapshot
 from turnout.monitor.logs import LOG_COLUMNS
 from turnout.monitor.monitor import Monitor
 from turnout.monitor.routing import RoutingSnapshot
-from turnout.monitor.routing import RoutingTable as HealthRouting
+from turnout.monitor.service import MonitoredRouting
 from turnout.output import UserError
 from turnout.proxy.hostgroups import HostgroupTable
 from turnout.proxy.proxy import Proxy, parse_interface
@@ -63,9 +62,8 @@ class Node:
             self.proxy = Proxy(self.runtime, datadir=self.datadir)
         except TlsSetupError as exc:
             raise UserError(str(exc)) from exc
-        self.monitor = Monitor(self.runtime, self._on_health)
-        self.health_routing = HealthRouting()
-        self.routing: RoutingSnapshot | None = None
+        # the monitor and the routing it yields; every change that matters reaches the proxy
+        self.monitored = MonitoredRouting(self.runtime, lambda _routing: self._apply_routing())
         self.published_masters: dict[int, tuple[str, int]] = {}
         self.held_hostgroups: frozenset[int] = frozenset()
         self.followed: dict[str, ClusterState] = {}  # each cluster's state as this proxy applies it
@@ -98,8 +96,8 @@ class Node:
         """LOAD ... TO RUNTIME: the new configuration, in force for the next statement."""
         self.runtime = config
         self.proxy.apply_config(config)
-        self.monitor.update_config(config)
-        self._reroute()  # also sends the new configuration to the workers
+        self.monitored.update_config(config)
+        self._apply_routing()  # also sends the new configuration to the workers
         if self._metrics_started:  # follow admin-restapi_* and admin-prometheus_exporter
             task = asyncio.get_running_loop().create_task(self._apply_metrics(config))
             self._background.add(task)
@@ -127,14 +125,12 @@ class Node:
                     row["Latency_us"] = server.ping_time_us
         return rows
 
-    def _on_health(self, health: HealthSnapshot) -> None:
-        self._reroute(health)
-
     def set_cluster_view(self, masters: Mapping[int, tuple[str, int]], held: frozenset[int]) -> None:
         """The manager's truth: the published master of each writer hostgroup, and holds."""
         self.published_masters = dict(masters)
         self.held_hostgroups = held
-        self._reroute()
+        self.monitored.update_published_masters(self.published_masters or None)
+        self._apply_routing()  # the holds may have changed alone
 
     def _fenced_hostgroups(self) -> frozenset[int]:
         """The hostgroups a proxy that fenced itself holds: every writer hostgroup, and the
@@ -147,11 +143,17 @@ class Node:
             held |= {p.reader_hostgroup for p in pairs}
         return frozenset(held)
 
-    def _reroute(self, health: HealthSnapshot | None = None) -> None:
-        snapshot = self.health_routing.update(
-            self.runtime, health or self.monitor.snapshot, self.published_masters or None, self.fences
-        )
-        self.routing = snapshot
+    @property
+    def monitor(self) -> Monitor:
+        return self.monitored.monitor
+
+    @property
+    def routing(self) -> RoutingSnapshot:
+        return self.monitored.routing
+
+    def _apply_routing(self) -> None:
+        """The routing in force, with the holds and this proxy's own fence, to the data path."""
+        snapshot = self.monitored.routing
         fenced = self._fenced_hostgroups()
         self.proxy.apply_routing(
             HostgroupTable.build(
@@ -172,7 +174,7 @@ class Node:
         return [dict(zip(columns, row, strict=False)) for row in self.monitor.log_rows(table)]
 
     def runtime_servers(self) -> tuple[Any, ...]:
-        return self.routing.servers if self.routing is not None else self.runtime.servers
+        return self.routing.servers
 
     # ---- the manager, in the same process ---------------------------------------------------
     def _manager_settings(self) -> ManagerSettings:
@@ -216,7 +218,7 @@ class Node:
             for address in self.fences.keys() - fences.keys():
                 log.info("%s:%d: fence lifted", *address)
             self.fences = fences
-            self._reroute()
+            self.monitored.update_fences(fences)
 
     async def _follow_fences(self) -> None:
         """Fences change without a cluster state changing (`turnout unfence`): poll them."""
@@ -250,7 +252,7 @@ class Node:
 
     def _on_fence(self, status: FenceStatus) -> None:
         self.fence = status
-        self._reroute()
+        self._apply_routing()
         if status.fenced:
             writers = {_address(c.master) for c in self.followed.values()}
             writers |= {s.address for s in self.runtime.servers
@@ -397,8 +399,8 @@ class Node:
                 log.warning("reading the fences from the state store failed: %s", exc)
             self._fence_task = asyncio.create_task(self._follow_fences(), name="turnout-follow-fences")
             await self._start_proxy_lease(self._manager_settings())
-        self._reroute()
-        await self.monitor.start()
+        self._apply_routing()
+        await self.monitored.start()
         await self._apply_metrics(self.runtime)
         self._metrics_started = True
         host, port = parse_interface(self.runtime.variable("mysql-interfaces", "127.0.0.1:6033"), 6033)
@@ -424,7 +426,7 @@ class Node:
         if self.workers is not None:
             self.workers.stop_reading()
             await asyncio.get_running_loop().run_in_executor(None, self.workers.stop)
-        await self.monitor.stop()
+        await self.monitored.stop()
         if self.admin is not None:
             await self.admin.stop()
 

@@ -55,7 +55,7 @@ def local_report(node: Node) -> ProxyReport:
         "client_connections": int(counters.get("Client_Connections_connected", "0")),
         "statements_held": int(counters.get("Statements_held", "0")),
         "held_hostgroups": sorted(node.held_hostgroups),
-        "write_blocked": {str(k): v for k, v in (routing.write_blocked.items() if routing else ())},
+        "write_blocked": {str(k): v for k, v in routing.write_blocked.items()},
         "writers": {str(hg): f"{host}:{port}" for hg, (host, port) in sorted(node.published_masters.items())},
         "epochs": {name: {"master": s.master, "epoch": s.epoch, "phase": s.phase}
                    for name, s in sorted(node.followed.items())},
@@ -75,7 +75,7 @@ class NodeProxy:
 
     def version(self) -> object:
         routing = self.node.routing
-        return (routing.servers if routing else None, routing.write_blocked if routing else None,
+        return (routing.servers, routing.write_blocked,
                 self.node.held_hostgroups, tuple(sorted(self.node.published_masters.items())))
 
 

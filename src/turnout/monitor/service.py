@@ -1,8 +1,8 @@
 """Monitor and routing together: a RoutingSnapshot kept current, for the proxy and the admin.
 
-Every health change, config load and published-masters change recomputes `effective_servers`
-(with the previous snapshot, for hysteresis and keep-current) on the loop, at once; `on_routing`
-is called only when the result differs in something the data path uses.
+Every health change, config load, published-masters change and fence change recomputes
+`effective_servers` (with the previous snapshot, for hysteresis and keep-current) on the loop, at
+once; `on_routing` is called only when the result differs in something the data path uses.
 """
 
 from __future__ import annotations
@@ -33,14 +33,16 @@ class MonitoredRouting:
         config: RuntimeConfig,
         on_routing: Callable[[RoutingSnapshot], None] | None = None,
         published_masters: Mapping[int, Address] | None = None,
+        fences: Mapping[Address, str] | None = None,
     ) -> None:
         self._config = config
         self._masters = published_masters
+        self._fences = fences
         self._on_routing = on_routing
         self._table = RoutingTable()
         self._changed = asyncio.Event()
         self.monitor = Monitor(config, self._health_changed)
-        self._routing = self._table.update(config, self.monitor.snapshot, published_masters)
+        self._routing = self._table.update(config, self.monitor.snapshot, published_masters, fences)
 
     @property
     def routing(self) -> RoutingSnapshot:
@@ -65,6 +67,11 @@ class MonitoredRouting:
         self._masters = published_masters
         self._recompute()
 
+    def update_fences(self, fences: Mapping[Address, str] | None) -> None:
+        """The manager's fences: each address out of all traffic, with its reason."""
+        self._fences = fences
+        self._recompute()
+
     async def wait_for(self, predicate: Callable[[RoutingSnapshot], bool], timeout: float) -> RoutingSnapshot:
         """The first routing snapshot (the current one included) for which `predicate` holds;
         re-evaluated after every health change, so it may also look at `health`."""
@@ -78,7 +85,7 @@ class MonitoredRouting:
 
     def _recompute(self) -> None:
         previous = self._routing
-        routing = self._table.update(self._config, self.monitor.snapshot, self._masters)
+        routing = self._table.update(self._config, self.monitor.snapshot, self._masters, self._fences)
         self._routing = routing
         # Wake every waiter, and give later ones a fresh event.
         self._changed.set()
