@@ -11,9 +11,11 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from turnout.api.proxies import ProxyReport
 from turnout.compiled import data_path_compiled
 from turnout.config.file import ConfigFile
 from turnout.config.model import RuntimeConfig
@@ -280,7 +282,6 @@ class Node:
         self.manager = ManagerService(settings, self.state_store, drain=self._drain)
         await self.manager.start()
         host, _, port = settings.ListenAddress.rpartition(":")
-        from turnout.api.proxies import NodeProxy
 
         host = host or "127.0.0.1"
         self.api_runner = await serve(self.manager, host, int(port), NodeProxy(self))
@@ -445,3 +446,53 @@ class Node:
 def _address(key: str) -> tuple[str, int]:
     host, _, port = key.rpartition(":")
     return (host, int(port))
+
+
+def local_report(node: Node) -> ProxyReport:
+    """The proxy in this process: servers in force, pools, counters, holds and epochs applied."""
+    servers = [
+        {"hostgroup": s.hostgroup_id, "address": f"{s.hostname}:{s.port}", "status": s.status,
+         "weight": s.weight, "max_replication_lag": s.max_replication_lag, "comment": s.comment}
+        for s in node.runtime_servers()
+    ]
+    pools = [
+        {"hostgroup": row["hostgroup"], "address": f"{row['srv_host']}:{row['srv_port']}", "status": row["status"],
+         "used": row["ConnUsed"], "free": row["ConnFree"], "ok": row["ConnOK"], "errors": row["ConnERR"],
+         "queries": row["Queries"], "latency_us": row["Latency_us"]}
+        for row in node.stats_table("stats_mysql_connection_pool") or []
+    ]
+    counters = {str(r["Variable_Name"]): str(r["Variable_Value"]) for r in node.stats_table("stats_mysql_global") or []}
+    routing = node.routing
+    return {
+        "name": "local",
+        "where": "in the manager's process",
+        "listen": node.runtime.variable("mysql-interfaces", "127.0.0.1:6033"),
+        "at": time.time(),
+        "servers": servers,
+        "pools": pools,
+        "questions": int(counters.get("Questions", "0")),
+        "client_connections": int(counters.get("Client_Connections_connected", "0")),
+        "statements_held": int(counters.get("Statements_held", "0")),
+        "held_hostgroups": sorted(node.held_hostgroups),
+        "write_blocked": {str(k): v for k, v in routing.write_blocked.items()},
+        "writers": {str(hg): f"{host}:{port}" for hg, (host, port) in sorted(node.published_masters.items())},
+        "epochs": {name: {"master": s.master, "epoch": s.epoch, "phase": s.phase}
+                   for name, s in sorted(node.followed.items())},
+        "registered_as": node.proxy_lease.id if node.proxy_lease is not None else None,
+        "fenced": node.fence.reason if node.fence.fenced else None,
+    }
+
+
+class NodeProxy:
+    """The proxy of a `turnout up` process."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def report(self) -> ProxyReport:
+        return local_report(self.node)
+
+    def version(self) -> object:
+        routing = self.node.routing
+        return (routing.servers, routing.write_blocked,
+                self.node.held_hostgroups, tuple(sorted(self.node.published_masters.items())))

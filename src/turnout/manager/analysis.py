@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from turnout.state.base import ClusterState
 from turnout.topology.model import Instance
 
 NO_PROBLEM = "NoProblem"
@@ -102,6 +103,15 @@ class Finding:
     @property
     def recoverable_master_failure(self) -> bool:
         return self.code in MASTER_RECOVERABLE
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """A cluster as the manager last saw it: its published state, the snapshot, what analysis found."""
+
+    state: ClusterState
+    snapshot: Snapshot
+    findings: tuple[Finding, ...]
 
 
 def analyze(snapshot: Snapshot) -> list[Finding]:

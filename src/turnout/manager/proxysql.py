@@ -19,65 +19,22 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from turnout.manager.settings import ManagerSettings, ProxySQLTarget
 from turnout.state.base import ClusterState
 from turnout.topology.connection import Credentials, ServerError, connect, query
 from turnout.topology.flavors import sql_string
 from turnout.topology.model import split_key
 
 if TYPE_CHECKING:
-    from turnout.manager.service import ManagerService
+    from turnout.manager.analysis import ClusterView
+    from turnout.state.base import StateStore
+    from turnout.topology.model import Instance
 
 log = logging.getLogger("turnout.manager.proxysql")
 
 Row = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ProxySQLTarget:
-    """One `[[manager.proxysql]]` entry."""
-
-    address: str  # the admin interface, HOST:PORT
-    user: str = "admin"
-    password: str = "admin"
-    cluster: str = ""  # the cluster it fronts (name, alias or member); "" = the only cluster
-    writer_hostgroup: int | None = None  # both unset: read from its mysql_replication_hostgroups
-    reader_hostgroup: int | None = None
-    name: str = ""
-
-    @property
-    def label(self) -> str:
-        return self.name or self.address
-
-
-def parse_targets(entries: Any) -> tuple[ProxySQLTarget, ...]:
-    """The `[[manager.proxysql]]` array of tables, checked; ValueError says what is wrong."""
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise ValueError("proxysql must be an array of tables: [[manager.proxysql]]")
-    known = {"address", "user", "password", "cluster", "writer_hostgroup", "reader_hostgroup", "name"}
-    targets = []
-    for number, entry in enumerate(entries, 1):
-        where = f"[[manager.proxysql]] #{number}"
-        unknown = sorted(set(entry) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown key {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
-        address = entry.get("address")
-        if not isinstance(address, str):
-            raise ValueError(f"{where}: address = \"HOST:PORT\" of its admin interface is required")
-        split_key(address)
-        for text in ("user", "password", "cluster", "name"):
-            if not isinstance(entry.get(text, ""), str):
-                raise ValueError(f"{where}: {text} must be a string")
-        groups = [entry.get("writer_hostgroup"), entry.get("reader_hostgroup")]
-        if any(g is not None and (isinstance(g, bool) or not isinstance(g, int) or g < 0) for g in groups):
-            raise ValueError(f"{where}: writer_hostgroup and reader_hostgroup are hostgroup numbers")
-        if (groups[0] is None) != (groups[1] is None) or (groups[0] is not None and groups[0] == groups[1]):
-            raise ValueError(f"{where}: give both writer_hostgroup and reader_hostgroup (different), or neither "
-                             "to read them from its mysql_replication_hostgroups")
-        targets.append(ProxySQLTarget(address, entry.get("user", "admin"), entry.get("password", "admin"),
-                                      entry.get("cluster", ""), groups[0], groups[1], entry.get("name", "")))
-    return tuple(targets)
 
 
 # ---- what the hostgroups must hold: pure ---------------------------------------------------------------
@@ -163,8 +120,23 @@ class ProxyStatus:
                 "Writes": self.writes}
 
 
+class Manager(Protocol):
+    """What the driver reads of the manager (`ManagerService`)."""
+
+    settings: ManagerSettings
+    store: StateStore
+    views: dict[str, ClusterView]
+    instances: dict[str, Instance]
+    cluster_of: dict[str, str]
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    def resolve_cluster(self, hint: str) -> ClusterView: ...
+
+
 class ProxySQLDriver:
-    def __init__(self, service: ManagerService, targets: Sequence[ProxySQLTarget]) -> None:
+    def __init__(self, service: Manager, targets: Sequence[ProxySQLTarget]) -> None:
         self.service, self.targets = service, tuple(targets)
         self.status: dict[tuple[str, str], ProxyStatus] = {}
         self._wake = asyncio.Event()

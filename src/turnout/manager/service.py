@@ -13,10 +13,9 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
 
 from turnout.manager import analysis, detections, switches
-from turnout.manager.analysis import Finding, Snapshot
+from turnout.manager.analysis import ClusterView, Finding, Snapshot
 from turnout.manager.checks import SettingsFinding, slow_detection, unsafe_semi_sync
 from turnout.manager.leadership import LEASE, LeaderLease, LeadershipLost, leader_address
 from turnout.manager.proxysql import ProxySQLDriver, combine
@@ -50,13 +49,6 @@ class NotLeader(ManagerError):
     def __init__(self, message: str, leader: str | None) -> None:
         super().__init__(message)
         self.leader = leader
-
-
-@dataclass(frozen=True)
-class ClusterView:
-    state: ClusterState
-    snapshot: Snapshot
-    findings: tuple[Finding, ...]
 
 
 def assign_clusters(

@@ -7,14 +7,12 @@ from typing import Any
 import pytest
 
 from turnout.manager.proxysql import (
-    ProxySQLTarget,
     desired_rows,
     needs_write,
-    parse_targets,
     rewrite_statements,
     runtime_matches,
 )
-from turnout.manager.settings import ManagerSettings, SettingsError
+from turnout.manager.settings import ManagerSettings, ProxySQLTarget, SettingsError, parse_targets
 from turnout.state.base import ClusterState
 
 
