@@ -1,11 +1,8 @@
-"""The session's policy (proxy/decisions.py), exhaustively and by property; and the shape of
-proxy/ (no import circle)."""
+"""The session's policy (proxy/decisions.py), exhaustively and by property."""
 
 from __future__ import annotations
 
-import ast
 import itertools
-from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -200,30 +197,6 @@ def test_hostgroup_for() -> None:
 def test_breaks_connection_exhaustively() -> None:
     for code, surplus in itertools.product([None, 1064, 1290, 2013, *CONNECTION_ENDING_ERRORS], [False, True]):
         assert breaks_connection(code, surplus) == (surplus or code in CONNECTION_ENDING_ERRORS)
-
-
-def test_no_import_circle_in_proxy() -> None:
-    """Every import inside proxy/, TYPE_CHECKING ones included: the graph has no cycle."""
-    package = Path(__file__).parents[3] / "src" / "turnout" / "proxy"
-    graph: dict[str, set[str]] = {}
-    for path in package.glob("*.py"):
-        imports = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("turnout.proxy."):
-                imports.add(node.module.rsplit(".", 1)[1])
-        graph[path.stem] = imports
-    done: set[str] = set()
-
-    def visit(module: str, path: tuple[str, ...]) -> None:
-        assert module not in path, f"import circle: {' -> '.join((*path, module))}"
-        if module in done:
-            return
-        for imported in graph.get(module, ()):
-            visit(imported, (*path, module))
-        done.add(module)
-
-    for module in graph:
-        visit(module, ())
 
 
 def test_after_loss_exhaustively() -> None:
