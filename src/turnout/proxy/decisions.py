@@ -20,11 +20,13 @@ connection, or whether a response leaves its connection unusable.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
 from turnout.protocol import constants as c
-from turnout.proxy.backend import BackendConnection
+from turnout.proxy.backend import BackendConnection, ServerAddress
+from turnout.proxy.causal import Position, covers
 from turnout.proxy.errors import CONNECTION_ENDING_ERRORS
 from turnout.proxy.rules import RuleOutcome
 from turnout.proxy.statement import Keep, StatementInfo
@@ -319,3 +321,57 @@ def at_session_end(reasons: frozenset[Keep], busy: bool, usable: bool) -> AtEnd:
     if busy or not usable or reasons & _NOT_RESETTABLE:
         return AtEnd.CLOSE
     return AtEnd.RESET if reasons else AtEnd.POOL
+
+
+# ---- causal reads -------------------------------------------------------------------------------
+# mysql-causal_reads: which reads wait for writes made before them.
+CAUSAL_USER = "user"  # as each user's causal_reads and each rule's gtid_from_hostgroup say
+CAUSAL_SESSION = "session"  # every session reads its own writes
+CAUSAL_GLOBAL = "global"  # every read sees every write this proxy acknowledged before it
+CAUSAL_MODES = (CAUSAL_USER, CAUSAL_SESSION, CAUSAL_GLOBAL)
+CAUSAL_OFF = "off"  # (a read's mode only) it waits for nothing
+
+
+def causal_mode(proxy_mode: str, user_causal_reads: int, rule_gtid_from_hostgroup: int | None) -> str:
+    """Which writes a read must see: CAUSAL_GLOBAL (every write the proxy acknowledged before it:
+    mysql-causal_reads = global), CAUSAL_SESSION (its session's own: mysql-causal_reads =
+    session, the user's causal_reads = 1, or its query rule's gtid_from_hostgroup, ProxySQL's
+    column for the same), else CAUSAL_OFF."""
+    if proxy_mode == CAUSAL_GLOBAL:
+        return CAUSAL_GLOBAL
+    if proxy_mode == CAUSAL_SESSION or user_causal_reads or rule_gtid_from_hostgroup is not None:
+        return CAUSAL_SESSION
+    return CAUSAL_OFF
+
+
+class CausalRoute(Enum):
+    """Where a read that must see earlier writes goes."""
+
+    ANY = "nothing to wait for: where its routing says"
+    CAUGHT_UP = "a replica the proxy already knows has applied the writes"
+    WAIT = "a replica, after waiting there (bounded by mysql-causal_reads_timeout) for the writes"
+    WRITER = "the writer of its replication pair, which has every write"
+
+
+def causal_route(
+    wanted: Position | None,
+    candidates: Sequence[tuple[ServerAddress, Position | None]],
+    timeout_ms: int,
+) -> tuple[CausalRoute, tuple[ServerAddress, ...]]:
+    """Where a read goes that must see the writes `wanted` (a position: the session's last
+    writes, or the proxy's, as `causal_mode` says; None or empty when there were none), given the
+    replicas that may serve it (the ONLINE servers of its reader hostgroup) and the position each
+    is known to have applied (seen by the monitor, or by an earlier wait; None when unknown).
+
+    A replica known to be past the writes serves it at once (CAUGHT_UP, with those replicas);
+    otherwise it waits on one of them for the writes, up to `timeout_ms` (WAIT, with every
+    candidate), and goes to the writer when that times out; with no candidate, or waiting off
+    (`timeout_ms` 0), it goes to the writer at once."""
+    if not wanted:
+        return CausalRoute.ANY, ()
+    caught_up = tuple(address for address, seen in candidates if seen is not None and covers(seen, wanted))
+    if caught_up:
+        return CausalRoute.CAUGHT_UP, caught_up
+    if not candidates or timeout_ms <= 0:
+        return CausalRoute.WRITER, ()
+    return CausalRoute.WAIT, tuple(address for address, _ in candidates)

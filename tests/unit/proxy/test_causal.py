@@ -1,0 +1,170 @@
+"""Causal reads: the OK packet's GTID, the SQL per flavour (MySQL's only here: MySQL cannot be
+installed, MariaDB's also runs live), positions, and the routing decision."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from turnout.protocol.constants import SERVER_SESSION_STATE_CHANGED
+from turnout.protocol.generic import parse_ok
+from turnout.protocol.packets import encode_packet, write_lenenc_bytes
+from turnout.proxy.causal import (
+    MARIADB,
+    MYSQL,
+    covers,
+    covers_set,
+    flavour_of,
+    merged,
+    parse_position,
+    position_text,
+    strip_ok_packet,
+    track_sql,
+    wait_reached,
+    wait_sql,
+    without_session_state,
+    written_gtid,
+)
+from turnout.proxy.decisions import (
+    CAUSAL_GLOBAL,
+    CAUSAL_OFF,
+    CAUSAL_SESSION,
+    CAUSAL_USER,
+    CausalRoute,
+    causal_mode,
+    causal_route,
+)
+
+# OK packets as MariaDB 10.11 sent them with CLIENT_SESSION_TRACK and last_gtid tracked.
+MARIADB_INSERT_OK = b"\x00\x01\x01\x02@\x00\x00\x00\x13\x00\x11\tlast_gtid\x060-1-13"
+MARIADB_UPDATE_OK = (
+    b'\x00\x01\x00"@\x00\x00(Rows matched: 1  Changed: 1  Warnings: 0\x13\x00\x11\tlast_gtid\x060-1-14'
+)
+MARIADB_PLAIN_UPDATE_OK = b"\x00\x00\x00\x02\x00\x00\x00(Rows matched: 0  Changed: 0  Warnings: 0"
+UUID = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
+
+
+def mysql_own_gtid_ok(gtid: str, info: bytes = b"") -> bytes:
+    """An OK packet as MySQL documents it with session_track_gtids = OWN_GTID: a
+    SESSION_TRACK_GTIDS (3) entry, its encoding specification 0, then the GTID."""
+    entry = bytes([0]) + write_lenenc_bytes(gtid.encode())
+    state = bytes([3]) + write_lenenc_bytes(entry)
+    return b"\x00\x01\x00" + (0x4002).to_bytes(2, "little") + b"\x00\x00" + write_lenenc_bytes(info) + write_lenenc_bytes(state)
+
+
+def test_mariadb_last_gtid_is_read_from_the_ok_packet() -> None:
+    assert written_gtid(MARIADB_INSERT_OK) == "0-1-13"
+    assert written_gtid(MARIADB_UPDATE_OK) == "0-1-14"
+    assert written_gtid(MARIADB_PLAIN_UPDATE_OK) is None
+    assert written_gtid(b"\x00\x00\x00\x02\x00\x00\x00") is None
+
+
+def test_mysql_own_gtid_is_read_from_the_ok_packet() -> None:
+    assert written_gtid(mysql_own_gtid_ok(f"{UUID}:23")) == f"{UUID}:23"
+    assert written_gtid(mysql_own_gtid_ok(f"{UUID}:24", b"Rows matched: 1")) == f"{UUID}:24"
+
+
+def test_stripped_ok_is_what_a_client_without_session_tracking_gets() -> None:
+    # no message: nothing after the warnings (MariaDB sends no empty info then)
+    assert without_session_state(MARIADB_INSERT_OK) == b"\x00\x01\x01\x02\x00\x00\x00"
+    # a message stays, length-encoded as the server sends it either way
+    assert without_session_state(MARIADB_UPDATE_OK) == (
+        b'\x00\x01\x00"\x00\x00\x00(Rows matched: 1  Changed: 1  Warnings: 0'
+    )
+    assert without_session_state(MARIADB_PLAIN_UPDATE_OK) is MARIADB_PLAIN_UPDATE_OK
+    stripped = parse_ok(without_session_state(mysql_own_gtid_ok(f"{UUID}:23")))
+    assert stripped.status_flags & SERVER_SESSION_STATE_CHANGED == 0
+    assert (stripped.affected_rows, stripped.warnings, stripped.info) == (1, 0, b"")
+
+
+def test_strip_ok_packet_rewrites_the_header_too() -> None:
+    packet = encode_packet(MARIADB_INSERT_OK, 1)
+    assert strip_ok_packet(packet) == encode_packet(b"\x00\x01\x01\x02\x00\x00\x00", 1)
+    assert strip_ok_packet(encode_packet(MARIADB_PLAIN_UPDATE_OK, 1)) is None  # nothing to strip
+    assert strip_ok_packet(packet + packet) is None  # not one packet: left alone
+    assert strip_ok_packet(encode_packet(b"\x01\x02", 1)) is None
+
+
+def test_tracking_sql_per_flavour() -> None:
+    assert "session_track_system_variables = 'last_gtid'" in track_sql(MARIADB)
+    assert track_sql(MYSQL).startswith("SET SESSION session_track_gtids = OWN_GTID")
+    assert flavour_of("5.5.5-10.11.19-MariaDB-0+deb12u1") == MARIADB
+    assert flavour_of("8.0.36") == MYSQL
+
+
+def test_wait_sql_per_flavour() -> None:
+    assert wait_sql(MARIADB, "0-0-14", 1500) == "SELECT MASTER_GTID_WAIT('0-0-14', 1.5)"
+    assert wait_sql(MYSQL, f"{UUID}:1-23", 250) == f"SELECT WAIT_FOR_EXECUTED_GTID_SET('{UUID}:1-23', 0.25)"
+    assert wait_sql(MYSQL, "x'y", 1000) == "SELECT WAIT_FOR_EXECUTED_GTID_SET('x''y', 1)"
+    # 0 when reached; MariaDB's -1 and MySQL's 1 are timeouts, NULL an error
+    assert wait_reached(b"0")
+    assert not wait_reached(b"-1")
+    assert not wait_reached(b"1")
+    assert not wait_reached(None)
+
+
+def test_positions() -> None:
+    assert parse_position(MARIADB, "0-1-14,1-2-3") == {"0": 14, "1": 3}
+    assert parse_position(MYSQL, f"{UUID.upper()}:1-5:7") == {UUID: 7}
+    assert position_text(MARIADB, {"0": 14, "1": 3}) == "0-0-14,1-0-3"
+    assert position_text(MYSQL, {UUID: 7}) == f"{UUID}:1-7"
+    with pytest.raises(ValueError):
+        parse_position(MARIADB, "0-14")
+    with pytest.raises(ValueError):
+        parse_position(MYSQL, UUID)
+    assert covers_set(MARIADB, "0-1-20", {"0": 14})
+    assert not covers_set(MARIADB, "0-1-13", {"0": 14})
+    assert not covers_set(MARIADB, "garbage", {"0": 14})
+    # MySQL: a gap below the highest applied number is not applied
+    assert covers_set(MYSQL, f"{UUID}:1-30", {UUID: 23})
+    assert not covers_set(MYSQL, f"{UUID}:1-20:22-30", {UUID: 23})
+    assert not covers_set(MYSQL, f"{UUID}:1-20", {UUID: 23})
+
+
+positions = st.dictionaries(st.sampled_from(["0", "1", "2"]), st.integers(0, 20), max_size=3)
+
+
+@given(positions, positions, positions)
+def test_merged_covers_both_and_is_the_least_such(a: dict[str, int], b: dict[str, int], c: dict[str, int]) -> None:
+    both = merged(a, b)
+    assert covers(both, a) and covers(both, b)
+    if covers(c, a) and covers(c, b):
+        assert covers(c, both)
+    assert covers(a, a)
+    assert merged(a, b) == merged(b, a)
+
+
+def test_causal_mode() -> None:
+    assert causal_mode(CAUSAL_USER, 0, None) == CAUSAL_OFF
+    assert causal_mode(CAUSAL_USER, 1, None) == CAUSAL_SESSION
+    assert causal_mode(CAUSAL_USER, 0, 10) == CAUSAL_SESSION  # the rule's gtid_from_hostgroup
+    assert causal_mode(CAUSAL_SESSION, 0, None) == CAUSAL_SESSION
+    assert causal_mode(CAUSAL_GLOBAL, 0, None) == CAUSAL_GLOBAL
+    assert causal_mode(CAUSAL_GLOBAL, 1, 10) == CAUSAL_GLOBAL
+
+
+addresses = st.sampled_from([("127.0.0.1", 3307), ("127.0.0.1", 3308), ("127.0.0.1", 3309)])
+candidates = st.lists(st.tuples(addresses, st.none() | positions), max_size=3, unique_by=lambda c: c[0])
+
+
+@given(st.none() | positions, candidates, st.integers(0, 5000))
+def test_causal_route(
+    wanted: dict[str, int] | None, found: list[tuple[tuple[str, int], dict[str, int] | None]], timeout_ms: int
+) -> None:
+    route, where = causal_route(wanted, found, timeout_ms)
+    caught_up = [a for a, seen in found if seen is not None and covers(seen, wanted or {})]
+    if not wanted:
+        assert (route, where) == (CausalRoute.ANY, ())
+    elif caught_up:
+        # never a wait when a replica is known to have the writes; only such replicas
+        assert route is CausalRoute.CAUGHT_UP
+        assert list(where) == caught_up
+    elif found and timeout_ms > 0:
+        assert route is CausalRoute.WAIT
+        assert list(where) == [a for a, _ in found]
+    else:
+        assert (route, where) == (CausalRoute.WRITER, ())
+    # a replica not known to have the writes never serves the read without a wait
+    if route is CausalRoute.CAUGHT_UP:
+        assert all(covers(dict(found)[a] or {}, wanted or {}) for a in where)
