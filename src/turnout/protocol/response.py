@@ -2,8 +2,17 @@
 
 The framer walks packet headers in the byte stream. It keeps only the packets it must read
 (the first packet of a result set, column-count, EOF / OK / ERR, PrepareOk); rows and column
-definitions are skipped by counting down their lengths. Classic EOF framing only: the proxy
-never negotiates CLIENT_DEPRECATE_EOF.
+definitions are skipped by counting down their lengths.
+
+CLIENT_DEPRECATE_EOF (`deprecate_eof`): where both sides agreed on it, no EOF follows column
+definitions (of a result set or a PrepareOk), and what ends rows (and COM_FIELD_LIST's
+definitions, and answers COM_SET_OPTION) is an OK packet with the EOF's header 0xFE, of any
+length short of a continued packet (session tracking may lengthen it). A row never starts with
+0xFE below 16 MiB (0xFE starts a length of 2**24 or more), so the header alone tells it apart.
+
+MariaDB's progress reports (MARIADB_CLIENT_PROGRESS): while a long statement runs (ALTER TABLE,
+LOAD DATA…), the server may send ERR packets with error code 0xFFFF before its answer. They are
+not the answer: the framer passes over them.
 
 MariaDB's metadata caching (MARIADB_CLIENT_CACHE_METADATA): where both sides agreed on it, a
 result's column-count packet carries one more byte, 1 when column definitions follow and 0 when
@@ -56,6 +65,15 @@ _PREP_COLUMNS_EOF = 9
 _PEEKING = frozenset({_COLUMNS, _ROWS, _FIELDS, _PREP_PARAMS, _PREP_COLUMNS})
 # Column definitions, kept when asked (`keep_columns`).
 _DEFINITIONS = frozenset({_COLUMNS, _PREP_COLUMNS})
+# A packet shorter than this that starts with 0xFE ends a list: 9 for a classic EOF, any length
+# short of a continued packet for the OK that stands in for it (CLIENT_DEPRECATE_EOF).
+_EOF_LIMIT = 9
+_OK_EOF_LIMIT = MAX_PAYLOAD
+
+
+def is_progress_report(payload: bytes | bytearray) -> bool:
+    """A MariaDB progress report: an ERR packet with error code 0xFFFF, never a final answer."""
+    return len(payload) >= 3 and payload[0] == 0xFF and payload[1] == 0xFF and payload[2] == 0xFF
 
 
 class ResponseFramer:
@@ -64,6 +82,7 @@ class ResponseFramer:
     __slots__ = (
         "_collect",
         "_continues",
+        "_eof_limit",
         "_expect_seq",
         "_header",
         "_in_payload",
@@ -74,6 +93,7 @@ class ResponseFramer:
         "_state",
         "columns",
         "command",
+        "deprecate_eof",
         "done",
         "error",
         "keep_columns",
@@ -87,8 +107,10 @@ class ResponseFramer:
         "warnings",
     )
 
-    def __init__(self, command: int, keep_columns: bool = False) -> None:
+    def __init__(self, command: int, keep_columns: bool = False, deprecate_eof: bool = False) -> None:
         self.command = command
+        self.deprecate_eof = deprecate_eof
+        self._eof_limit = _OK_EOF_LIMIT if deprecate_eof else _EOF_LIMIT
         # Keep the column definitions of a PrepareOk or of the first result set in `columns`
         # (None when none were sent); `metadata_omitted` says the first result set left them out.
         self.keep_columns = keep_columns
@@ -152,7 +174,7 @@ class ResponseFramer:
             if self._peek:
                 self._peek = False
                 first = data[pos]
-                if first == 0xFF or (first == 0xFE and self._remaining < 9 and not self._continues):
+                if first == 0xFF or (first == 0xFE and self._remaining < self._eof_limit and not self._continues):
                     self._collect = bytearray()
             if self._collect is not None:
                 self._collect += data[pos : pos + take]
@@ -177,7 +199,7 @@ class ResponseFramer:
             self._expect_seq = (seq + 1) & 0xFF
             self.last_seq = seq
             first = data[pos + 4]
-            if self._skips() and first != 0xFF and not (first == 0xFE and length < 9):
+            if self._skips() and first != 0xFF and not (first == 0xFE and length < self._eof_limit):
                 payload = None
             else:
                 payload = bytearray(data[pos + 4 : stop])
@@ -241,9 +263,8 @@ class ResponseFramer:
                 self._finish_err(payload)
                 return
             self.result_sets += 1
-            eof = parse_eof(payload)
-            self.warnings = eof.warnings
-            self._after_result(eof.status_flags)
+            status, self.warnings = self._end_of_list(payload)
+            self._after_result(status)
         elif state in (_COLUMNS, _PREP_PARAMS, _PREP_COLUMNS):
             if payload is not None:  # None: skipped unread (it was no ERR or EOF)
                 if not payload:  # kept definitions are collected whole, an empty one too
@@ -251,13 +272,16 @@ class ResponseFramer:
                 if payload[0] == 0xFF:
                     self._finish_err(payload)
                     return
-                if self._skips() or (payload[0] == 0xFE and len(payload) < 9):
+                if self._skips() or (payload[0] == 0xFE and len(payload) < self._eof_limit):
                     raise MalformedPacket("EOF before the announced number of column definitions")
                 if self.columns is not None:
                     self.columns.append(bytes(payload))
             self._left -= 1
             if self._left == 0:
-                self._state = state + 1
+                if self.deprecate_eof:  # no EOF follows the definitions
+                    self._on_definitions_eof(state + 1, self.status_flags)
+                else:
+                    self._state = state + 1
         elif state in (_COLUMNS_EOF, _PREP_PARAMS_EOF, _PREP_COLUMNS_EOF):
             self._on_definitions_eof(state, self._eof_or_err(payload))
         elif state == _FIRST:
@@ -268,14 +292,22 @@ class ResponseFramer:
             if payload[0] == 0xFF:
                 self._finish_err(payload)
                 return
-            eof = parse_eof(payload)
-            self.status_flags, self.warnings = eof.status_flags, eof.warnings
+            self.status_flags, self.warnings = self._end_of_list(payload)
             self.done = True
         else:  # _SINGLE
             if payload and payload[0] == 0xFF:
                 self._finish_err(payload)
             else:
                 self.done = True
+
+    def _end_of_list(self, payload: bytearray) -> tuple[int, int]:
+        """The status flags and warning count of what ends a list: an EOF, or with
+        CLIENT_DEPRECATE_EOF the OK packet with header 0xFE."""
+        if self.deprecate_eof:
+            ok = parse_ok(payload)
+            return ok.status_flags, ok.warnings
+        eof = parse_eof(payload)
+        return eof.status_flags, eof.warnings
 
     def _eof_or_err(self, payload: bytearray | None) -> int | None:
         """The status flags of an EOF; None (and the response is over) for an ERR."""
@@ -291,7 +323,9 @@ class ResponseFramer:
             return
         self.status_flags = flags
         if state == _COLUMNS_EOF:
-            if self.command == COM_STMT_EXECUTE and flags & SERVER_STATUS_CURSOR_EXISTS:
+            if self.deprecate_eof:  # a cursor's status comes in the OK that ends the (empty) rows
+                self._state = _ROWS
+            elif self.command == COM_STMT_EXECUTE and flags & SERVER_STATUS_CURSOR_EXISTS:
                 # Rows come later, through COM_STMT_FETCH.
                 self.result_sets += 1
                 self.done = True
@@ -316,12 +350,13 @@ class ResponseFramer:
             self.warnings = ok.warnings
             self._after_result(ok.status_flags)
         elif first == 0xFF:
+            if is_progress_report(payload):
+                return  # the answer is still to come
             self._finish_err(payload)
         elif first == 0xFB:
             self.local_infile = True
-        elif first == 0xFE and len(payload) < 9:
-            eof = parse_eof(payload)
-            self.status_flags, self.warnings = eof.status_flags, eof.warnings
+        elif first == 0xFE and len(payload) < self._eof_limit:
+            self.status_flags, self.warnings = self._end_of_list(payload)
             self.done = True
         else:
             count, used = read_lenenc_int(payload, 0)
@@ -333,7 +368,7 @@ class ResponseFramer:
                 if payload[used] > 1 or used + 1 != len(payload):
                     raise MalformedPacket("bad column count packet")
                 if payload[used] == 0:
-                    self._state = _COLUMNS_EOF
+                    self._state = _ROWS if self.deprecate_eof else _COLUMNS_EOF
                     if self.result_sets == 0:
                         self.metadata_omitted = True
                     return
@@ -392,10 +427,11 @@ class WholeResultSet:
         self.status_flags = status_flags
 
 
-def whole_result_set(data: bytes) -> int:
+def whole_result_set(data: bytes, deprecate_eof: bool = False) -> int:
     """The final status flags when `data` is exactly one complete result set and nothing more
     (column count under 251 with or without metadata caching's byte, its column definitions
-    unless that byte left them out, EOF, rows, EOF without "more results" and without warnings:
+    unless that byte left them out, EOF (none with `deprecate_eof`), rows, then the EOF (with
+    `deprecate_eof`, the OK with header 0xFE) without "more results" and without warnings:
     a statement with warnings keeps its connection for SHOW WARNINGS, which the framer says);
     -1 for anything else, which `ResponseFramer` then reads packet by packet.
 
@@ -418,6 +454,8 @@ def whole_result_set(data: bytes) -> int:
         pos = 6
     else:
         return -1
+    # the packet after the definitions: their EOF, or with deprecate_eof already rows
+    eof_index = -1 if deprecate_eof else columns + 1
     index = 0  # packets after the column count
     seq = data[3]
     while pos < end:
@@ -433,18 +471,25 @@ def whole_result_set(data: bytes) -> int:
             return -1
         index += 1
         first = data[start]
-        terminator = first == 0xFF or (first == 0xFE and length < 9)
+        terminator = first == 0xFF or (first == 0xFE and (deprecate_eof or length < 9))
         if index <= columns:  # a column definition
             if terminator:
                 return -1
-        elif index == columns + 1:  # the EOF after the definitions
+        elif index == eof_index:  # the EOF after the definitions
             if first != 0xFE or length != 5:
                 return -1
-        elif terminator:  # the end of the rows: must be an EOF, and the last packet
-            if first != 0xFE or length != 5 or pos != end:
+        elif terminator:  # the end of the rows: must be an EOF (an OK), and the last packet
+            if first != 0xFE or pos != end:
+                return -1
+            if deprecate_eof:
+                # 0xFE, affected rows and insert id (0, one byte each), status, warnings, and
+                # maybe session tracking's info after them
+                if length < 7 or data[start + 1] or data[start + 2] or data[start + 5] or data[start + 6]:
+                    return -1
+            elif length != 5 or data[start + 1] or data[start + 2]:
                 return -1
             flags = data[start + 3] | data[start + 4] << 8
-            if flags & SERVER_MORE_RESULTS_EXISTS or data[start + 1] or data[start + 2]:
-                return -1
+            if flags & (SERVER_MORE_RESULTS_EXISTS | SERVER_STATUS_CURSOR_EXISTS):
+                return -1  # (a cursor's definitions followed by no rows: the framer says)
             return flags
     return -1

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from turnout.protocol.client import ClientHandshake
 from turnout.protocol.commands import StmtExecute, build_stmt_execute
 from turnout.protocol.constants import (
+    CLIENT_DEPRECATE_EOF,
     CLIENT_FOUND_ROWS,
     CLIENT_LOCAL_FILES,
     CLIENT_MULTI_RESULTS,
@@ -92,6 +93,8 @@ class BackendConnection:
         self.user = user
         self.reply_capabilities = reply_capabilities
         self.caches_metadata = bool(reply_capabilities & MARIADB_CLIENT_CACHE_METADATA)
+        # Its results are framed with OK packets instead of EOFs (response.ResponseFramer).
+        self.deprecate_eof = bool(reply_capabilities & CLIENT_DEPRECATE_EOF)
         self.server_capabilities = server_capabilities  # offered in its greeting, MariaDB's included
         self.server_version = server_version
         self.channel = channel
@@ -119,7 +122,7 @@ class BackendConnection:
     # ---- internal exchanges (the proxy's own commands, never relayed to a client) -------------
     async def exchange(self, payload: bytes) -> ResponseFramer:
         """Send one command and consume its whole response (keeping a PrepareOk's columns)."""
-        framer = ResponseFramer(payload[0], keep_columns=payload[0] == COM_STMT_PREPARE)
+        framer = ResponseFramer(payload[0], payload[0] == COM_STMT_PREPARE, self.deprecate_eof)
         self.channel.write(encode_packet(payload, 0))
         try:
             while not framer.done:

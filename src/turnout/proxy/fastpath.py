@@ -273,13 +273,13 @@ class FastPath:
             if self._refused_as_read_only(data):
                 self._hand_back()
                 return True
-            flags = whole_result_set(data)
+            flags = whole_result_set(data, connection.deprecate_eof)
             # Definitions that follow are kept by the framer (with caching, the count packet is 2 bytes).
             if flags >= 0 and not (self._keep_columns and data[0] == 2 and data[5] == 1):
                 client.write(data)
                 self._finish(WholeResultSet(flags))
                 return True
-            framer = self._framer = ResponseFramer(self._command, self._keep_columns)
+            framer = self._framer = ResponseFramer(self._command, self._keep_columns, connection.deprecate_eof)
         assert framer is not None
         try:
             used = framer.feed(data)

@@ -361,7 +361,7 @@ class ClientSession:
         With `retry_read_only`, a response that is only a read_only refusal (1290) is kept from
         the client: the statement did not execute, so the caller may run it on the new master.
         """
-        framer = ResponseFramer(payload[0], keep_columns)
+        framer = ResponseFramer(payload[0], keep_columns, connection.deprecate_eof)
         backend = connection.channel
         client = self.client
         backend.write(encode_packet(payload, 0))
@@ -613,7 +613,7 @@ class ClientSession:
         self, connection: BackendConnection, payload: bytes, keep_columns: bool = False
     ) -> tuple[bytes, ResponseFramer]:
         """Send a command and gather its whole response instead of streaming it."""
-        framer = ResponseFramer(payload[0], keep_columns)
+        framer = ResponseFramer(payload[0], keep_columns, connection.deprecate_eof)
         connection.channel.write(encode_packet(payload, 0))
         chunks: list[bytes] = []
         while not framer.done:

@@ -25,6 +25,7 @@ from turnout.protocol.constants import (
     COM_STMT_RESET,
     COM_STMT_SEND_LONG_DATA,
     SERVER_MORE_RESULTS_EXISTS,
+    SERVER_SESSION_STATE_CHANGED,
     SERVER_STATUS_AUTOCOMMIT,
     SERVER_STATUS_CURSOR_EXISTS,
     SERVER_STATUS_IN_TRANS,
@@ -33,7 +34,7 @@ from turnout.protocol.constants import (
 from turnout.protocol.generic import build_eof, build_err, build_ok
 from turnout.protocol.packets import MAX_PAYLOAD, MalformedPacket, ProtocolError, encode_packet, header
 from turnout.protocol.prepared import PrepareOk, build_prepare_ok
-from turnout.protocol.response import ResponseFramer, expects_response, whole_result_set
+from turnout.protocol.response import ResponseFramer, expects_response, is_progress_report, whole_result_set
 from turnout.protocol.resultset import ColumnDef, build_column_def, encode_value
 from unit.protocol.framing import frame
 
@@ -54,6 +55,20 @@ def result_set(rows: list[bytes], width: int = 2, status: int = AC) -> list[byte
     return [bytes((width,)), *defs(width), build_eof(0, AC), *rows, build_eof(0, status)]
 
 
+def ok_eof(status: int = AC, warnings: int = 0, tail: bytes = b"") -> bytes:
+    """What ends a list with CLIENT_DEPRECATE_EOF: an OK packet with the EOF's header."""
+    return b"\xfe" + build_ok(0, 0, status, warnings)[1:] + tail
+
+
+def deprecated_result_set(rows: list[bytes], width: int = 2, status: int = AC) -> list[bytes]:
+    return [bytes((width,)), *defs(width), *rows, ok_eof(status)]
+
+
+def progress(stage: int = 1, done: int = 12345, info: bytes = b"copy to tmp table") -> bytes:
+    """A MariaDB progress report: ERR header, code 0xFFFF, then stage, of stages, progress."""
+    return b"\xff\xff\xff\x01" + bytes((stage, 2)) + done.to_bytes(3, "little") + bytes((len(info),)) + info
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -64,6 +79,7 @@ class Case:
     error: int | None = None
     ok_rows: int | None = None
     prepare: PrepareOk | None = None
+    deprecate_eof: bool = False
 
 
 TEXT_ROWS = [
@@ -73,6 +89,9 @@ TEXT_ROWS = [
     b"\xfe" + bytes(8),  # 0xFE but 9 bytes long: a row, not an EOF
     text_row("\xff", ""),
 ]
+# With CLIENT_DEPRECATE_EOF a short packet starting with 0xFE always ends the rows (a row never
+# starts with 0xFE below 16 MiB; only a hand-made one does).
+OK_EOF_TEXT_ROWS = [row for row in TEXT_ROWS if row[0] != 0xFE]
 BINARY_ROWS = [b"\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00", b"\x00\x0c" + b"\xfe" * 8, b"\x00\x04"]
 
 CASES = [
@@ -166,7 +185,93 @@ CASES = [
     Case("set option", COM_SET_OPTION, [build_eof()]),
     Case("stmt reset", COM_STMT_RESET, [build_ok()], ok_rows=0),
     Case("reset connection", COM_RESET_CONNECTION, [build_ok()], ok_rows=0),
+    # MariaDB's progress reports come before the answer, and between the results of a multi-statement.
+    Case("progress then ok", COM_QUERY, [progress(1), progress(2, 0), build_ok(5)], ok_rows=5),
+    Case("progress then err", COM_QUERY, [progress(), build_err(1317, "interrupted")], 0, error=1317),
+    Case(
+        "progress between results",
+        COM_QUERY,
+        [*result_set(TEXT_ROWS, status=AC | MORE), progress(), build_ok(2)],
+        result_sets=1,
+        ok_rows=2,
+    ),
 ]
+
+SESSION_STATE = b"\x00\x06\x01\x04\x03drv"  # empty info, then SESSION_TRACK_SCHEMA "drv"
+
+# CLIENT_DEPRECATE_EOF: no EOF after definitions; an OK with header 0xFE ends rows and lists.
+DEPRECATED_CASES = [
+    Case("ok", COM_QUERY, [build_ok(3, 7, AC | SERVER_STATUS_IN_TRANS)], AC | SERVER_STATUS_IN_TRANS, ok_rows=3),
+    Case("err", COM_QUERY, [build_err(1146, "no table", "42S02")], 0, error=1146),
+    Case("text", COM_QUERY, deprecated_result_set(OK_EOF_TEXT_ROWS), result_sets=1),
+    Case("empty set", COM_QUERY, deprecated_result_set([]), result_sets=1),
+    Case(
+        "tracked end",
+        COM_QUERY,
+        [*deprecated_result_set(OK_EOF_TEXT_ROWS)[:-1], ok_eof(AC | SERVER_SESSION_STATE_CHANGED, 0, SESSION_STATE)],
+        AC | SERVER_SESSION_STATE_CHANGED,
+        result_sets=1,
+    ),
+    # (no EOF after the definitions: no status known before the ERR, which carries none)
+    Case("err mid rows", COM_QUERY, [*deprecated_result_set(OK_EOF_TEXT_ROWS)[:-1], build_err(1317, "stop")], 0, error=1317),
+    Case(
+        "multi",
+        COM_QUERY,
+        deprecated_result_set(OK_EOF_TEXT_ROWS, status=AC | MORE) + deprecated_result_set([], status=AC | MORE) + [build_ok(1)],
+        result_sets=2,
+        ok_rows=1,
+    ),
+    Case("binary", COM_STMT_EXECUTE, deprecated_result_set(BINARY_ROWS, width=3), result_sets=1),
+    Case(
+        "cursor",
+        COM_STMT_EXECUTE,
+        [b"\x02", *defs(2), ok_eof(AC | SERVER_STATUS_CURSOR_EXISTS)],
+        AC | SERVER_STATUS_CURSOR_EXISTS,
+        result_sets=1,
+    ),
+    Case("text, caching", COM_QUERY, [b"\x02\x01", *deprecated_result_set(OK_EOF_TEXT_ROWS)[1:]], result_sets=1),
+    Case(
+        "binary, definitions left out",
+        COM_STMT_EXECUTE,
+        [b"\x03\x00", *BINARY_ROWS, ok_eof(AC)],
+        result_sets=1,
+    ),
+    Case(
+        "cursor, definitions left out",
+        COM_STMT_EXECUTE,
+        [b"\x02\x00", ok_eof(AC | SERVER_STATUS_CURSOR_EXISTS)],
+        AC | SERVER_STATUS_CURSOR_EXISTS,
+        result_sets=1,
+    ),
+    Case(
+        "fetch",
+        COM_STMT_FETCH,
+        [*BINARY_ROWS, ok_eof(AC | SERVER_STATUS_CURSOR_EXISTS | SERVER_STATUS_LAST_ROW_SENT)],
+        AC | SERVER_STATUS_CURSOR_EXISTS | SERVER_STATUS_LAST_ROW_SENT,
+        result_sets=1,
+    ),
+    Case(
+        "prepare both",
+        COM_STMT_PREPARE,
+        [build_prepare_ok(PrepareOk(9, 2, 3, 0)), *defs(3), *defs(2)],
+        0,
+        prepare=PrepareOk(9, 2, 3, 0),
+    ),
+    Case("prepare params", COM_STMT_PREPARE, [build_prepare_ok(PrepareOk(1, 0, 2, 1)), *defs(2)], 0,
+         prepare=PrepareOk(1, 0, 2, 1)),
+    Case("prepare columns", COM_STMT_PREPARE, [build_prepare_ok(PrepareOk(2, 1, 0, 0)), *defs(1)], 0,
+         prepare=PrepareOk(2, 1, 0, 0)),
+    Case("field list", COM_FIELD_LIST, [*defs(4), ok_eof(AC)]),
+    Case("set option", COM_SET_OPTION, [ok_eof(AC)]),
+    Case("progress then set", COM_QUERY, [progress(), *deprecated_result_set(OK_EOF_TEXT_ROWS)], result_sets=1),
+]
+for _case in DEPRECATED_CASES:
+    object.__setattr__(_case, "deprecate_eof", True)
+ALL_CASES = CASES + DEPRECATED_CASES
+
+
+def case_id(case: Case) -> str:
+    return case.name + (", deprecate-EOF" if case.deprecate_eof else "")
 
 
 def feed_in_chunks(framer: ResponseFramer, data: bytes, cuts: list[int]) -> int:
@@ -189,7 +294,7 @@ def feed_in_chunks(framer: ResponseFramer, data: bytes, cuts: list[int]) -> int:
 
 def check(case: Case, cuts: list[int]) -> None:
     response = frame(case.payloads)
-    framer = ResponseFramer(case.command)
+    framer = ResponseFramer(case.command, deprecate_eof=case.deprecate_eof)
     assert feed_in_chunks(framer, response + NEXT, cuts) == len(response)
     assert framer.done and not framer.local_infile
     assert framer.status_flags == case.status
@@ -201,13 +306,13 @@ def check(case: Case, cuts: list[int]) -> None:
     assert framer.feed(NEXT) == 0
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", ALL_CASES, ids=case_id)
 def test_whole_and_byte_by_byte(case: Case) -> None:
     check(case, [])
     check(case, list(range(len(frame(case.payloads)) + len(NEXT))))
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", ALL_CASES, ids=case_id)
 @given(data=st.data())
 def test_random_chunkings(case: Case, data: st.DataObject) -> None:
     total = len(frame(case.payloads)) + len(NEXT)
@@ -261,9 +366,9 @@ def test_expects_response() -> None:
 
 
 @pytest.mark.parametrize("command", [COM_QUERY, COM_STMT_EXECUTE, COM_STMT_PREPARE, COM_FIELD_LIST, COM_STMT_FETCH])
-@given(data=st.binary(max_size=600))
-def test_arbitrary_bytes_only_raise_protocol_errors(command: int, data: bytes) -> None:
-    framer = ResponseFramer(command)
+@given(data=st.binary(max_size=600), deprecate_eof=st.booleans())
+def test_arbitrary_bytes_only_raise_protocol_errors(command: int, data: bytes, deprecate_eof: bool) -> None:
+    framer = ResponseFramer(command, deprecate_eof=deprecate_eof)
     with contextlib.suppress(ProtocolError):
         n = framer.feed(data)
         assert n == len(data) or framer.done or framer.local_infile
@@ -279,24 +384,26 @@ def test_header_only_chunks() -> None:
 
 
 # ---- whole_result_set: the fast scan must agree with the framer whenever it answers ----------
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", ALL_CASES, ids=case_id)
 def test_whole_result_set_agrees_with_the_framer(case: Case) -> None:
     data = frame(case.payloads)
-    flags = whole_result_set(data)
+    flags = whole_result_set(data, case.deprecate_eof)
     if case.command not in (COM_QUERY, COM_STMT_EXECUTE):
         return  # only answers to these reach the scan
-    framer = ResponseFramer(case.command)
+    framer = ResponseFramer(case.command, deprecate_eof=case.deprecate_eof)
     used = framer.feed(data)
     simple = case.result_sets == 1 and case.error is None and case.ok_rows is None and not (
         case.status & SERVER_STATUS_CURSOR_EXISTS
-    )
+    ) and not is_progress_report(case.payloads[0])
     assert (flags >= 0) == simple
     if flags >= 0:
         assert framer.done and used == len(data) and flags == framer.status_flags
     # no prefix of a response, and no response with more after it, passes as whole
     for cut in range(len(data)):
-        assert whole_result_set(data[:cut]) == -1
-    assert whole_result_set(data + NEXT) == -1
+        assert whole_result_set(data[:cut], case.deprecate_eof) == -1
+    assert whole_result_set(data + NEXT, case.deprecate_eof) == -1
+    # nor is one flavour's result set taken for a whole one of the other
+    assert whole_result_set(data, not case.deprecate_eof) == -1
 
 
 @given(
@@ -304,29 +411,40 @@ def test_whole_result_set_agrees_with_the_framer(case: Case) -> None:
     rows=st.lists(st.sampled_from(TEXT_ROWS + BINARY_ROWS), max_size=6),
     status=st.integers(0, 0xFFFF),
     tail=st.binary(max_size=12),
+    deprecate_eof=st.booleans(),
+    tracked=st.booleans(),
 )
-def test_whole_result_set_on_generated_result_sets(width: int, rows: list[bytes], status: int, tail: bytes) -> None:
-    data = frame(result_set(rows, width=width, status=status))
-    flags = whole_result_set(data)
-    if status & MORE:
+def test_whole_result_set_on_generated_result_sets(
+    width: int, rows: list[bytes], status: int, tail: bytes, deprecate_eof: bool, tracked: bool
+) -> None:
+    if deprecate_eof:
+        rows = [row for row in rows if row[0] != 0xFE]
+        payloads = deprecated_result_set(rows, width=width, status=status)
+        if tracked:  # session tracking's info after the OK's fields
+            payloads[-1] = ok_eof(status, 0, SESSION_STATE)
+    else:
+        payloads = result_set(rows, width=width, status=status)
+    data = frame(payloads)
+    flags = whole_result_set(data, deprecate_eof)
+    if status & (MORE | SERVER_STATUS_CURSOR_EXISTS):
         assert flags == -1
     else:
-        framer = ResponseFramer(COM_QUERY)
+        framer = ResponseFramer(COM_QUERY, deprecate_eof=deprecate_eof)
         assert framer.feed(data) == len(data) and framer.done
         assert flags == framer.status_flags == status
     # extra bytes after a result set are never taken for part of it
     if tail:
-        extended = whole_result_set(data + tail)
+        extended = whole_result_set(data + tail, deprecate_eof)
         if extended >= 0:
-            framer = ResponseFramer(COM_QUERY)
+            framer = ResponseFramer(COM_QUERY, deprecate_eof=deprecate_eof)
             assert framer.feed(data + tail) == len(data + tail) and framer.done
 
 
-@given(data=st.binary(max_size=400))
-def test_whole_result_set_on_arbitrary_bytes(data: bytes) -> None:
-    flags = whole_result_set(data)
+@given(data=st.binary(max_size=400), deprecate_eof=st.booleans())
+def test_whole_result_set_on_arbitrary_bytes(data: bytes, deprecate_eof: bool) -> None:
+    flags = whole_result_set(data, deprecate_eof)
     if flags >= 0:
-        framer = ResponseFramer(COM_QUERY)
+        framer = ResponseFramer(COM_QUERY, deprecate_eof=deprecate_eof)
         assert framer.feed(data) == len(data) and framer.done and framer.status_flags == flags
 
 
@@ -390,3 +508,23 @@ def test_the_framer_reports_the_last_warning_count(warnings: int, rows: list[byt
     ok = frame([build_ok(3, 0, AC, warnings)])
     framer = ResponseFramer(COM_QUERY)
     assert framer.feed(ok) == len(ok) and framer.done and framer.warnings == warnings
+
+
+def test_progress_reports_are_told_apart() -> None:
+    assert is_progress_report(progress()) and is_progress_report(b"\xff\xff\xff")
+    assert not is_progress_report(build_err(1317, "interrupted")) and not is_progress_report(b"\xff\xff")
+    framer = ResponseFramer(COM_QUERY)
+    assert framer.feed(frame([progress()])) == len(frame([progress()]))
+    assert not framer.done and framer.error is None
+
+
+def test_kept_definitions_with_deprecate_eof() -> None:
+    sent = [b"\x02\x01", *defs(2), *BINARY_ROWS, ok_eof(AC)]
+    framer = ResponseFramer(COM_STMT_EXECUTE, keep_columns=True, deprecate_eof=True)
+    assert framer.feed(frame(sent)) == len(frame(sent))
+    assert framer.columns == defs(2) and not framer.metadata_omitted
+    prepare = [build_prepare_ok(PrepareOk(9, 2, 3, 0)), *defs(3), *defs(2)]
+    for cuts in ([], list(range(len(frame(prepare))))):
+        framer = ResponseFramer(COM_STMT_PREPARE, keep_columns=True, deprecate_eof=True)
+        assert feed_in_chunks(framer, frame(prepare) + NEXT, cuts) == len(frame(prepare))
+        assert framer.columns == defs(2)
