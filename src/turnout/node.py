@@ -260,6 +260,8 @@ class Node:
             writers |= {s.address for s in self.runtime.servers
                         if s.hostgroup_id in {p.writer_hostgroup for p in self.runtime.replication_hostgroups}}
             cut = self.proxy.cut_writes(frozenset(writers), status.reason)
+            if self.workers is not None:  # a worker's sessions are its own: it cuts them
+                self.workers.cut_writes(frozenset(writers), status.reason)
             if cut:
                 log.warning("self-fencing cut off %d sessions writing to %s", cut,
                             ", ".join(f"{h}:{p}" for h, p in sorted(writers)))

@@ -57,6 +57,14 @@ class Snapshot:
     paused_reasons: dict[int, str]
 
 
+@dataclass(frozen=True)
+class CutWrites:
+    """control -> worker: this proxy fenced itself; cut what runs on `addresses` (`Proxy.cut_writes`)."""
+
+    addresses: frozenset[tuple[str, int]]
+    reason: str
+
+
 def encode(config: RuntimeConfig, table: HostgroupTable) -> Snapshot:
     plain = {
         "version": config.version,
@@ -112,6 +120,11 @@ def _worker_main(
                     message = pipe.recv()
                     if isinstance(message, str) and message.startswith(RESET):
                         proxy.reset_stats(message.removeprefix(RESET))
+                        continue
+                    if isinstance(message, CutWrites):
+                        cut = proxy.cut_writes(message.addresses, message.reason)
+                        if cut:
+                            log.warning("worker %d: self-fencing cut off %d sessions", index, cut)
                         continue
                     config, table = decode(message)
                     if config.version != proxy.config.version:
@@ -195,6 +208,13 @@ class Workers:
         for pipe in self._pipes:
             with contextlib.suppress(OSError):
                 pipe.send(snapshot)
+
+    def cut_writes(self, addresses: frozenset[tuple[str, int]], reason: str) -> None:
+        """Every worker cuts its sessions' statements and transactions on `addresses`."""
+        message = CutWrites(addresses, reason)
+        for pipe in self._pipes:
+            with contextlib.suppress(OSError):
+                pipe.send(message)
 
     @property
     def pids(self) -> list[int]:

@@ -209,9 +209,9 @@ def start_manager(keep: Keep, workdir: Path, name: str, store: str, box: Sandbox
 
 
 def start_proxy(keep: Keep, workdir: Path, name: str, store: str, box: Sandbox, metrics: bool = False,
-                **extra: Any) -> Proc:
+                workers: int = 1, **extra: Any) -> Proc:
     """`turnout proxy` following the store (no manager of its own); `metrics`: /metrics on the
-    port after the admin's (`Proc.extra["metrics_port"]`)."""
+    port after the admin's (`Proc.extra["metrics_port"]`); `workers`: its `--workers`."""
     base = free_port_block(3)
     text = sandbox_config(box, workdir / f"{name}-data", base, base + 1, state_store=store)
     if metrics:
@@ -225,8 +225,8 @@ def start_proxy(keep: Keep, workdir: Path, name: str, store: str, box: Sandbox, 
     config.write_text(text)
     log = workdir / f"{name}.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "turnout.cli", "proxy", "--config", str(config)],
-                                   stdout=out, stderr=out)
+        process = subprocess.Popen([sys.executable, "-m", "turnout.cli", "proxy", "--config", str(config),
+                                    "--workers", str(workers)], stdout=out, stderr=out)
     proc = keep(Proc(name, process, log, base, base + 1, {"metrics_port": base + 2}))
     wait_until(lambda: global_status(proc, "Store_proxy_registered") == "1", f"{name} to register", 60)
     return proc

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
+from typing import Any
 
 import pymysql
 import pytest
@@ -26,6 +27,7 @@ from integration.ha.ha_harness import (
     start_proxy,
     wait_until,
 )
+from turnout.proxy.workers import SESSION_ID_SPAN
 from turnout.sandbox.sandbox import Sandbox
 from turnout.state import open_store
 
@@ -82,6 +84,51 @@ def test_a_proxy_cut_off_from_the_store_fences_itself_and_resumes(ha: HA, fresh_
         cur.execute("INSERT INTO f.t VALUES (4, 4)")
     assert box.execute(0, "SELECT COUNT(*) AS n FROM f.t")[0]["n"] == 2
     assert int(global_status(proxy, "Store_proxy_self_fences") or 0) >= 1
+
+
+def test_every_worker_process_cuts_its_transactions_when_the_proxy_fences_itself(
+    ha: HA, fresh_sandbox: Sandbox
+) -> None:
+    """With --workers, sessions live in several processes: each ends its own open transactions
+    when the proxy fences itself, so none of them commits on a master this proxy may no longer
+    write to."""
+    box = fresh_sandbox
+    manager = start_manager(ha.keep, ha.workdir, "mgr", ha.store, box)
+    wait_until(lambda: is_leader(manager), "the manager to lead")
+    link, through_link = ha.link()
+    proxy = start_proxy(ha.keep, ha.workdir, "proxy-w", through_link, box, workers=2)
+    wait_until(lambda: global_status(proxy, "Store_proxy_fenced") == "0", "the proxy to lift its start-up fence")
+    with app(proxy) as conn, conn.cursor() as cur:
+        cur.execute("CREATE DATABASE IF NOT EXISTS w")
+        cur.execute("CREATE TABLE IF NOT EXISTS w.t (id INT PRIMARY KEY)")
+    # The kernel spreads connections over the processes listening (the workers start listening a
+    # moment after the control process); a session's id says which process serves it.
+    transactions: dict[int, pymysql.connections.Connection[Any]] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        conn = app(proxy)
+        process = conn.thread_id() // SESSION_ID_SPAN
+        if process in transactions:
+            conn.close()
+            continue
+        with conn.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("INSERT INTO w.t VALUES (%s)", (conn.thread_id(),))
+        transactions[process] = conn
+        if len(transactions) == 2:
+            break
+    # --workers 2: the control process and one worker
+    assert len(transactions) == 2, f"sessions only in processes {sorted(transactions)}"
+
+    link.cut()
+    wait_until(lambda: global_status(proxy, "Store_proxy_fenced") == "1", "the proxy to fence itself")
+    for process, conn in sorted(transactions.items()):
+        with pytest.raises(pymysql.err.MySQLError) as ended, conn.cursor() as cur:
+            cur.execute("COMMIT")
+        assert "has not renewed its lease" in str(ended.value), (process, ended.value)
+        conn.close()
+    assert box.execute(0, "SELECT COUNT(*) AS n FROM w.t")[0]["n"] == 0
+    link.heal()
 
 
 def test_a_proxy_can_refuse_reads_while_fenced(ha: HA, fresh_sandbox: Sandbox) -> None:
