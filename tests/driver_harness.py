@@ -25,7 +25,11 @@ from turnout.sandbox.sandbox import Sandbox
 
 
 def single_config(box: Sandbox, **variables: str) -> RuntimeConfig:
-    """The master alone in one hostgroup; `app` and `monitor` may log in."""
+    """The master alone in one hostgroup; `app` and `monitor` may log in. Clients are greeted with
+    the server's own version, as MariaDB greets them (MariaDB clients use MariaDB's extended
+    capabilities only with a server whose version says MariaDB)."""
+    version = box.execute(0, "SELECT VERSION() AS v")[0]["v"]
+    variables = {"mysql-server_version": f"5.5.5-{version}", **variables}
     return RuntimeConfig(
         version=1,
         servers=(MysqlServer(WRITER, "127.0.0.1", box.nodes[0].port),),
@@ -95,10 +99,10 @@ class RawClient:
     """A logged-in MySQL client on a plain socket, which sends exactly what a test asks for and
     may leave without reading the answer."""
 
-    def __init__(self, port: int, capabilities: int = c.DEFAULT_SERVER_CAPABILITIES) -> None:
+    def __init__(self, port: int, capabilities: int = c.DEFAULT_SERVER_CAPABILITIES, database: str | None = None) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         packets = PacketBuffer()
-        handshake = ClientHandshake(APP.user, password=APP.password, capabilities=capabilities)
+        handshake = ClientHandshake(APP.user, password=APP.password, capabilities=capabilities, database=database)
         while True:
             packet = packets.next_packet()
             if packet is None:

@@ -1,12 +1,29 @@
-"""The generic response packets: OK, ERR and EOF (protocol 4.1 layout, no session tracking)."""
+"""The generic response packets: OK, ERR and EOF (protocol 4.1 layout), and the session state an
+OK carries for a client with CLIENT_SESSION_TRACK."""
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
 
-from turnout.protocol.constants import EOF_HEADER, ERR_HEADER, OK_HEADER, SERVER_STATUS_AUTOCOMMIT
-from turnout.protocol.packets import Buffer, MalformedPacket, read_lenenc_uint, write_lenenc_int
+from turnout.protocol.constants import (
+    EOF_HEADER,
+    ERR_HEADER,
+    OK_HEADER,
+    SERVER_SESSION_STATE_CHANGED,
+    SERVER_STATUS_AUTOCOMMIT,
+)
+from turnout.protocol.packets import (
+    Buffer,
+    MalformedPacket,
+    read_lenenc_uint,
+    write_lenenc_bytes,
+    write_lenenc_int,
+)
+
+# Session state change types (CLIENT_SESSION_TRACK).
+SESSION_TRACK_SYSTEM_VARIABLES = 0
+SESSION_TRACK_SCHEMA = 1
 
 _U16 = struct.Struct("<H")
 _EOF = struct.Struct("<BHH")
@@ -40,7 +57,13 @@ def build_ok(
     status_flags: int = SERVER_STATUS_AUTOCOMMIT,
     warnings: int = 0,
     info: bytes = b"",
+    session_state: bytes = b"",
 ) -> bytes:
+    """An OK packet; with `session_state` (for a client with CLIENT_SESSION_TRACK), the info as
+    a length-encoded string, then the state changes, as MariaDB sends them."""
+    if session_state:
+        status_flags |= SERVER_SESSION_STATE_CHANGED
+        info = write_lenenc_bytes(info) + write_lenenc_bytes(session_state)
     return (
         b"\x00"
         + write_lenenc_int(affected_rows)
@@ -49,6 +72,19 @@ def build_ok(
         + _U16.pack(warnings & 0xFFFF)
         + info
     )
+
+
+def schema_change(schema: str) -> bytes:
+    """The session state change SESSION_TRACK_SCHEMA: the current database is now `schema`."""
+    return bytes((SESSION_TRACK_SCHEMA,)) + write_lenenc_bytes(write_lenenc_bytes(schema.encode("utf-8", "surrogateescape")))
+
+
+def build_end(warnings: int = 0, status_flags: int = SERVER_STATUS_AUTOCOMMIT, deprecate_eof: bool = False) -> bytes:
+    """What ends a list (rows, COM_FIELD_LIST's definitions) and answers COM_SET_OPTION: an EOF,
+    or for a client with CLIENT_DEPRECATE_EOF the OK packet with the EOF's header."""
+    if deprecate_eof:
+        return bytes((EOF_HEADER,)) + build_ok(0, 0, status_flags, warnings)[1:]
+    return build_eof(warnings, status_flags)
 
 
 def build_err(code: int, message: str, sql_state: str = "HY000") -> bytes:

@@ -136,11 +136,12 @@ class ServerHandshake:
         self._state = _AWAIT_SWITCH
         return packet
 
-    def ok_packet(self, status_flags: int = SERVER_STATUS_AUTOCOMMIT) -> bytes:
+    def ok_packet(self, status_flags: int = SERVER_STATUS_AUTOCOMMIT, session_state: bytes = b"") -> bytes:
+        """The OK that ends the login; `session_state` for a client with session tracking."""
         if self._state != _DECIDING:
             raise ProtocolError("cannot accept a client before it answered")
         self._state = _FINISHED
-        return encode_packet(build_ok(status_flags=status_flags), self._seq)
+        return encode_packet(build_ok(status_flags=status_flags, session_state=session_state), self._seq)
 
     def error_packet(self, code: int, message: str, sql_state: str | None = None) -> bytes:
         """A framed ERR with the sequence id the client expects now (0 before the greeting)."""

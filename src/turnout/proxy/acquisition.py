@@ -30,6 +30,32 @@ from turnout.proxy.stats import GlobalCounters
 
 log = logging.getLogger("turnout.proxy")
 
+# What the proxy offers clients as the servers behind offer it (`Backends.offered_capabilities`)
+# and relays as they send it: session tracking, deprecate-EOF framing, MariaDB's progress
+# reports, extended type info and metadata caching (backend connections are pooled per client's
+# choice of these: backend.REPLY_CAPABILITIES).
+RELAYED_CAPABILITIES = (
+    c.CLIENT_SESSION_TRACK
+    | c.CLIENT_DEPRECATE_EOF
+    | c.MARIADB_CLIENT_PROGRESS
+    | c.MARIADB_CLIENT_EXTENDED_TYPE_INFO
+    | c.MARIADB_CLIENT_CACHE_METADATA
+)
+_CAPABILITY_NAMES = {
+    c.CLIENT_FOUND_ROWS: "CLIENT_FOUND_ROWS",
+    c.CLIENT_LOCAL_FILES: "CLIENT_LOCAL_FILES",
+    c.CLIENT_SESSION_TRACK: "session tracking (CLIENT_SESSION_TRACK)",
+    c.CLIENT_DEPRECATE_EOF: "CLIENT_DEPRECATE_EOF",
+    c.MARIADB_CLIENT_PROGRESS: "progress reports (MARIADB_CLIENT_PROGRESS)",
+    c.MARIADB_CLIENT_STMT_BULK_OPERATIONS: "bulk statements (MARIADB_CLIENT_STMT_BULK_OPERATIONS)",
+    c.MARIADB_CLIENT_EXTENDED_TYPE_INFO: "extended type info (MARIADB_CLIENT_EXTENDED_TYPE_INFO)",
+    c.MARIADB_CLIENT_CACHE_METADATA: "metadata caching (MARIADB_CLIENT_CACHE_METADATA)",
+}
+
+
+def capability_names(capabilities: int) -> list[str]:
+    return [name for bit, name in _CAPABILITY_NAMES.items() if capabilities & bit]
+
 FAILED_SERVER_BACKOFF = 1.0  # seconds a server that refused a connection gets no new ones
 # How often a session's statement stays on the server (and connection, when idle) of its previous
 # one instead of a fresh weighted choice: a server thread woken per statement is costly.
@@ -61,9 +87,9 @@ class Backends:
         self._failed_until: dict[ServerAddress, float] = {}
         self._servers: dict[ServerAddress, MysqlServer] = {}
         self._rng = random.Random()
-        # What backend logins found in each server's greeting: its version when it offered
-        # metadata caching, None when it did not.
-        self._metadata_caching: dict[ServerAddress, str | None] = {}
+        # What backend logins found in each server's greeting: which of the RELAYED_CAPABILITIES
+        # it offers.
+        self._offered: dict[ServerAddress, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # background KILL QUERYs
         self.on_backend_error: Callable[[ServerAddress], None] | None = None
         self.connect_timeout_server = 1.0
@@ -80,7 +106,7 @@ class Backends:
         self.connect_timeout_server = connect_timeout_server
         self.connect_timeout_server_max = connect_timeout_server_max
         self.tls_context = tls_context
-        self._metadata_caching = {a: v for a, v in self._metadata_caching.items() if a in configured}
+        self._offered = {a: v for a, v in self._offered.items() if a in configured}
 
     def apply_routing(self, table: HostgroupTable) -> None:
         """Servers as in force (monitor's view); wakes statements waiting for a server."""
@@ -186,16 +212,16 @@ class Backends:
             self.backend_failed(address)
             return None
         self.pools.connected(address)
-        self._learn_metadata_caching(connection)
-        if connection.reply_capabilities != reply_capabilities:
-            # Only metadata caching can be missing: the session's client expects result sets
-            # shaped for it, which this server cannot send. The connection serves other
-            # sessions; new clients are no longer offered it.
+        self._learn_capabilities(connection)
+        missing = reply_capabilities & ~connection.reply_capabilities
+        if missing:
+            # The session's client expects what this server cannot send (results shaped for a
+            # capability it does not offer). The connection serves other sessions; new clients
+            # are no longer offered it.
             self.pools.release(connection, reusable=True)
             message = (
-                f"turnout: server {address[0]}:{address[1]} does not offer metadata "
-                "caching (MARIADB_CLIENT_CACHE_METADATA), which this connection agreed with the "
-                "proxy; reconnect"
+                f"turnout: server {address[0]}:{address[1]} does not offer "
+                f"{', '.join(capability_names(missing))}, which this connection agreed with the proxy; reconnect"
             )
             log.warning("%s (user %s)", message, login.username)
             raise BackendRefused(ErrPacket(c.ER_UNKNOWN_ERROR, "HY000", message))
@@ -220,24 +246,33 @@ class Backends:
                 await asyncio.wait_for(self._routing_changed.wait(), min(deadline - time.monotonic(), 0.05))
 
     # ---- what servers offer -------------------------------------------------------------------
-    def _learn_metadata_caching(self, connection: BackendConnection) -> None:
-        offered = bool(connection.server_capabilities & c.MARIADB_CLIENT_CACHE_METADATA)
-        found = connection.server_version if offered else None
-        if connection.address not in self._metadata_caching or self._metadata_caching[connection.address] != found:
-            self._metadata_caching[connection.address] = found
+    def _learn_capabilities(self, connection: BackendConnection) -> None:
+        offered = connection.server_capabilities & RELAYED_CAPABILITIES
+        if self._offered.get(connection.address) != offered:
+            self._offered[connection.address] = offered
             log.info(
-                "server %s:%d (%s) %s metadata caching", connection.address[0], connection.address[1],
-                connection.server_version, "offers" if offered else "does not offer",
+                "server %s:%d (%s) offers %s", connection.address[0], connection.address[1],
+                connection.server_version, ", ".join(capability_names(offered)) or "none of the relayed capabilities",
             )
 
+    def offered_capabilities(self, server_version: str) -> int:
+        """Which RELAYED_CAPABILITIES new clients are offered: those every configured server the
+        proxy has logged in to (at least one) offered, so any backend connection can honour them;
+        MariaDB's own only when `server_version` (mysql-server_version, what clients are greeted
+        with) says MariaDB (MariaDB clients use extended capabilities only with a server whose
+        version says so)."""
+        known = self._offered
+        if not known:
+            return 0
+        offered = RELAYED_CAPABILITIES
+        for capabilities in known.values():
+            offered &= capabilities
+        if "MariaDB" not in server_version:
+            offered &= 0xFFFFFFFF
+        return offered
+
     def offers_metadata_caching(self, server_version: str) -> bool:
-        """Whether new clients are offered MariaDB's metadata caching: once every configured server
-        the proxy has logged in to offered it (at least one), so any backend connection can honour
-        it, and only when `server_version` (mysql-server_version, what clients are greeted with)
-        says MariaDB (MariaDB clients use extended capabilities only with a server whose version
-        says so)."""
-        known = self._metadata_caching
-        return "MariaDB" in server_version and bool(known) and all(v is not None for v in known.values())
+        return bool(self.offered_capabilities(server_version) & c.MARIADB_CLIENT_CACHE_METADATA)
 
     # ---- KILL QUERY ---------------------------------------------------------------------------
     def reset_then_pool(self, connection: BackendConnection) -> None:

@@ -19,12 +19,15 @@ from turnout.protocol.constants import (
     CLIENT_MULTI_STATEMENTS,
     CLIENT_NO_SCHEMA,
     CLIENT_PS_MULTI_RESULTS,
+    CLIENT_SESSION_TRACK,
     COM_INIT_DB,
     COM_QUERY,
     COM_STMT_CLOSE,
     COM_STMT_PREPARE,
     DEFAULT_SERVER_CAPABILITIES,
     MARIADB_CLIENT_CACHE_METADATA,
+    MARIADB_CLIENT_EXTENDED_TYPE_INFO,
+    MARIADB_CLIENT_PROGRESS,
 )
 from turnout.protocol.events import AuthDone, AuthFailed, TlsStart
 from turnout.protocol.generic import ErrPacket
@@ -40,11 +43,21 @@ ServerAddress = tuple[str, int]
 MAX_CACHED_STATEMENTS = 256
 
 # A session's reply capabilities: the client capabilities that change what a server does or sends
-# back (FOUND_ROWS the affected rows it reports, metadata caching the shape of its result sets,
-# LOCAL_FILES whether LOAD DATA LOCAL asks the client for a file or fails with 4166). Connections
+# back (FOUND_ROWS the affected rows it reports, LOCAL_FILES whether LOAD DATA LOCAL asks the
+# client for a file or fails with 4166, SESSION_TRACK what its OK packets carry, DEPRECATE_EOF how
+# its results are framed, MariaDB's PROGRESS whether it sends progress reports, EXTENDED_TYPE_INFO
+# what its column definitions carry, CACHE_METADATA the shape of its result sets). Connections
 # are pooled per reply capabilities: a backend connection serves only sessions that agreed on the
-# same ones.
-REPLY_CAPABILITIES = CLIENT_FOUND_ROWS | CLIENT_LOCAL_FILES | MARIADB_CLIENT_CACHE_METADATA
+# same ones, so what the server sends goes to the client untouched.
+REPLY_CAPABILITIES = (
+    CLIENT_FOUND_ROWS
+    | CLIENT_LOCAL_FILES
+    | CLIENT_SESSION_TRACK
+    | CLIENT_DEPRECATE_EOF
+    | MARIADB_CLIENT_PROGRESS
+    | MARIADB_CLIENT_EXTENDED_TYPE_INFO
+    | MARIADB_CLIENT_CACHE_METADATA
+)
 # What the proxy asks of every backend connection, plus the session's reply capabilities.
 BACKEND_CAPABILITIES = (
     DEFAULT_SERVER_CAPABILITIES | CLIENT_MULTI_STATEMENTS | CLIENT_MULTI_RESULTS | CLIENT_PS_MULTI_RESULTS

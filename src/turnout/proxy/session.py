@@ -21,7 +21,7 @@ from turnout.protocol.commands import (
     with_stmt_id,
 )
 from turnout.protocol.events import AuthSwitchResponse, ClientHello, TlsRequested
-from turnout.protocol.generic import ErrPacket, build_eof, build_err, build_ok
+from turnout.protocol.generic import ErrPacket, build_end, build_err, build_ok, schema_change
 from turnout.protocol.handshake import build_auth_switch_request, parse_change_user
 from turnout.protocol.metadata import with_metadata
 from turnout.protocol.packets import (
@@ -136,10 +136,9 @@ class ClientSession:
     async def _login(self) -> bool:
         proxy = self.shared
         tls_context = proxy.tls_context
-        capabilities = c.DEFAULT_SERVER_CAPABILITIES | c.CLIENT_COMPRESS
-        caching = self.backends.offers_metadata_caching(proxy.server_version)
-        if caching:
-            capabilities |= c.MARIADB_CLIENT_CACHE_METADATA
+        capabilities = (
+            c.DEFAULT_SERVER_CAPABILITIES | c.CLIENT_COMPRESS | self.backends.offered_capabilities(proxy.server_version)
+        )
         handshake = ServerHandshake(
             self.id,
             server_version=proxy.server_version,
@@ -195,7 +194,10 @@ class ClientSession:
             schema=hello.database or entry.user.default_schema or proxy.default_schema,
             multi_statements=bool(hello.capabilities & c.CLIENT_MULTI_STATEMENTS),
         )
-        self.client.write(handshake.ok_packet())
+        # As the server: a client that tracks session state hears which database it is in when it
+        # named one.
+        named = hello.database if handshake.capabilities & c.CLIENT_SESSION_TRACK else None
+        self.client.write(handshake.ok_packet(session_state=schema_change(named) if named else b""))
         if handshake.capabilities & c.CLIENT_COMPRESS:
             self.client.start_compression(self.packets.take_rest())
         return True
@@ -265,7 +267,8 @@ class ClientSession:
                 self.state.settings = SessionSettings(
                     self.state.settings.names, self.state.settings.schema, self.state.settings.variables, option == 0
                 )
-                self.state.send(build_eof(status_flags=self._status_flags()), 1)
+                deprecate_eof = bool(self.state.reply_capabilities & c.CLIENT_DEPRECATE_EOF)
+                self.state.send(build_end(0, self._status_flags(), deprecate_eof), 1)
             elif command == c.COM_RESET_CONNECTION:
                 self._reset_session(self.state.settings.schema)
                 self.state.send(build_ok(status_flags=c.SERVER_STATUS_AUTOCOMMIT), 1)
@@ -494,7 +497,13 @@ class ClientSession:
         if rule.ok_msg is not None:
             self.state.send(build_ok(status_flags=self._status_flags(), info=rule.ok_msg.encode()), 1)
             return
-        if self.state.kept is None and rule.hostgroup is None and settles_locally(info):
+        if (
+            self.state.kept is None
+            and rule.hostgroup is None
+            and settles_locally(info)
+            # a client that tracks session state hears what changed from the server
+            and not self.state.reply_capabilities & c.CLIENT_SESSION_TRACK
+        ):
             if info.names is not None:
                 self.state.settings = self.state.settings.with_names(info.names)
             self.state.settings = self.state.settings.with_variables(info.sets)
@@ -581,7 +590,9 @@ class ClientSession:
             self.state.send_error(ER_PROXY_RULE_ERROR, rule.error_msg)
             return
         statement_id = self.state.next_statement_id
-        cached = self.shared.prepared_responses.get((self.state.settings.schema, sql))
+        # (per reply capabilities: they shape the response, deprecate-EOF and extended type info)
+        key = (self.state.reply_capabilities, self.state.settings.schema, sql)
+        cached = self.shared.prepared_responses.get(key)
         if cached is None:
             target = await self._connection_for(self.state.hostgroup_for(rule), StatementInfo(is_write=False))
             if target is None:
@@ -592,14 +603,19 @@ class ClientSession:
             except BackendLost as lost:
                 self._backend_lost(connection, lost)
                 return
-            self.state.settle(connection, hostgroup, framer, StatementInfo(is_write=False), NO_MATCH)
+            if framer.error is None:
+                # A prepare runs nothing: the session keeps what it kept (with deprecate-EOF a
+                # PrepareOk carries no status flags to tell a transaction by).
+                self.state.not_executed(connection)
+            else:
+                self.state.settle(connection, hostgroup, framer, StatementInfo(is_write=False), NO_MATCH)
             if framer.error is not None or framer.prepare is None:
                 self.client.write(response)
                 return
             metadata = tuple(framer.columns or ())
             connection.remember_statement(sql, framer.prepare, metadata)
             cached = (response, framer.prepare.num_params, framer.prepare.num_columns, metadata)
-            self.shared.prepared_responses[(self.state.settings.schema, sql)] = cached
+            self.shared.prepared_responses[key] = cached
         response, num_params, num_columns, metadata = cached
         self.state.next_statement_id += 1
         command = "EXECUTE" if not info.is_write else command_name(first_word(sql), True)

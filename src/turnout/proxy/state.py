@@ -100,8 +100,9 @@ class Shared:
         self.backends = Backends(self.stats.counters, connector)
         self.sessions: dict[int, SessionState] = {}
         self.connections_by_user: dict[str, int] = {}
-        # PrepareOk responses by (schema, SQL): the whole response, params, columns, definitions.
-        self.prepared_responses: dict[tuple[str | None, str], tuple[bytes, int, int, Metadata]] = {}
+        # PrepareOk responses by (reply capabilities, schema, SQL): the whole response, params,
+        # columns, definitions.
+        self.prepared_responses: dict[tuple[int, str | None, str], tuple[bytes, int, int, Metadata]] = {}
         self.users: dict[str, UserEntry] = {}
         self.rules: tuple[CompiledRule, ...] = ()
         self.reader_hostgroups: frozenset[int] = frozenset()

@@ -4,7 +4,9 @@ libmariadb clients use (session tracking, bulk statements, extended type info)."
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,11 @@ import mysql.connector
 import pymysql
 import pytest
 
-from driver_harness import Target, outcome
+from driver_harness import RawClient, Target, outcome
 from proxy_harness import RunningProxy
 from turnout.protocol import constants as c
+from turnout.protocol.packets import encode_packet
+from turnout.protocol.response import ResponseFramer
 from turnout.sandbox.config import APP
 
 pytestmark = pytest.mark.sandbox
@@ -130,16 +134,16 @@ def test_compression_mariadb_cli(both: list[Target]) -> None:
 
 
 # ---- MariaDB's capabilities for libmariadb clients ----------------------------------------------
-XFAIL_CAPABILITIES = pytest.mark.xfail(
-    strict=True, reason="issue 19 item 6: session tracking, bulk, extended type info not offered yet"
+XFAIL_BULK = pytest.mark.xfail(
+    strict=True, reason="issue 19 item 6: bulk statements not offered yet"
 )
 
 
 @pytest.fixture
 def warm(single: RunningProxy) -> None:
     """A first backend login, from which the proxy learns what the server offers."""
-    conn = single.connect()
-    conn.close()
+    with single.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")
 
 
 def _mariadb(target: Target, **kwargs: Any) -> mariadb.Connection:
@@ -147,7 +151,6 @@ def _mariadb(target: Target, **kwargs: Any) -> mariadb.Connection:
                            autocommit=True, connect_timeout=10, read_timeout=10, **kwargs)
 
 
-@XFAIL_CAPABILITIES
 def test_session_tracking_reports_the_database_after_use(both: list[Target], warm: None) -> None:
     seen = {}
     for target in both:
@@ -165,7 +168,7 @@ def test_session_tracking_reports_the_database_after_use(both: list[Target], war
     assert seen["proxy"] == seen["direct"]
 
 
-@XFAIL_CAPABILITIES
+@XFAIL_BULK
 def test_bulk_executemany_and_indicators(both: list[Target], warm: None) -> None:
     seen = {}
     for target in both:
@@ -188,7 +191,6 @@ def test_bulk_executemany_and_indicators(both: list[Target], warm: None) -> None
     assert seen["proxy"] == seen["direct"]
 
 
-@XFAIL_CAPABILITIES
 def test_extended_type_info_reports_json(both: list[Target], warm: None) -> None:
     seen = {}
     for target in both:
@@ -209,7 +211,7 @@ LIBMARIADB_CAPABILITIES = (
 )
 
 
-@XFAIL_CAPABILITIES
+@XFAIL_BULK
 def test_capabilities_offered_as_the_server_offers_them(both: list[Target], warm: None) -> None:
     seen = {}
     for target in both:
@@ -221,3 +223,108 @@ def test_capabilities_offered_as_the_server_offers_them(both: list[Target], warm
             conn.close()
     assert seen["direct"] == LIBMARIADB_CAPABILITIES
     assert seen["proxy"] == seen["direct"]
+
+
+# ---- CLIENT_DEPRECATE_EOF: results framed with OK packets, beside clients that did not ask ------
+SCENARIO = Path(__file__).parents[2] / "libmysqlclient_scenario.py"
+
+
+def _libmysqlclient(target: Target) -> Any:
+    run = subprocess.run([sys.executable, str(SCENARIO), str(target.port), APP.user, APP.password],
+                         capture_output=True, text=True, timeout=60)
+    if "C Extension not available" in run.stderr or "No module named '_mysql_connector'" in run.stderr:
+        pytest.skip("mysql-connector-python's C extension (libmysqlclient) cannot load here")
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout)
+
+
+def _idle_flavours(proxy: RunningProxy) -> set[int]:
+    """The reply capabilities of the pool's idle connections (backend.REPLY_CAPABILITIES)."""
+    def read() -> set[int]:
+        return {caps for pool in proxy.proxy.pools.servers.values() for (_, caps), idle in pool.idle.items() if idle}
+    return proxy.call(read)
+
+
+def test_deprecate_eof_libmysqlclient_beside_pymysql(both: list[Target], single: RunningProxy, warm: None) -> None:
+    """libmysqlclient asks for CLIENT_DEPRECATE_EOF: text and binary results, multi-results, a
+    statement prepared in a transaction, warnings and session tracking read as directly, while
+    PyMySQL (classic EOFs) uses the same proxy and server before and after it."""
+    def pymysql_run(port: int) -> Any:
+        conn = pymysql.connect(host="127.0.0.1", port=port, user=APP.user, password=APP.password,
+                               autocommit=True, database="drv", client_flag=c.CLIENT_MULTI_STATEMENTS)
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT id, v FROM t ORDER BY id")
+            rows = cur.fetchall()
+            cur.execute("SELECT 1; SELECT 2")
+            first = cur.fetchall()
+            cur.nextset()
+            return rows, first, cur.fetchall()
+
+    seen = {}
+    for target in both:
+        before = pymysql_run(target.port)
+        seen[target.name] = (before, _libmysqlclient(target), pymysql_run(target.port))
+    direct = seen["direct"][1]
+    assert direct["multi"] == [[[1]], [[2, 3]], 0] and direct["database"] == "drv2"
+    assert direct["in_transaction"] == [[1]] and direct["rolled_back"] == [[0]]
+    assert seen["proxy"] == seen["direct"]
+    flavours = _idle_flavours(single)
+    assert any(caps & c.CLIENT_DEPRECATE_EOF for caps in flavours), flavours
+    assert any(not caps & c.CLIENT_DEPRECATE_EOF for caps in flavours), flavours
+
+
+def _raw_exchange(client: RawClient, payload: bytes, deprecate_eof: bool) -> bytes:
+    """One command and its whole response, as bytes."""
+    client.sock.sendall(encode_packet(payload, 0))
+    framer = ResponseFramer(payload[0], deprecate_eof=deprecate_eof)
+    response = b""
+    while not framer.done:
+        data = client.sock.recv(65536)
+        assert data, "connection closed"
+        used = framer.feed(data)
+        assert used == len(data), "more than one response"
+        response += data
+    return response
+
+
+RAW_COMMANDS = [
+    b"\x03SELECT id, v FROM drv.t ORDER BY id",
+    b"\x03SELECT id FROM drv.t WHERE id < 0",
+    b"\x03SELECT 1; SELECT 2, 'two'; DO 1",
+    b"\x03SELECT CAST('x' AS SIGNED)",
+    b"\x04t\x00",  # COM_FIELD_LIST (the session's database is drv)
+    b"\x1b\x01\x00",  # COM_SET_OPTION: multi-statements off
+    b"\x1b\x00\x00",
+    b"\x03USE drv2",
+    b"\x03SET NAMES utf8mb4",
+    b"\x03SET autocommit = 0",
+    b"\x03SET autocommit = 1",
+]
+
+
+@pytest.mark.parametrize("tracking", [False, True], ids=["deprecate-EOF", "deprecate-EOF and session tracking"])
+def test_deprecate_eof_responses_are_the_servers_byte_for_byte(both: list[Target], warm: None, tracking: bool) -> None:
+    caps = (c.DEFAULT_SERVER_CAPABILITIES | c.CLIENT_MULTI_STATEMENTS | c.CLIENT_MULTI_RESULTS
+            | c.CLIENT_PS_MULTI_RESULTS | c.CLIENT_DEPRECATE_EOF | (c.CLIENT_SESSION_TRACK if tracking else 0)
+            ) & ~c.CLIENT_NO_SCHEMA
+    seen = {}
+    for target in both:
+        client = RawClient(target.port, caps, database="drv")
+        try:
+            responses = [_raw_exchange(client, command, True) for command in RAW_COMMANDS]
+            prepare = _raw_exchange(client, b"\x16SELECT id, v FROM drv.t WHERE id > ?", True)
+            statement = prepare[5:9]
+            execute = b"\x17" + statement + b"\x00\x01\x00\x00\x00\x00\x01\x03\x00" + (2).to_bytes(4, "little")
+            cursor = b"\x17" + statement + b"\x01\x01\x00\x00\x00\x00\x01\x03\x00" + (2).to_bytes(4, "little")
+            fetch = b"\x1c" + statement + (5).to_bytes(4, "little")
+            responses += [
+                prepare[:5] + prepare[9:],  # the statement ids are each side's own
+                _raw_exchange(client, execute, True),
+                _raw_exchange(client, cursor, True),
+                _raw_exchange(client, fetch, True),
+            ]
+            seen[target.name] = responses
+        finally:
+            client.close()
+    for index, (direct, proxied) in enumerate(zip(seen["direct"], seen["proxy"], strict=True)):
+        assert proxied == direct, (index, direct, proxied)
