@@ -219,6 +219,8 @@ class AfterLoss(Enum):
     UNKNOWN_OUTCOME = "error 1927 saying the statement may or may not have been applied"
     LOST = "error 1927: the connection was lost (nothing was applied, or the cause says why)"
     CLOSE_CLIENT = "part of the answer reached the client: only closing its connection is honest"
+    REPLAY = "replay the open transaction on the new master, then run the statement (transaction replay)"
+    NOT_REPLAYED = "error 1213: the open transaction was rolled back and cannot be replayed (the reason)"
 
 
 # Statements that end an open transaction by committing it (explicitly, or implicitly as DDL does).
@@ -239,6 +241,8 @@ def after_loss(
     holds_session: bool,
     proxy_ended: bool,
     may_retry: bool,
+    replay_on: bool = False,
+    replay_refused: str | None = None,
 ) -> AfterLoss:
     """What the client gets when a statement's server fails under it (connection lost, server
     killed). `relayed`: bytes of its answer already sent to the client; `anywhere`:
@@ -247,15 +251,20 @@ def after_loss(
     `holds_session`: the session kept the connection for a reason its loss destroys (a
     transaction, a user variable, a lock…); `proxy_ended`: the proxy itself ended the statement
     (its timeout, a self-fencing cut), which has its own message; `may_retry`: attempts and time
-    are left.
+    are left; `replay_on`: transaction replay records the session's transactions;
+    `replay_refused`: why the open transaction's record cannot be replayed (None: it can).
 
     Only a read that changes nothing and whose answer nobody saw runs again: its result cannot
     differ from what the client would have got. A write in autocommit mode, or a COMMIT, may have
-    been applied before the server died: that is said, never retried."""
+    been applied before the server died: that is said, never retried. A statement of an open
+    transaction (not its COMMIT) is run again after the transaction is replayed, when it can be;
+    else the client hears that the transaction was rolled back and why."""
     if relayed:
         return AfterLoss.CLOSE_CLIENT
     if proxy_ended:
         return AfterLoss.LOST
+    if in_transaction and replay_on and not commits:
+        return AfterLoss.REPLAY if replay_refused is None else AfterLoss.NOT_REPLAYED
     if is_write:
         return AfterLoss.UNKNOWN_OUTCOME if commits or not in_transaction else AfterLoss.LOST
     if anywhere and not holds_session and may_retry:

@@ -31,6 +31,7 @@ from turnout.protocol.response import ResponseFramer, WholeResultSet, whole_resu
 from turnout.proxy.backend import BackendConnection, BackendStatement
 from turnout.proxy.channel import WRITE_BUFFER_HIGH
 from turnout.proxy.decisions import AfterLoss, Placement, commits, placement, runs_anywhere
+from turnout.proxy.replay import LOST_SERVER
 from turnout.proxy.rules import RuleOutcome
 from turnout.proxy.settings import same_settings
 from turnout.proxy.state import ClientStatement, SessionState
@@ -101,6 +102,7 @@ class FastPath:
             or state.in_flight is not None
             or state.delay_multiplex
             or state.ended_reason is not None
+            or state.replay_pending
             or state.killed
             or state.client.has_unread()
         ):
@@ -149,6 +151,7 @@ class FastPath:
         if caching and not backend_statement.cached_metadata_is(statement.metadata):
             return self._give_back(connection)  # the coroutine puts the server's definitions back in
         packet = data[:5] + backend_statement.statement_id.to_bytes(4, "little") + data[9:]
+        state.begin_recording(data, statement.sql, statement, 4)
         self._start(connection, data, packet, statement.info, statement.rule, statement.digest_text, statement.command)
         self._anywhere = statement.anywhere
         self._backend_statement = backend_statement
@@ -169,6 +172,7 @@ class FastPath:
         connection = self._connection_for(info, rule, anywhere)
         if connection is None:
             return False
+        state.begin_recording(data, sql, None, 4)
         self._start(connection, data, data, info, rule, digest, command_name(word, info.is_write))
         self._anywhere = anywhere
         if rule.matched:
@@ -277,6 +281,9 @@ class FastPath:
             # Definitions that follow are kept by the framer (with caching, the count packet is 2 bytes).
             if flags >= 0 and not (self._keep_columns and data[0] == 2 and data[5] == 1):
                 client.write(data)
+                recording = self.state.recording
+                if recording is not None:
+                    recording.feed(data)
                 self._finish(WholeResultSet(flags))
                 return True
             framer = self._framer = ResponseFramer(self._command, self._keep_columns, connection.deprecate_eof)
@@ -290,7 +297,11 @@ class FastPath:
             # Never expected for a read; the connection's state is not worth guessing.
             self._fail("The server asked for a LOCAL INFILE during a read")
             return True
-        client.write(data if used == len(data) else data[:used])
+        relayed = data if used == len(data) else data[:used]
+        client.write(relayed)
+        recording = self.state.recording
+        if recording is not None:
+            recording.feed(relayed)
         self._relayed += used
         if framer.done:
             self.state.response_ended(connection, framer, used != len(data))
@@ -352,8 +363,11 @@ class FastPath:
         decided = state.lost(connection, self._relayed, self._info, self._anywhere, commits(first_word(sql)), True)
         if decided is AfterLoss.CLOSE_CLIENT:
             state.client.close()  # the client has part of an answer: only closing is honest
-        elif decided is AfterLoss.RETRY:
-            # A read nobody saw any of: the coroutine runs it again, waiting for a server.
+        elif decided is AfterLoss.RETRY or decided is AfterLoss.REPLAY:
+            # A read nobody saw any of: the coroutine runs it again, waiting for a server; or a
+            # statement of a lost transaction: the coroutine replays the transaction, then runs it.
+            if decided is AfterLoss.REPLAY:
+                state.replay_cause = LOST_SERVER
             state.client.unread(self._request)
         state.current_command = ""
         state.client.release_hold()

@@ -99,6 +99,10 @@ class Proxy(Shared):
         self.default_query_timeout = config.int_variable("mysql-default_query_timeout", 86_400_000) / 1000
         self.wait_timeout = config.int_variable("mysql-wait_timeout", 28_800_000) / 1000
         self.auto_increment_delay_multiplex = config.int_variable("mysql-auto_increment_delay_multiplex", 5)
+        self.transaction_replay = config.bool_variable("mysql-transaction_replay", False)
+        self.transaction_replay_max_size = config.int_variable("mysql-transaction_replay_max_size", 1024 * 1024)
+        self.transaction_replay_attempts = config.int_variable("mysql-transaction_replay_attempts", 5)
+        self.transaction_replay_timeout = config.int_variable("mysql-transaction_replay_timeout", 30000) / 1000
         self.server_version = config.variable("mysql-server_version", "5.5.30")
         self.stats.commands_enabled = config.bool_variable("mysql-commands_stats", True)
         self.stats.digests_enabled = config.bool_variable("mysql-query_digests", True)
@@ -179,6 +183,13 @@ class Proxy(Shared):
                 "Statements_timed_out": counters.statements_timed_out,
                 "Metadata_restored": counters.metadata_restored,
                 "Transactions_ended_by_switchover": counters.transactions_ended,
+                "Transaction_replays": counters.transaction_replays,
+                "Transaction_replays_succeeded": counters.transaction_replays_succeeded,
+                "Transaction_replays_mismatched": counters.transaction_replays_mismatched,
+                "Transaction_replays_failed": counters.transaction_replays_failed,
+                "Transaction_replays_refused": counters.transaction_replays_refused,
+                "Transaction_replays_refused_unreproducible": counters.transaction_replays_refused_unreproducible,
+                "Transaction_replays_refused_too_large": counters.transaction_replays_refused_too_large,
                 "ProxySQL_Uptime": int(time.time() - self.stats.started_at),
             }
             return [{"Variable_Name": k, "Variable_Value": str(v)} for k, v in values.items()]

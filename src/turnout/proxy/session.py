@@ -71,9 +71,11 @@ from turnout.proxy.errors import (
     NoServer,
 )
 from turnout.proxy.fastpath import FastPath
+from turnout.proxy.replay import LOST_SERVER, SWITCHED
+from turnout.proxy.replayer import replay
 from turnout.proxy.rules import NO_MATCH, RuleOutcome
 from turnout.proxy.settings import SessionSettings, charset_for_collation, same_settings
-from turnout.proxy.state import ClientStatement, SessionState, Shared, UserEntry
+from turnout.proxy.state import ClientStatement, SessionState, Shared, UserEntry, not_replayed_message
 from turnout.proxy.statement import Keep, KillRequest, StatementInfo, first_word, parse_kill, settles_locally
 from turnout.proxy.stats import command_name
 
@@ -233,9 +235,23 @@ class ClientSession:
             if self.state.ended_reason is not None and expects_response(command) and command != c.COM_QUIT:
                 reason, self.state.ended_reason = self.state.ended_reason, None
                 if self.state.kept is not None:
+                    refused = self.state.end_of_record() if self.state.log is not None else None
                     self.state.drop_kept()
-                    self.state.send_error(ER_TRANSACTION_ENDED, f"turnout: {reason}")
-                    continue
+                    if not self.state.replay_pending:
+                        if refused is None:
+                            self.state.send_error(ER_TRANSACTION_ENDED, f"turnout: {reason}")
+                        else:
+                            self.state.count_refused(refused)
+                            self.state.send_error(ER_TRANSACTION_ENDED, not_replayed_message(SWITCHED, refused))
+                        continue
+                    self.state.replay_cause = SWITCHED
+            if (
+                self.state.replay_pending
+                and expects_response(command)
+                and command != c.COM_QUIT
+                and not await replay(self.state, self.state.replay_cause)
+            ):
+                continue
             if command == c.COM_QUERY:
                 await self._on_query(payload)
             elif command == c.COM_STMT_EXECUTE:
@@ -287,6 +303,7 @@ class ClientSession:
 
     def _reset_session(self, schema: str | None) -> None:
         self.state.drop_kept()
+        self.state.forget_transaction()
         self.state.statements.clear()
         self.state.delay_multiplex = 0
         self.state.settings = SessionSettings(names=self.state.settings.names, schema=schema)
@@ -367,6 +384,7 @@ class ClientSession:
         framer = ResponseFramer(payload[0], keep_columns, connection.deprecate_eof)
         backend = connection.channel
         client = self.client
+        recording = self.state.recording
         backend.write(encode_packet(payload, 0))
         relayed = 0
         while True:
@@ -386,7 +404,10 @@ class ClientSession:
                 and framer.error.code == c.ER_OPTION_PREVENTS_STATEMENT
             ):
                 return framer
-            client.write(data if used == len(data) else data[:used])
+            relayed_data = data if used == len(data) else data[:used]
+            client.write(relayed_data)
+            if recording is not None:
+                recording.feed(relayed_data)
             relayed += used
             if framer.local_infile:
                 await self._relay_infile(connection)
@@ -423,6 +444,7 @@ class ClientSession:
         anywhere = runs_anywhere(info, rule)
         while True:
             retry = info.is_write and self.state.kept is None and time.monotonic() < deadline
+            self.state.begin_recording(payload, sql, None)
             self.state.arm_timeout(rule, time.monotonic())
             # (no continue/break inside try/finally: mypyc does not compile them)
             lost: BackendLost | None = None
@@ -434,6 +456,9 @@ class ClientSession:
                 self.state.deadline = 0.0
             if lost is not None:
                 if not self._backend_lost(connection, lost, info, anywhere, sql, time.monotonic() < deadline):
+                    return
+                # The open transaction was lost: replayed on the new master, the statement follows.
+                if self.state.replay_pending and not await replay(self.state, LOST_SERVER):
                     return
                 # A read nobody saw any of: it runs again on a healthy server of its hostgroup,
                 # waiting for one (the writer coming back, a new master) as a new statement would.
@@ -472,7 +497,7 @@ class ClientSession:
         decided = self.state.lost(connection, lost.relayed, info, anywhere, commits(first_word(sql)), may_retry)
         if decided is AfterLoss.CLOSE_CLIENT:
             raise ClientGone("backend lost in the middle of a result")
-        return decided is AfterLoss.RETRY
+        return decided is AfterLoss.RETRY or decided is AfterLoss.REPLAY
 
     # ---- commands -----------------------------------------------------------------------------
     async def _on_query(self, payload: bytes) -> None:
@@ -576,6 +601,7 @@ class ClientSession:
         except BackendLost as lost:
             self._backend_lost(connection, lost)
             return
+        self.state.refuse_replay(f"it ran {command_label(payload[0]).lower()}, which is not recorded")
         if payload[0] == c.COM_INIT_DB and framer.error is None:
             schema = payload[1:].decode("utf-8", "surrogateescape")
             info = StatementInfo(is_write=False, use_schema=schema)
@@ -670,8 +696,11 @@ class ClientSession:
         try:
             prepared = await connection.prepare(statement.sql)
         except BackendError as exc:
-            self._backend_lost(connection, BackendLost(0, str(exc)))
-            return None
+            if not self._backend_lost(connection, BackendLost(0, str(exc)), statement.info, False, statement.sql):
+                return None
+            if not self.state.replay_pending or not await replay(self.state, LOST_SERVER):
+                return None
+            return await self._backend_statement(statement)
         if isinstance(prepared, ErrPacket):
             self.state.not_executed(connection)
             self.state.send(build_err(prepared.code, prepared.message, prepared.sql_state), 1)
@@ -701,6 +730,7 @@ class ClientSession:
                 self.state.not_executed(connection)
                 self.state.send_error(c.ER_MALFORMED_PACKET, str(malformed))
                 return
+            self.state.begin_recording(payload, statement.sql, statement)
             self.state.arm_timeout(statement.rule, time.monotonic())
             caching = connection.caches_metadata
             lost: BackendLost | None = None  # (no break inside try/finally: mypyc does not compile it)
@@ -717,6 +747,8 @@ class ClientSession:
                 break
             retry = time.monotonic() < deadline
             if not self._backend_lost(connection, lost, statement.info, statement.anywhere, statement.sql, retry):
+                return
+            if self.state.replay_pending and not await replay(self.state, LOST_SERVER):
                 return
         statement.after_result(backend_statement, framer)
         if framer.error is not None:
@@ -745,6 +777,9 @@ class ClientSession:
                 raise BackendLost(0, f"cannot put the column definitions back in: {exc}") from exc
             statement.metadata = backend_statement.metadata
             self.shared.stats.counters.metadata_restored += 1
+        recording = self.state.recording
+        if recording is not None:
+            recording.feed(response)
         self.client.write(response)
         return framer
 
@@ -757,6 +792,7 @@ class ClientSession:
         if target is None:
             return
         connection, hostgroup, backend_id = target
+        self.state.refuse_replay("it sent long data for a prepared statement, which is not recorded")
         connection.channel.write(encode_packet(with_stmt_id(payload, backend_id), 0))
         state = self.state
         kept = state.kept if state.kept is not None and state.kept.connection is connection else None
@@ -776,8 +812,19 @@ class ClientSession:
         if kept is None or backend is None:
             self.state.send(build_ok(status_flags=self._status_flags()), 1)
             return
-        self.state.kept = replace(kept, reasons=kept.reasons - _LONG_DATA)
-        await self._relay_kept(with_stmt_id(payload, backend.statement_id), statement.info)
+        self.state.kept = kept = replace(kept, reasons=kept.reasons - _LONG_DATA)
+        try:
+            framer = await self._relay(kept.connection, with_stmt_id(payload, backend.statement_id))
+        except BackendLost as lost:
+            # In a transaction: replayed (the statement is prepared afresh there, nothing to reset)
+            if (
+                self._backend_lost(kept.connection, lost, _RESETS, False, statement.sql)
+                and self.state.replay_pending
+                and await replay(self.state, LOST_SERVER)
+            ):
+                self.state.send(build_ok(status_flags=self._status_flags()), 1)
+            return
+        self.state.settle(kept.connection, kept.hostgroup, framer, statement.info, NO_MATCH)
 
     async def _on_fetch(self, payload: bytes) -> None:
         statement = self._statement(payload, "mysqld_stmt_fetch")
@@ -788,6 +835,7 @@ class ClientSession:
         if kept is None or backend is None:
             self.state.send_error(c.ER_UNKNOWN_STMT_HANDLER, "The statement has no open cursor")
             return
+        self.state.refuse_replay("it fetched from a cursor, which is not recorded")
         await self._relay_kept(with_stmt_id(payload, backend.statement_id), statement.info)
 
     async def _relay_kept(self, payload: bytes, info: StatementInfo) -> None:
@@ -832,6 +880,7 @@ class ClientSession:
 
 
 _LONG_DATA = frozenset({Keep.LONG_DATA})
+_RESETS = StatementInfo(is_write=False)  # COM_STMT_RESET, as after_loss sees it
 
 
 def command_label(command: int) -> str:

@@ -42,13 +42,22 @@ from turnout.proxy.digest import digest_text
 from turnout.proxy.errors import (
     ER_LOST_BACKEND,
     ER_STATEMENT_TIMEOUT,
+    ER_TRANSACTION_ENDED,
     LOST_BACKEND,
     LOST_ROLLED_BACK,
     LOST_UNKNOWN_OUTCOME,
 )
+from turnout.proxy.replay import (
+    TOO_LARGE,
+    UNREPRODUCIBLE,
+    ResultDigest,
+    TransactionLog,
+    opens_transaction,
+    unrestorable,
+)
 from turnout.proxy.rules import NO_MATCH, CompiledRule, RuleOutcome, evaluate
 from turnout.proxy.settings import SessionSettings
-from turnout.proxy.statement import Keep, StatementInfo, analyze
+from turnout.proxy.statement import Keep, StatementInfo, analyze, first_word
 from turnout.proxy.stats import ProxyStats
 
 
@@ -117,6 +126,12 @@ class Shared:
         self.default_schema = "information_schema"
         # Off: every command goes through the sessions' coroutines (tests compare the two paths).
         self.fast_path = True
+        # Transaction replay (mysql-transaction_replay*): record open transactions, replay them
+        # on the new master when their server is lost before their COMMIT.
+        self.transaction_replay = False
+        self.transaction_replay_max_size = 1024 * 1024
+        self.transaction_replay_attempts = 5
+        self.transaction_replay_timeout = 30.0
 
     def admit(self, session: SessionState, entry: UserEntry) -> tuple[int, str] | None:
         """None when the session may start, else the error code and message to refuse it with."""
@@ -180,6 +195,15 @@ class SessionState:
         self.killed = False
         # When its last command ended (monotonic): an idle session ends after its wait_timeout.
         self.idle_since = time.monotonic()
+        # Transaction replay: the open transaction's record (None while replay is off), the
+        # digest the statement in progress feeds its answer to (None: not recorded), and whether
+        # the transaction is to be replayed before the session's next command runs.
+        self.log: TransactionLog | None = None
+        self.recording: ResultDigest | None = None
+        self.replay_pending = False
+        self.replay_hostgroup = 0
+        self.replay_reasons: frozenset[Keep] = frozenset()
+        self.replay_cause = ""
 
     # ---- where statements go ------------------------------------------------------------------
     def classify(self, sql: str) -> tuple[StatementInfo, str, RuleOutcome]:
@@ -210,6 +234,72 @@ class SessionState:
     def kept_moved(self, kept: Kept) -> bool:
         """The kept connection's server no longer takes its hostgroup's traffic."""
         return not self.backends.serves(kept.hostgroup, kept.connection.address)
+
+    # ---- transaction replay's record ---------------------------------------------------------
+    def begin_recording(self, payload: bytes, sql: str, statement: ClientStatement | None, skip: int = 0) -> None:
+        """A statement starts: recorded (its answer fed to `self.recording`) when it runs inside a
+        transaction, or may open one, and transaction replay is on."""
+        shared = self.shared
+        log = self.log
+        if not shared.transaction_replay:
+            if log is not None:
+                self.log = None
+            self.recording = None
+            return
+        if log is None:
+            log = self.log = TransactionLog(shared.transaction_replay_max_size)
+        if not log.active:
+            kept = self.kept
+            if kept is not None and Keep.TRANSACTION in kept.reasons:
+                log.open(self.settings, "its beginning was not recorded (transaction replay was turned on during it)")
+            elif opens_transaction(first_word(sql), self.autocommit()):
+                log.open(self.settings, unrestorable(kept.reasons) if kept is not None else None)
+            else:
+                self.recording = None
+                return
+        if skip:
+            payload = payload[skip:]
+        if statement is None:
+            self.recording = log.start(payload, sql, 0, None)
+        else:
+            self.recording = log.start(payload, sql, statement.num_params, statement.param_types)
+
+    def refuse_replay(self, reason: str) -> None:
+        """Something the record cannot follow ran inside the transaction (a cursor, long data…)."""
+        log = self.log
+        if log is not None and log.active:
+            log.refuse(reason)
+
+    def count_refused(self, reason: str | None) -> None:
+        counters = self.shared.stats.counters
+        counters.transaction_replays_refused += 1
+        if reason is not None:
+            if reason.startswith(UNREPRODUCIBLE):
+                counters.transaction_replays_refused_unreproducible += 1
+            elif reason.startswith(TOO_LARGE):
+                counters.transaction_replays_refused_too_large += 1
+
+    def autocommit(self) -> bool:
+        value = self.settings.variables.get("autocommit")
+        return value is None or value.strip("'\"").upper() not in ("0", "OFF", "FALSE")
+
+    def end_of_record(self) -> str | None:
+        """The kept transaction's connection is let go (a switchover's drain): None when the
+        transaction is to be replayed before the next command, else why it cannot be."""
+        log = self.log
+        kept = self.kept
+        if log is None or kept is None or Keep.TRANSACTION not in kept.reasons:
+            return None
+        if not log.active:
+            return "it was not recorded"
+        refused = log.refused
+        if refused is None:
+            self.replay_pending = True
+            self.replay_hostgroup = kept.hostgroup
+            self.replay_reasons = kept.reasons
+        else:
+            log.close()
+        return refused
 
     # ---- the relay rule -----------------------------------------------------------------------
     def give_back(self, connection: BackendConnection, reusable: bool) -> None:
@@ -300,6 +390,10 @@ class SessionState:
     ) -> None:
         """A statement's result reached the client: keep or give back its connection and record
         it in the stats. `anywhere`: decisions.runs_anywhere(info, rule)."""
+        log = self.log
+        if log is not None and log.active:
+            self.recording = None
+            log.done(outcome.error is None, outcome.status_flags)
         ok = outcome.ok
         if (
             anywhere
@@ -361,6 +455,10 @@ class SessionState:
         if on_kept:
             self.kept = None
         self.give_back(connection, reusable=False)
+        self.recording = None
+        log = self.log
+        replay_on = log is not None and log.active and info is not None
+        refused = log.refused if log is not None else None
         timed_out, self.timed_out_after = self.timed_out_after, None
         cut, self.cut_reason = self.cut_reason, None
         if timed_out is None and cut is None and not self.killed:
@@ -375,11 +473,24 @@ class SessionState:
             holds_session,
             timed_out is not None or cut is not None,
             may_retry and info is not None,
+            replay_on,
+            refused,
         )
+        if decided is AfterLoss.REPLAY:
+            assert kept is not None
+            self.replay_pending = True
+            self.replay_hostgroup = kept.hostgroup
+            self.replay_reasons = kept.reasons
+            return decided
+        if log is not None:
+            log.close()
         if decided is AfterLoss.RETRY:
             self.shared.stats.counters.statements_retried += 1
         elif decided is AfterLoss.CLOSE_CLIENT:
             pass
+        elif decided is AfterLoss.NOT_REPLAYED:
+            self.count_refused(refused)
+            self.send_error(ER_TRANSACTION_ENDED, not_replayed_message(f"its server was lost ({LOST_BACKEND})", refused))
         elif cut is not None:
             self.send_error(ER_LOST_BACKEND, f"turnout: {cut}; the statement was cut off and its outcome is unknown")
         elif timed_out is not None:
@@ -466,6 +577,13 @@ class SessionState:
         if not self.client.is_closing():
             self.client.write(encode_packet(build_err(code, message, c.sql_state_for(code)), seq))
 
+    def forget_transaction(self) -> None:
+        """The session's transaction is gone (its connection dropped, the session reset)."""
+        self.replay_pending = False
+        self.recording = None
+        if self.log is not None:
+            self.log.close()
+
     def end_kept(self, reason: str) -> None:
         """End the session's hold on its backend at its next command: the connection is closed
         (its transaction rolls back) and the client hears `reason` as an error. Deferred to the
@@ -497,3 +615,13 @@ class SessionState:
             "time_ms": int((time.monotonic() - self.command_started) * 1000) if self.current_command else 0,
             "info": ", ".join(sorted(kept.reasons)) if kept else None,
         }
+
+
+def not_replayed_message(cause: str, reason: str | None) -> str:
+    """Error 1213's text for a transaction that was rolled back and not replayed."""
+    return f"turnout: {cause}; the transaction was rolled back and not replayed: {reason}; run it again"
+
+
+def replay_failed_message(cause: str, reason: str) -> str:
+    """Error 1213's text for a transaction whose replay failed (nothing of it was applied)."""
+    return f"turnout: {cause}; the transaction was rolled back and its replay failed: {reason}; run it again"

@@ -108,6 +108,15 @@ class GlobalCounters:
     statements_fast_path: int = 0  # relayed by callbacks, without waking the session's task
     metadata_restored: int = 0  # results whose left-out column definitions the proxy put back in
     transactions_ended: int = 0
+    # Transaction replay: replays begun, and how they ended; transactions lost that were not
+    # replayed (their record said why), in all and for the two commonest reasons.
+    transaction_replays: int = 0
+    transaction_replays_succeeded: int = 0
+    transaction_replays_mismatched: int = 0
+    transaction_replays_failed: int = 0
+    transaction_replays_refused: int = 0
+    transaction_replays_refused_unreproducible: int = 0
+    transaction_replays_refused_too_large: int = 0
     access_denied_wrong_password: int = 0  # unknown user or wrong password, as ProxySQL counts it
     access_denied_max_connections: int = 0
     access_denied_max_user_connections: int = 0

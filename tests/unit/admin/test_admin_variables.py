@@ -80,4 +80,9 @@ def test_deliberate_differences_are_few_and_known() -> None:
     assert defaults()["admin-mysql_ifaces"] == "127.0.0.1:6032"
     own = {name for name in BY_NAME if name not in PROXYSQL_DEFAULTS}
     # mysql-default_charset: ProxySQL removed it in 2.0.13, turnout still accepts it (no effect)
-    assert own == {"mysql-interfaces", "admin-mysql_ifaces", "mysql-default_charset", "admin-scheduler_timeout_ms"}
+    # mysql-transaction_replay*: turnout's transaction replay (ProxySQL has none)
+    assert own == {
+        "mysql-interfaces", "admin-mysql_ifaces", "mysql-default_charset", "admin-scheduler_timeout_ms",
+        "mysql-transaction_replay", "mysql-transaction_replay_max_size", "mysql-transaction_replay_attempts",
+        "mysql-transaction_replay_timeout",
+    }

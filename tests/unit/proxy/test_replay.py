@@ -1,0 +1,213 @@
+"""Transaction replay's record: what cannot be replayed, the answers' checksums, the bounded log,
+and after_loss's replay verdicts."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from turnout.protocol import constants as c
+from turnout.protocol.generic import build_eof, build_err, build_ok
+from turnout.protocol.packets import encode_packet, write_lenenc_int
+from turnout.protocol.resultset import ColumnDef, build_column_def
+from turnout.proxy.decisions import AfterLoss, after_loss
+from turnout.proxy.replay import (
+    TOO_LARGE,
+    UNREPRODUCIBLE,
+    ResultDigest,
+    TransactionLog,
+    opens_transaction,
+    unreproducible,
+    unrestorable,
+)
+from turnout.proxy.settings import SessionSettings
+from turnout.proxy.statement import Keep
+
+IN_TRANS = c.SERVER_STATUS_IN_TRANS | c.SERVER_STATUS_AUTOCOMMIT
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO t VALUES (NOW())", "select now ()", "UPDATE t SET a = RAND()", "SELECT UUID()",
+        "SELECT uuid_short()", "SELECT CONNECTION_ID()", "SELECT LAST_INSERT_ID()", "SELECT @@server_id",
+        "SELECT @@SESSION.server_id", "SELECT @@hostname", "INSERT INTO t VALUES (CURRENT_TIMESTAMP)",
+        "SELECT CURRENT_DATE", "SELECT SYSDATE()", "SELECT UNIX_TIMESTAMP()", "SELECT UTC_TIMESTAMP()",
+        "SELECT GET_LOCK('a', 1)", "SELECT NEXTVAL(s)", "SELECT NEXT VALUE FOR s", "SELECT @@last_insert_id",
+        "SELECT @@identity", "LOAD DATA LOCAL INFILE 'x' INTO TABLE t", "SELECT @@gtid_current_pos",
+        "SELECT MASTER_GTID_WAIT('0-1-1')", "SELECT LOCALTIMESTAMP", "SELECT @@global.server_uuid",
+    ],
+)
+def test_unreproducible_statements_say_why(sql: str) -> None:
+    assert unreproducible(sql) is not None
+    assert unreproducible(sql) == unreproducible(sql)  # cached, same answer
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT c FROM sbtest1 WHERE id = ?", "UPDATE sbtest1 SET k = k + 1 WHERE id = 5",
+        "INSERT INTO t (a, b) VALUES (1, 'x')", "BEGIN", "SELECT SUM(k) FROM t WHERE id BETWEEN 1 AND 9",
+        "SELECT nowhere FROM t", "SELECT randomly FROM t", "SELECT @server_id", "SELECT uuid_col FROM t",
+        "DELETE FROM t WHERE created_now = 1", "SELECT 1",
+    ],
+)
+def test_reproducible_statements(sql: str) -> None:
+    assert unreproducible(sql) is None
+
+
+def test_unrestorable_state() -> None:
+    assert unrestorable(frozenset()) is None
+    assert unrestorable(frozenset({Keep.TRANSACTION, Keep.RULE_NO_MULTIPLEX})) is None
+    for reason in set(Keep) - {Keep.TRANSACTION, Keep.RULE_NO_MULTIPLEX}:
+        why = unrestorable(frozenset({reason, Keep.TRANSACTION}))
+        assert why is not None and str(reason) in why
+
+
+def test_opens_transaction() -> None:
+    assert opens_transaction("BEGIN", True) and opens_transaction("START", True)
+    assert not opens_transaction("SELECT", True) and not opens_transaction("INSERT", True)
+    assert opens_transaction("SELECT", False)
+
+
+# ---- checksums ----------------------------------------------------------------------------------
+def _packets(*payloads: bytes) -> bytes:
+    return b"".join(encode_packet(payload, seq) for seq, payload in enumerate(payloads, 1))
+
+
+def _result(rows: list[list[bytes]], metadata: bool = True, caching: bool = False, flags: int = IN_TRANS,
+            warnings: int = 0) -> bytes:
+    columns = [build_column_def(ColumnDef(name=f"c{i}", table="t")) for i in range(len(rows[0]) if rows else 1)]
+    count = write_lenenc_int(len(columns)) + ((b"\x01" if metadata else b"\x00") if caching else b"")
+    payloads = [count, *(columns if metadata else []), build_eof(0, flags)]
+    for row in rows:
+        payloads.append(b"".join(write_lenenc_int(len(v)) + v for v in row))
+    payloads.append(build_eof(warnings, flags))
+    return _packets(*payloads)
+
+
+def _digest(data: bytes, split: int | None = None) -> int:
+    digest = ResultDigest()
+    if split is None:
+        digest.feed(data)
+    else:
+        for at in range(0, len(data), split):
+            digest.feed(data[at : at + split])
+    return digest.value
+
+
+ROWS = [[b"1", b"alpha"], [b"2", b"beta" * 20], [b"3", b""]]
+
+
+@given(st.integers(1, 40))
+def test_digest_does_not_depend_on_how_the_bytes_arrive(split: int) -> None:
+    for data in (_result(ROWS), _packets(build_ok(3, 7, IN_TRANS, 1, b"Rows matched: 3")),
+                 _packets(build_err(1062, "Duplicate entry '1' for key 'PRIMARY'", "23000"))):
+        assert _digest(data, split) == _digest(data)
+
+
+def test_digest_ignores_what_differs_between_servers_for_the_same_result() -> None:
+    # status flags (OK and EOF), an OK's info, the column definitions and metadata caching
+    assert _digest(_packets(build_ok(1, 0, IN_TRANS))) == _digest(
+        _packets(build_ok(1, 0, IN_TRANS | c.SERVER_STATUS_NO_INDEX_USED, 0, b"info"))
+    )
+    plain = _digest(_result(ROWS))
+    assert plain == _digest(_result(ROWS, flags=IN_TRANS | c.SERVER_STATUS_NO_INDEX_USED))
+    assert plain == _digest(_result(ROWS, caching=True)) == _digest(_result(ROWS, metadata=False, caching=True))
+
+
+def test_digest_sees_every_difference_in_the_result() -> None:
+    ok = _digest(_packets(build_ok(1, 0, IN_TRANS)))
+    assert ok != _digest(_packets(build_ok(2, 0, IN_TRANS)))  # affected rows
+    assert ok != _digest(_packets(build_ok(1, 5, IN_TRANS)))  # insert id
+    assert ok != _digest(_packets(build_ok(1, 0, IN_TRANS, 1)))  # warnings
+    assert ok != _digest(_packets(build_err(1213, "Deadlock found", "40001")))
+    rows = _digest(_result(ROWS))
+    assert rows != _digest(_result(ROWS[:2]))  # a row fewer
+    assert rows != _digest(_result([ROWS[1], ROWS[0], ROWS[2]]))  # another order
+    assert rows != _digest(_result([[b"1", b"alpha"], [b"2", b"gamma"], [b"3", b""]]))  # a value
+    assert rows != _digest(_result(ROWS, warnings=1))
+    assert rows != _digest(_result([[*row, b"x"] for row in ROWS]))  # a column more
+
+
+def test_digest_of_several_results() -> None:
+    more = IN_TRANS | c.SERVER_MORE_RESULTS_EXISTS
+    first = _result([[b"1"]], flags=more)
+    second_a = _packets(build_ok(1, 0, IN_TRANS))
+    second_b = _packets(build_ok(2, 0, IN_TRANS))
+    assert _digest(first + second_a) != _digest(first + second_b)
+    assert _digest(first + second_a, 3) == _digest(first + second_a)
+
+
+# ---- the log ------------------------------------------------------------------------------------
+def _run(log: TransactionLog, sql: str, answer: bytes, flags: int = IN_TRANS, error: bool = False) -> None:
+    payload = b"\x03" + sql.encode()
+    digest = log.start(payload, sql, 0, None)
+    if digest is not None:
+        digest.feed(answer)
+    log.done(not error, flags)
+
+
+def test_log_records_a_transaction_and_forgets_it_at_its_end() -> None:
+    log = TransactionLog(1 << 20)
+    log.open(SessionSettings(schema="test"), None)
+    _run(log, "BEGIN", _packets(build_ok(0, 0, IN_TRANS)))
+    _run(log, "UPDATE t SET a = 1", _packets(build_ok(1, 0, IN_TRANS)))
+    _run(log, "INSERT INTO t VALUES (1)", _packets(build_err(1062, "Duplicate", "23000")), flags=0, error=True)
+    assert log.active and [e.sql for e in log.entries] == ["BEGIN", "UPDATE t SET a = 1", "INSERT INTO t VALUES (1)"]
+    assert log.entries[1].checksum == _digest(_packets(build_ok(1, 0, IN_TRANS)))
+    assert log.entries[1].payload == b"\x03UPDATE t SET a = 1"
+    _run(log, "COMMIT", _packets(build_ok(0, 0, c.SERVER_STATUS_AUTOCOMMIT)), flags=c.SERVER_STATUS_AUTOCOMMIT)
+    assert not log.active and not log.entries and log.refused is None
+
+
+def test_log_refuses_an_unreproducible_statement_until_the_end() -> None:
+    log = TransactionLog(1 << 20)
+    log.open(SessionSettings(), None)
+    _run(log, "BEGIN", _packets(build_ok(0, 0, IN_TRANS)))
+    _run(log, "INSERT INTO t VALUES (NOW())", _packets(build_ok(1, 0, IN_TRANS)))
+    assert log.refused is not None and log.refused.startswith(UNREPRODUCIBLE) and "NOW()" in log.refused
+    assert not log.entries
+    _run(log, "SELECT 1", _packets(build_ok(0, 0, IN_TRANS)))
+    assert not log.entries and log.active
+    _run(log, "ROLLBACK", _packets(build_ok(0, 0, 2)), flags=2)
+    assert not log.active and log.refused is None
+
+
+def test_log_is_bounded() -> None:
+    log = TransactionLog(1000)
+    log.open(SessionSettings(), None)
+    for i in range(100):
+        _run(log, f"UPDATE t SET a = {i}", _packets(build_ok(1, 0, IN_TRANS)))
+        if log.refused is not None:
+            break
+    assert log.refused is not None and log.refused.startswith(TOO_LARGE)
+    assert not log.entries and log.size == 0
+
+
+def test_log_opened_refused_keeps_its_reason() -> None:
+    log = TransactionLog(1 << 20)
+    log.open(SessionSettings(), "it may depend on session state kept on the lost connection (user variable)")
+    _run(log, "BEGIN", _packets(build_ok(0, 0, IN_TRANS)))
+    assert not log.entries and log.refused is not None and "user variable" in log.refused
+
+
+# ---- after_loss with replay ----------------------------------------------------------------------
+def test_after_loss_replays_only_an_open_transactions_statement_before_its_commit() -> None:
+    for relayed, is_write, anywhere, in_tx, commits_, proxy_ended, may_retry, replay_on, refused in itertools.product(
+        [0, 10], *[[False, True]] * 7, [None, "why"]
+    ):
+        decided = after_loss(relayed, is_write, anywhere, in_tx, commits_, in_tx, proxy_ended, may_retry,
+                             replay_on, refused)
+        without = after_loss(relayed, is_write, anywhere, in_tx, commits_, in_tx, proxy_ended, may_retry)
+        if decided in (AfterLoss.REPLAY, AfterLoss.NOT_REPLAYED):
+            assert not relayed and not proxy_ended and in_tx and replay_on and not commits_
+            assert (decided is AfterLoss.REPLAY) == (refused is None)
+            assert without is AfterLoss.LOST  # what the client heard before: rolled back
+        else:
+            assert decided is without
+        if commits_ and is_write and in_tx and not relayed and not proxy_ended:
+            assert decided is AfterLoss.UNKNOWN_OUTCOME  # a COMMIT in flight is never replayed
