@@ -109,18 +109,23 @@ def opens_transaction(first_word: str, autocommit: bool) -> bool:
 
 # ---- the checksum of one answer ---------------------------------------------------------------
 _FIRST = 0  # the first packet of a result: OK, ERR, EOF or a column count
-_DEFINITIONS = 1  # column definitions (left out of the checksum) up to their EOF
-_ROWS = 2  # rows up to the EOF or ERR
+_DEFINITIONS = 1  # column definitions (left out of the checksum), then their EOF if any
+_ROWS = 2  # rows up to the EOF (or the OK with header 0xFE) or ERR
 
 _COLLECT = 0  # the packet is gathered, then read
 _STREAM = 1  # its payload goes into the checksum as it comes (a row)
 _SKIP = 2  # left out (a column definition)
+_PEEK = 3  # a row or the OK (header 0xFE) that ends the rows: its first byte says
 
 
 class ResultDigest:
-    """The checksum of one statement's answer, fed the bytes as they are relayed (any split)."""
+    """The checksum of one statement's answer, fed the bytes as they are relayed (any split).
 
-    __slots__ = ("_header", "_in_packet", "_left", "_mode", "_packet", "_state", "value")
+    Either framing: with classic EOFs, or with CLIENT_DEPRECATE_EOF (no EOF after the column
+    definitions, an OK with header 0xFE after the rows); the definitions are counted, so a
+    result with them and one without (metadata caching) give the same checksum."""
+
+    __slots__ = ("_columns", "_header", "_in_packet", "_left", "_mode", "_packet", "_state", "value")
 
     def __init__(self) -> None:
         self.value = 0
@@ -130,6 +135,7 @@ class ResultDigest:
         self._left = 0
         self._mode = _COLLECT
         self._state = _FIRST
+        self._columns = 0  # column definitions still to come
 
     def reset(self) -> None:
         self.value = 0
@@ -138,6 +144,7 @@ class ResultDigest:
         self._in_packet = False
         self._left = 0
         self._state = _FIRST
+        self._columns = 0
 
     def feed(self, data: bytes) -> None:
         pos = 0
@@ -158,10 +165,12 @@ class ResultDigest:
                     header.clear()
                 self._begin(length)
                 continue
+            mode = self._mode
+            if mode == _PEEK:
+                mode = self._mode = _COLLECT if data[pos] == 0xFE or data[pos] == 0xFF else _STREAM
             take = self._left
             if take > end - pos:
                 take = end - pos
-            mode = self._mode
             if mode == _STREAM:
                 self.value = zlib.crc32(memoryview(data)[pos : pos + take], self.value)
             elif mode == _COLLECT:
@@ -173,12 +182,19 @@ class ResultDigest:
 
     def _begin(self, length: int) -> None:
         state = self._state
-        if state == _FIRST or length < 9:
+        if state == _DEFINITIONS:
+            if self._columns > 0:
+                self._columns -= 1
+                self._mode = _SKIP
+            elif length < 9:
+                self._mode = _COLLECT  # their EOF, or (no EOF) a short first row
+            else:
+                self._state = _ROWS  # no EOF after the definitions: rows already
+                self._mode = _PEEK
+        elif state == _FIRST or length < 9:
             self._mode = _COLLECT  # OK / ERR / EOF / column count, or a short packet to look at
-        elif state == _ROWS:
-            self._mode = _STREAM
         else:
-            self._mode = _SKIP
+            self._mode = _PEEK
         self._left = length
         self._in_packet = True
         if length == 0:
@@ -194,29 +210,37 @@ class ResultDigest:
             self.value = zlib.crc32(b"\x00empty", self.value)
         elif packet[0] == 0xFF:
             self.value = zlib.crc32(packet, self.value)
-        elif packet[0] == 0xFE and len(packet) < 9:
-            # EOF: its warning count; "more results" starts the next result
-            self.value = zlib.crc32(b"\xfe" + packet[1:3], self.value)
-            if state == _DEFINITIONS:
+        elif packet[0] == 0xFE and state != _FIRST:
+            if state == _DEFINITIONS:  # the EOF after the definitions
+                self.value = zlib.crc32(b"\xfe" + packet[1:3], self.value)
                 self._state = _ROWS
-            elif len(packet) >= 5 and (packet[3] | packet[4] << 8) & SERVER_MORE_RESULTS_EXISTS:
-                self._state = _FIRST
+            elif len(packet) < 9 and len(packet) <= 5:  # a classic EOF: its warning count
+                self.value = zlib.crc32(b"\xfe" + packet[1:3], self.value)
+                if len(packet) >= 5 and (packet[3] | packet[4] << 8) & SERVER_MORE_RESULTS_EXISTS:
+                    self._state = _FIRST
+            else:  # the OK with header 0xFE that ends the rows (CLIENT_DEPRECATE_EOF)
+                self._ok(packet)
         elif state == _FIRST:
             if packet[0] == 0x00:
                 self._ok(packet)
+            elif packet[0] == 0xFE:  # an EOF answer (COM_SET_OPTION…)
+                self.value = zlib.crc32(b"\xfe" + packet[1:3], self.value)
             else:
-                _, used = read_lenenc_int(packet, 0)
+                count, used = read_lenenc_int(packet, 0)
                 self.value = zlib.crc32(b"\x01" + packet[:used], self.value)
+                # metadata caching's byte: 0 when the definitions are left out
+                self._columns = 0 if count is None or (used < len(packet) and packet[used] == 0) else count
                 self._state = _DEFINITIONS
-        elif state == _ROWS:
+        else:  # a row (short, or the first after definitions without their EOF)
             self.value = zlib.crc32(packet, self.value)
+            self._state = _ROWS
         packet.clear()
 
     def _ok(self, packet: bytearray) -> None:
         """An OK: affected rows, insert id and warnings count; its status and info do not."""
         _, at = read_lenenc_int(packet, 1)
         _, at = read_lenenc_int(packet, at)
-        self.value = zlib.crc32(packet[:at] + packet[at + 2 : at + 4], self.value)
+        self.value = zlib.crc32(b"\x00" + packet[1:at] + packet[at + 2 : at + 4], self.value)
         if len(packet) >= at + 2 and (packet[at] | packet[at + 1] << 8) & SERVER_MORE_RESULTS_EXISTS:
             self._state = _FIRST
 

@@ -145,7 +145,7 @@ async def _attempt(state: SessionState, log: TransactionLog) -> tuple[BackendCon
 async def _answer(connection: BackendConnection, payload: bytes) -> tuple[int, int]:
     """Send one recorded command; the checksum of its answer (as `ResultDigest` computes it),
     and its error code (0: none)."""
-    framer = ResponseFramer(payload[0], connection.caches_metadata)
+    framer = ResponseFramer(payload[0], connection.caches_metadata, connection.deprecate_eof)
     digest = ResultDigest()
     channel = connection.channel
     channel.write(encode_packet(payload, 0))

@@ -79,13 +79,15 @@ def _packets(*payloads: bytes) -> bytes:
 
 
 def _result(rows: list[list[bytes]], metadata: bool = True, caching: bool = False, flags: int = IN_TRANS,
-            warnings: int = 0) -> bytes:
+            warnings: int = 0, deprecate_eof: bool = False) -> bytes:
     columns = [build_column_def(ColumnDef(name=f"c{i}", table="t")) for i in range(len(rows[0]) if rows else 1)]
     count = write_lenenc_int(len(columns)) + ((b"\x01" if metadata else b"\x00") if caching else b"")
-    payloads = [count, *(columns if metadata else []), build_eof(0, flags)]
+    payloads = [count, *(columns if metadata else [])]
+    if not deprecate_eof:
+        payloads.append(build_eof(0, flags))
     for row in rows:
         payloads.append(b"".join(write_lenenc_int(len(v)) + v for v in row))
-    payloads.append(build_eof(warnings, flags))
+    payloads.append(b"\xfe" + build_ok(0, 0, flags, warnings)[1:] if deprecate_eof else build_eof(warnings, flags))
     return _packets(*payloads)
 
 
@@ -117,6 +119,21 @@ def test_digest_ignores_what_differs_between_servers_for_the_same_result() -> No
     plain = _digest(_result(ROWS))
     assert plain == _digest(_result(ROWS, flags=IN_TRANS | c.SERVER_STATUS_NO_INDEX_USED))
     assert plain == _digest(_result(ROWS, caching=True)) == _digest(_result(ROWS, metadata=False, caching=True))
+
+
+@pytest.mark.parametrize("deprecate_eof", [False, True], ids=["classic", "deprecate-eof"])
+def test_digest_of_either_framing(deprecate_eof: bool) -> None:
+    plain = _digest(_result(ROWS, deprecate_eof=deprecate_eof))
+    assert plain == _digest(_result(ROWS, caching=True, metadata=False, deprecate_eof=deprecate_eof), 5)
+    assert plain == _digest(_result(ROWS, flags=IN_TRANS | c.SERVER_STATUS_NO_INDEX_USED, deprecate_eof=deprecate_eof))
+    assert plain != _digest(_result(ROWS[:2], deprecate_eof=deprecate_eof))
+    assert plain != _digest(_result(ROWS, warnings=2, deprecate_eof=deprecate_eof))
+    assert plain != _digest(_result([[b"1", b"alpha"], [b"2", b"b"], [b"3", b""]], deprecate_eof=deprecate_eof))
+    short = [[b"1"], [b"2"]]  # rows shorter than an EOF
+    assert _digest(_result(short, deprecate_eof=deprecate_eof)) != _digest(_result([[b"1"], [b"3"]], deprecate_eof=deprecate_eof))
+    assert _digest(_result(short, deprecate_eof=deprecate_eof)) == _digest(
+        _result(short, caching=True, metadata=False, deprecate_eof=deprecate_eof), 1
+    )
 
 
 def test_digest_sees_every_difference_in_the_result() -> None:
