@@ -101,6 +101,7 @@ class RawClient:
 
     def __init__(self, port: int, capabilities: int = c.DEFAULT_SERVER_CAPABILITIES, database: str | None = None) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.unread = b""  # bytes received past the response a test read
         packets = PacketBuffer()
         handshake = ClientHandshake(APP.user, password=APP.password, capabilities=capabilities, database=database)
         while True:

@@ -10,17 +10,19 @@ from turnout.protocol.constants import (
     COM_INIT_DB,
     COM_QUERY,
     COM_SET_OPTION,
+    COM_STMT_BULK_EXECUTE,
     COM_STMT_CLOSE,
     COM_STMT_EXECUTE,
     COM_STMT_FETCH,
     COM_STMT_PREPARE,
     COM_STMT_RESET,
     COM_STMT_SEND_LONG_DATA,
+    STMT_BULK_FLAG_CLIENT_SEND_TYPES,
 )
 from turnout.protocol.packets import Buffer, MalformedPacket, read_fixed, read_nul_bytes, read_uint
 
 _STMT_ID_COMMANDS = frozenset(
-    {COM_STMT_EXECUTE, COM_STMT_SEND_LONG_DATA, COM_STMT_RESET, COM_STMT_CLOSE, COM_STMT_FETCH}
+    {COM_STMT_EXECUTE, COM_STMT_SEND_LONG_DATA, COM_STMT_RESET, COM_STMT_CLOSE, COM_STMT_FETCH, COM_STMT_BULK_EXECUTE}
 )
 _U32 = struct.Struct("<I")
 _EXECUTE_HEAD = struct.Struct("<BIBI")
@@ -72,6 +74,25 @@ def with_stmt_id(payload: Buffer, new_id: int) -> bytes:
     """The same statement command addressed to statement `new_id`."""
     stmt_id_of(payload)
     return bytes(payload[:1]) + _U32.pack(new_id) + bytes(payload[5:])
+
+
+def bulk_param_types(payload: Buffer, num_params: int) -> bytes | None:
+    """The parameter types a COM_STMT_BULK_EXECUTE sends (id(4), flags(2), then with
+    STMT_BULK_FLAG_CLIENT_SEND_TYPES two bytes per parameter, then the rows); None without them."""
+    _expect(payload, COM_STMT_BULK_EXECUTE)
+    flags, pos = read_uint(payload, 5, 2)
+    if not flags & STMT_BULK_FLAG_CLIENT_SEND_TYPES:
+        return None
+    types, _ = read_fixed(payload, pos, 2 * num_params)
+    return types
+
+
+def with_bulk_param_types(payload: Buffer, stmt_id: int, param_types: bytes) -> bytes:
+    """A COM_STMT_BULK_EXECUTE that sent no types, addressed to `stmt_id` with `param_types` sent."""
+    _expect(payload, COM_STMT_BULK_EXECUTE)
+    flags, _ = read_uint(payload, 5, 2)
+    head = bytes((COM_STMT_BULK_EXECUTE,)) + _U32.pack(stmt_id)
+    return head + struct.pack("<H", flags | STMT_BULK_FLAG_CLIENT_SEND_TYPES) + param_types + bytes(payload[7:])
 
 
 def build_stmt_close(stmt_id: int) -> bytes:

@@ -117,12 +117,20 @@ COM_STMT_FETCH: Final = 0x1C
 COM_DAEMON: Final = 0x1D
 COM_BINLOG_DUMP_GTID: Final = 0x1E
 COM_RESET_CONNECTION: Final = 0x1F
+# MariaDB's: one prepared statement run for many rows of parameters (MARIADB_CLIENT_STMT_BULK_OPERATIONS).
+COM_STMT_BULK_EXECUTE: Final = 0xFA
 
 COMMAND_NAMES: dict[int, str] = {
     value: name
     for name, value in globals().items()
     if name.startswith("COM_") and isinstance(value, int)
 }
+
+# COM_STMT_BULK_EXECUTE flags: the parameter types follow the flags.
+STMT_BULK_FLAG_CLIENT_SEND_TYPES: Final = 128
+# MariaDB's statement id for "the statement this connection prepared last" (a client may send
+# COM_STMT_PREPARE and a command for its statement at once).
+LAST_STMT_ID: Final = 0xFFFFFFFF
 
 # COM_SET_OPTION values.
 MYSQL_OPTION_MULTI_STATEMENTS_ON: Final = 0

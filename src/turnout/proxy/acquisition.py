@@ -31,11 +31,12 @@ from turnout.proxy.stats import GlobalCounters
 log = logging.getLogger("turnout.proxy")
 
 # What the proxy offers clients as the servers behind offer it (`Backends.offered_capabilities`)
-# and relays as they send it: session tracking, deprecate-EOF framing, MariaDB's progress
+# and relays as they send it: bulk statements, session tracking, deprecate-EOF framing, MariaDB's progress
 # reports, extended type info and metadata caching (backend connections are pooled per client's
 # choice of these: backend.REPLY_CAPABILITIES).
 RELAYED_CAPABILITIES = (
-    c.CLIENT_SESSION_TRACK
+    c.MARIADB_CLIENT_STMT_BULK_OPERATIONS
+    | c.CLIENT_SESSION_TRACK
     | c.CLIENT_DEPRECATE_EOF
     | c.MARIADB_CLIENT_PROGRESS
     | c.MARIADB_CLIENT_EXTENDED_TYPE_INFO

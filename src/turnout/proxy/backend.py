@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from turnout.protocol.client import ClientHandshake
-from turnout.protocol.commands import StmtExecute, build_stmt_execute
+from turnout.protocol.commands import StmtExecute, build_stmt_execute, bulk_param_types, with_bulk_param_types
 from turnout.protocol.constants import (
     CLIENT_DEPRECATE_EOF,
     CLIENT_FOUND_ROWS,
@@ -28,6 +28,7 @@ from turnout.protocol.constants import (
     MARIADB_CLIENT_CACHE_METADATA,
     MARIADB_CLIENT_EXTENDED_TYPE_INFO,
     MARIADB_CLIENT_PROGRESS,
+    MARIADB_CLIENT_STMT_BULK_OPERATIONS,
 )
 from turnout.protocol.events import AuthDone, AuthFailed, TlsStart
 from turnout.protocol.generic import ErrPacket
@@ -58,10 +59,11 @@ REPLY_CAPABILITIES = (
     | MARIADB_CLIENT_EXTENDED_TYPE_INFO
     | MARIADB_CLIENT_CACHE_METADATA
 )
-# What the proxy asks of every backend connection, plus the session's reply capabilities.
+# What the proxy asks of every backend connection, plus the session's reply capabilities (bulk
+# statements change no answer: every connection asks for them, where the server offers them).
 BACKEND_CAPABILITIES = (
     DEFAULT_SERVER_CAPABILITIES | CLIENT_MULTI_STATEMENTS | CLIENT_MULTI_RESULTS | CLIENT_PS_MULTI_RESULTS
-) & ~(REPLY_CAPABILITIES | CLIENT_NO_SCHEMA)
+) & ~(REPLY_CAPABILITIES | CLIENT_NO_SCHEMA) | MARIADB_CLIENT_STMT_BULK_OPERATIONS
 
 _ids = itertools.count(1)
 
@@ -243,6 +245,23 @@ def execute_payload(
     return build_stmt_execute(
         replace(execute, stmt_id=statement.statement_id, new_params_bound=True, param_types=param_types)
     )
+
+
+def bulk_payload(client_payload: bytes, statement: BackendStatement, param_types: bytes | None) -> bytes:
+    """A client's COM_STMT_BULK_EXECUTE for this backend statement: its id, and the parameter
+    types added when the client sent none and the server-side statement may not have these."""
+    with_id = client_payload[:1] + statement.statement_id.to_bytes(4, "little") + client_payload[5:]
+    if statement.num_params == 0:
+        return with_id
+    sent = bulk_param_types(client_payload, statement.num_params)
+    if sent is None:
+        if param_types is None:
+            raise ValueError("COM_STMT_BULK_EXECUTE without parameter types for a statement never bound")
+        if statement.bound_types != param_types:
+            with_id = with_bulk_param_types(client_payload, statement.statement_id, param_types)
+    # What a bulk run leaves bound is not worth guessing: the next execute sends its types.
+    statement.bound_types = None
+    return with_id
 
 
 async def connect_backend(

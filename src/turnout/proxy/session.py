@@ -14,6 +14,7 @@ from dataclasses import replace
 from turnout.protocol import constants as c
 from turnout.protocol.auth import new_salt, verify_native
 from turnout.protocol.commands import (
+    bulk_param_types,
     parse_set_option,
     parse_stmt_execute,
     query_text,
@@ -40,6 +41,7 @@ from turnout.proxy.backend import (
     REPLY_CAPABILITIES,
     BackendConnection,
     BackendStatement,
+    bulk_payload,
     execute_payload,
 )
 from turnout.proxy.channel import WRITE_BUFFER_HIGH, Channel
@@ -254,7 +256,7 @@ class ClientSession:
                 continue
             if command == c.COM_QUERY:
                 await self._on_query(payload)
-            elif command == c.COM_STMT_EXECUTE:
+            elif command == c.COM_STMT_EXECUTE or command == c.COM_STMT_BULK_EXECUTE:
                 await self._on_execute(payload)
             elif command == c.COM_STMT_PREPARE:
                 await self._on_prepare(payload)
@@ -269,7 +271,7 @@ class ClientSession:
             elif command == c.COM_PING:
                 self.state.send(build_ok(status_flags=self._status_flags()), 1)
             elif command == c.COM_STMT_CLOSE:
-                self.state.statements.pop(stmt_id_of(payload), None)
+                self.state.statements.pop(self._statement_id(payload), None)
             elif command == c.COM_STMT_RESET:
                 await self._on_stmt_reset(payload)
             elif command == c.COM_STMT_SEND_LONG_DATA:
@@ -616,6 +618,7 @@ class ClientSession:
             self.state.send_error(ER_PROXY_RULE_ERROR, rule.error_msg)
             return
         statement_id = self.state.next_statement_id
+        self.state.last_prepared = 0
         # (per reply capabilities: they shape the response, deprecate-EOF and extended type info)
         key = (self.state.reply_capabilities, self.state.settings.schema, sql)
         cached = self.shared.prepared_responses.get(key)
@@ -644,6 +647,7 @@ class ClientSession:
             self.shared.prepared_responses[key] = cached
         response, num_params, num_columns, metadata = cached
         self.state.next_statement_id += 1
+        self.state.last_prepared = statement_id
         command = "EXECUTE" if not info.is_write else command_name(first_word(sql), True)
         self.state.statements[statement_id] = ClientStatement(
             sql, num_params, num_columns, info, rule, digest, command, runs_anywhere(info, rule), metadata=metadata
@@ -672,13 +676,17 @@ class ClientSession:
                 self.state.response_ended(connection, framer, used != len(data))
         return b"".join(chunks), framer
 
-    def _statement(self, payload: bytes, command: str) -> ClientStatement | None:
+    def _statement_id(self, payload: bytes) -> int:
+        """The statement a command names: LAST_STMT_ID is the one the session prepared last."""
         statement_id = stmt_id_of(payload)
-        statement = self.state.statements.get(statement_id)
+        return self.state.last_prepared if statement_id == c.LAST_STMT_ID else statement_id
+
+    def _statement(self, payload: bytes, command: str) -> ClientStatement | None:
+        statement = self.state.statements.get(self._statement_id(payload))
         if statement is None:
             self.state.send_error(
                 c.ER_UNKNOWN_STMT_HANDLER,
-                f"Unknown prepared statement handler ({statement_id}) given to {command}",
+                f"Unknown prepared statement handler ({stmt_id_of(payload)}) given to {command}",
             )
         return statement
 
@@ -708,11 +716,17 @@ class ClientSession:
         return connection, hostgroup, prepared.statement_id
 
     async def _on_execute(self, payload: bytes) -> None:
-        statement = self._statement(payload, "mysqld_stmt_execute")
+        """COM_STMT_EXECUTE, and MariaDB's COM_STMT_BULK_EXECUTE (many rows of parameters)."""
+        bulk = payload[0] == c.COM_STMT_BULK_EXECUTE
+        statement = self._statement(payload, "mysqld_stmt_bulk_execute" if bulk else "mysqld_stmt_execute")
         if statement is None:
             return
         execute = None
-        if statement.num_params:
+        if bulk:
+            types = bulk_param_types(payload, statement.num_params)
+            if types is not None:
+                statement.param_types = types
+        elif statement.num_params:
             execute = parse_stmt_execute(payload, statement.num_params)
             if execute.new_params_bound:
                 statement.param_types = execute.param_types
@@ -725,7 +739,10 @@ class ClientSession:
             connection, hostgroup, _ = target
             backend_statement = connection.statements[statement.sql]
             try:
-                backend_payload = execute_payload(payload, execute, backend_statement, statement.param_types)
+                if bulk:
+                    backend_payload = bulk_payload(payload, backend_statement, statement.param_types)
+                else:
+                    backend_payload = execute_payload(payload, execute, backend_statement, statement.param_types)
             except ValueError as malformed:
                 self.state.not_executed(connection)
                 self.state.send_error(c.ER_MALFORMED_PACKET, str(malformed))
@@ -785,7 +802,7 @@ class ClientSession:
 
     async def _on_long_data(self, payload: bytes) -> None:
         """No response; the data lives on one backend connection, which the session then keeps."""
-        statement = self.state.statements.get(stmt_id_of(payload))
+        statement = self.state.statements.get(self._statement_id(payload))
         if statement is None:
             return  # the server would ignore it too; the following EXECUTE reports the error
         target = await self._backend_statement(statement)
@@ -885,6 +902,6 @@ _RESETS = StatementInfo(is_write=False)  # COM_STMT_RESET, as after_loss sees it
 
 def command_label(command: int) -> str:
     """What stats_mysql_processlist shows for a command in progress."""
-    if command in (c.COM_QUERY, c.COM_STMT_EXECUTE, c.COM_STMT_PREPARE):
+    if command in (c.COM_QUERY, c.COM_STMT_EXECUTE, c.COM_STMT_PREPARE, c.COM_STMT_BULK_EXECUTE):
         return "Query"
     return f"Command 0x{command:02x}"

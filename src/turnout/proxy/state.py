@@ -182,6 +182,9 @@ class SessionState:
         self.delay_multiplex = 0
         self.statements: dict[int, ClientStatement] = {}
         self.next_statement_id = 1
+        # The statement its last COM_STMT_PREPARE created (0 when that failed): what
+        # c.LAST_STMT_ID names.
+        self.last_prepared = 0
         self.current_command = ""
         self.command_started = 0.0
         self.closed = False

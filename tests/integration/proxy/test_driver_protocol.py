@@ -134,9 +134,6 @@ def test_compression_mariadb_cli(both: list[Target]) -> None:
 
 
 # ---- MariaDB's capabilities for libmariadb clients ----------------------------------------------
-XFAIL_BULK = pytest.mark.xfail(
-    strict=True, reason="issue 19 item 6: bulk statements not offered yet"
-)
 
 
 @pytest.fixture
@@ -168,7 +165,6 @@ def test_session_tracking_reports_the_database_after_use(both: list[Target], war
     assert seen["proxy"] == seen["direct"]
 
 
-@XFAIL_BULK
 def test_bulk_executemany_and_indicators(both: list[Target], warm: None) -> None:
     seen = {}
     for target in both:
@@ -211,7 +207,6 @@ LIBMARIADB_CAPABILITIES = (
 )
 
 
-@XFAIL_BULK
 def test_capabilities_offered_as_the_server_offers_them(both: list[Target], warm: None) -> None:
     seen = {}
     for target in both:
@@ -273,18 +268,25 @@ def test_deprecate_eof_libmysqlclient_beside_pymysql(both: list[Target], single:
     assert any(not caps & c.CLIENT_DEPRECATE_EOF for caps in flavours), flavours
 
 
-def _raw_exchange(client: RawClient, payload: bytes, deprecate_eof: bool) -> bytes:
-    """One command and its whole response, as bytes."""
-    client.sock.sendall(encode_packet(payload, 0))
-    framer = ResponseFramer(payload[0], deprecate_eof=deprecate_eof)
+def _raw_exchange(client: RawClient, payload: bytes, deprecate_eof: bool, sent: bool = False,
+                  command: int = 0) -> bytes:
+    """One command (`sent` already: a `command` sent earlier) and its whole response, as bytes;
+    the bytes of a response after it stay in `client.unread`."""
+    if not sent:
+        client.sock.sendall(encode_packet(payload, 0))
+        command = payload[0]
+    framer = ResponseFramer(command, deprecate_eof=deprecate_eof)
     response = b""
-    while not framer.done:
+    data, client.unread = client.unread, b""
+    while True:
+        if data:
+            used = framer.feed(data)
+            response += data[:used]
+            client.unread = data[used:]
+            if framer.done:
+                return response
         data = client.sock.recv(65536)
         assert data, "connection closed"
-        used = framer.feed(data)
-        assert used == len(data), "more than one response"
-        response += data
-    return response
 
 
 RAW_COMMANDS = [
@@ -328,3 +330,66 @@ def test_deprecate_eof_responses_are_the_servers_byte_for_byte(both: list[Target
             client.close()
     for index, (direct, proxied) in enumerate(zip(seen["direct"], seen["proxy"], strict=True)):
         assert proxied == direct, (index, direct, proxied)
+
+
+BULK_ERRORS = """
+import json, sys
+import mariadb
+conn = mariadb.connect(host="127.0.0.1", port=int(sys.argv[1]), user=sys.argv[2], password=sys.argv[3],
+                       autocommit=True, connect_timeout=10, read_timeout=10)
+cur = conn.cursor()
+cur.execute("DELETE FROM drv.b")
+cur.executemany("INSERT INTO drv.b VALUES (?, ?)", [(10, "a"), (11, "b")])
+try:
+    cur.executemany("INSERT INTO drv.b VALUES (?, ?)", [(12, "c"), (10, "again")])
+    duplicate = None
+except mariadb.Error as exc:
+    duplicate = exc.errno
+conn.begin()
+cur.executemany("INSERT INTO drv.b (id) VALUES (?)", [(20,), (21,), (22,)])
+in_transaction = cur.rowcount
+conn.rollback()
+cur.executemany("UPDATE drv.b SET s = ? WHERE id = ?", [("x", 10), ("y", 11), ("z", 99)])
+updated = cur.rowcount
+cur.execute("SELECT id, s FROM drv.b ORDER BY id")
+print(json.dumps([duplicate, in_transaction, updated, [list(row) for row in cur.fetchall()]]))
+conn.close()
+"""
+
+
+def test_bulk_errors_and_transactions(both: list[Target], warm: None) -> None:
+    """executemany (COM_STMT_BULK_EXECUTE) that fails on a duplicate key, and one inside a
+    transaction rolled back, as directly. In a process of its own: Connector/Python holds the
+    interpreter while it reads after such an error, which would stall the proxy's thread here."""
+    seen = {}
+    for target in both:
+        run = subprocess.run([sys.executable, "-c", BULK_ERRORS, str(target.port), APP.user, APP.password],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr[-2000:]
+        seen[target.name] = json.loads(run.stdout)
+    assert seen["direct"][:3] == [1062, 3, 2]
+    assert seen["proxy"] == seen["direct"]
+
+
+def test_a_command_for_the_statement_just_prepared(both: list[Target], warm: None) -> None:
+    """A prepare and a command naming the statement it makes (id 0xFFFFFFFF) sent at once, as
+    libmariadb's mariadb_stmt_execute_direct does; after a failed prepare the id names none."""
+    caps = (c.DEFAULT_SERVER_CAPABILITIES | c.CLIENT_MULTI_RESULTS | c.CLIENT_PS_MULTI_RESULTS) & ~c.CLIENT_NO_SCHEMA
+    last = c.LAST_STMT_ID.to_bytes(4, "little")
+    execute = b"\x17" + last + b"\x00\x01\x00\x00\x00\x00\x01\x03\x00" + (2).to_bytes(4, "little")
+    seen = {}
+    for target in both:
+        client = RawClient(target.port, caps)
+        try:
+            client.sock.sendall(encode_packet(b"\x16SELECT id FROM drv.t WHERE id > ? ORDER BY id", 0)
+                                + encode_packet(execute, 0))
+            prepared = _raw_exchange(client, b"", False, sent=True, command=c.COM_STMT_PREPARE)
+            rows = _raw_exchange(client, b"", False, sent=True, command=c.COM_STMT_EXECUTE)
+            client.sock.sendall(encode_packet(b"\x16SELECT nonsense FROM", 0) + encode_packet(execute, 0))
+            failed = _raw_exchange(client, b"", False, sent=True, command=c.COM_STMT_PREPARE)
+            unknown = _raw_exchange(client, b"", False, sent=True, command=c.COM_STMT_EXECUTE)
+            seen[target.name] = (prepared[:5] + prepared[9:], rows, failed, unknown[:7])  # (ERR: code, then text)
+        finally:
+            client.close()
+    assert seen["direct"][3][4] == 0xFF
+    assert seen["proxy"] == seen["direct"]

@@ -131,6 +131,7 @@ def test_servers_leave_definitions_out_and_rows_stay_right(sandbox: Sandbox, spl
     finally:
         plain.close()
     # Two column definitions (about 40 bytes each) fewer per result: the servers left them out.
+    print("BYTES", with_caching, without_caching)
     assert without_caching - with_caching >= executes * 2 * 30
 
 
