@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +17,14 @@ import mysql.connector
 import pymysql
 import pytest
 
-from driver_harness import RawClient, Target, outcome
-from proxy_harness import RunningProxy
+from driver_harness import RawClient, Target, outcome, single_config
+from proxy_harness import WRITER, RunningProxy
+from turnout.config.model import MysqlUser
 from turnout.protocol import constants as c
 from turnout.protocol.packets import encode_packet
 from turnout.protocol.response import ResponseFramer
 from turnout.sandbox.config import APP
+from turnout.sandbox.sandbox import Sandbox
 
 pytestmark = pytest.mark.sandbox
 
@@ -393,3 +397,61 @@ def test_a_command_for_the_statement_just_prepared(both: list[Target], warm: Non
             client.close()
     assert seen["direct"][3][4] == 0xFF
     assert seen["proxy"] == seen["direct"]
+
+
+# ---- MariaDB's progress reports (MARIADB_CLIENT_PROGRESS) ----------------------------------------
+PROGRESS_CLIENT = Path(__file__).parents[2] / "libmariadb_progress.py"
+PROGRESS_ROWS = 150  # each row's insert sleeps 10 ms (a trigger): the load lasts 1.5 s at least
+
+
+def test_progress_reports_reach_a_libmariadb_client(
+    drv_schema: Sandbox, start_proxy: Callable[..., RunningProxy], tmp_path: Path
+) -> None:
+    """libmariadb with a progress callback (what the mariadb CLI's --progress-reports sets) gets the
+    server's progress reports of a LOAD DATA INFILE through the proxy, as directly, and then its
+    answer; Connector/Python (which asks for progress reports without a callback) gets the right
+    answer. The load outlasts progress_report_time (1 s) by construction: a trigger sleeps per row."""
+    config = single_config(drv_schema)
+    proxy = start_proxy(replace(config, users=(*config.users, MysqlUser("root", "", default_hostgroup=WRITER))))
+    with proxy.connect("root", "") as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")  # a first backend login: the proxy learns what the server offers
+    rows = tmp_path / "ids.txt"
+    rows.write_text("".join(f"{i}\n" for i in range(1, PROGRESS_ROWS + 1)))
+    drv_schema.execute(
+        0,
+        "CREATE OR REPLACE TABLE drv.slow (id INT PRIMARY KEY)",
+        "CREATE TRIGGER drv.slow_row BEFORE INSERT ON drv.slow FOR EACH ROW DO SLEEP(0.01)",
+    )
+    load = f"LOAD DATA INFILE '{rows}' INTO TABLE drv.slow (id)"
+    statements = ["SET progress_report_time = 1", load, "SELECT COUNT(*) FROM drv.slow"]
+    seen = {}
+    for name, port in (("direct", drv_schema.nodes[0].port), ("proxy", proxy.port)):
+        drv_schema.execute(0, "DELETE FROM drv.slow")
+        run = subprocess.run([sys.executable, str(PROGRESS_CLIENT), str(port), "root", "", *statements],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        seen[name] = json.loads(run.stdout)
+        connector = subprocess.run([sys.executable, "-c", CONNECTOR_LOAD, str(port), load],
+                                   capture_output=True, text=True, timeout=120)
+        assert connector.returncode == 0, connector.stderr[-2000:]
+        seen[name]["connector"] = json.loads(connector.stdout)
+    assert seen["direct"]["reports"], "the server sent no progress report"
+    assert seen["direct"]["outcomes"][1:] == [PROGRESS_ROWS, 1]
+    assert seen["direct"]["connector"] == [PROGRESS_ROWS, PROGRESS_ROWS]
+    assert seen["proxy"] == seen["direct"]
+    drv_schema.execute(0, "DROP TABLE drv.slow")
+
+
+CONNECTOR_LOAD = """
+import json, sys
+import mariadb
+conn = mariadb.connect(host="127.0.0.1", port=int(sys.argv[1]), user="root", password="", autocommit=True)
+cur = conn.cursor()
+cur.execute("SET progress_report_time = 1")
+cur.execute("DELETE FROM drv.slow")
+cur.execute(sys.argv[2])
+loaded = cur.rowcount
+cur.execute("SELECT COUNT(*) FROM drv.slow")
+print(json.dumps([loaded, cur.fetchall()[0][0]]))
+conn.close()
+"""
