@@ -96,8 +96,8 @@ async def _attempt(state: SessionState, log: TransactionLog) -> tuple[BackendCon
     statement does while the hostgroup is held or has no writer)."""
     try:
         connection = await state.backends.acquire(state.replay_hostgroup, state.login, state.reply_capabilities)
-    except NoServer as none:
-        return None, Attempt.FAILED, f"no server to replay it on: {none}"
+    except NoServer as none:  # none yet (a failover takes a while): another attempt may find one
+        return None, Attempt.LOST, f"no server to replay it on: {none}"
     except BackendError as refused:
         return None, Attempt.LOST, f"no connection to replay it on: {refused}"
     state.in_flight = connection  # closed, not pooled, if the session ends meanwhile
