@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from enum import Enum
 
@@ -28,7 +29,14 @@ from turnout.proxy.replay import ResultDigest, TransactionLog
 from turnout.proxy.state import SessionState, not_replayed_message, replay_failed_message
 from turnout.proxy.statement import Keep
 
+logger = logging.getLogger("turnout.proxy")
+
 READ_ONLY_WAIT = 1.0  # seconds an attempt refused by read_only waits before the next one
+
+
+# A deadlock or a lock wait timeout during a replay (transactions replayed at once contend for
+# the same rows) rolls the attempt back; the next one may succeed.
+RETRIED_ERRORS = frozenset({1213, 1205})
 
 
 class Attempt(Enum):
@@ -84,6 +92,7 @@ async def replay(state: SessionState, cause: str) -> bool:
     else:
         counters.transaction_replays_failed += 1
     state.forget_transaction()
+    logger.warning("session %d: transaction replay failed: %s", state.id, reason)
     state.send_error(ER_TRANSACTION_ENDED, replay_failed_message(cause, reason))
     return False
 
@@ -125,6 +134,8 @@ async def _attempt(state: SessionState, log: TransactionLog) -> tuple[BackendCon
                         state.replay_hostgroup, connection.address, time.monotonic() + READ_ONLY_WAIT
                     )
                     return None, Attempt.LOST, "the writer refused it as read_only"
+                if code in RETRIED_ERRORS:  # another replay (or client) took the rows first
+                    return None, Attempt.LOST, f"statement {number} met a lock conflict (error {code})"
                 return None, Attempt.MISMATCH, (
                     f"statement {number} of the transaction gave a different result on the new server "
                     f"({_shorten(entry.sql)})"
