@@ -42,6 +42,12 @@ _GLOBAL_COUNTERS = {
     "Transaction_replays_refused": ("transaction_replays_refused", "Lost transactions not replayed (their record said why)"),
     "Transaction_replays_refused_unreproducible": ("transaction_replays_refused_unreproducible", "Not replayed: a statement's result cannot be reproduced (NOW(), RAND()...)"),
     "Transaction_replays_refused_too_large": ("transaction_replays_refused_too_large", "Not replayed: larger than mysql-transaction_replay_max_size"),
+    "Causal_reads_caught_up": ("causal_reads_caught_up", "Causal reads on a replica known to have their writes"),
+    "Causal_reads_waited": ("causal_reads_waited", "Causal reads on a replica after waiting there for their writes"),
+    "Causal_reads_wait_timed_out": (
+        "causal_reads_wait_timed_out", "Causal reads whose wait on a replica timed out, run on the writer"
+    ),
+    "Causal_reads_to_writer": ("causal_reads_to_writer", "Causal reads sent to the writer without a wait"),
     "Store_proxy_self_fences": ("store_proxy_self_fences", "Times the proxy fenced itself off from the state store"),
     "Store_proxy_renewals": ("store_proxy_renewals", "Lease renewals in the state store"),
     "Store_proxy_renew_failures": ("store_proxy_renew_failures", "Lease renewals that failed"),

@@ -75,7 +75,10 @@ REPLICATION_HOSTGROUPS = Table(
     "writer_hostgroup", "replication_hostgroups",
     Extension("turnout_replication_hostgroups", "writer_hostgroup", ("stale_read_protection", "two_writer_mode")),
 )
-USERS = Table("mysql_users", MysqlUser, lambda u: (u.username, u.backend), "username, backend", "users")
+USERS = Table(
+    "mysql_users", MysqlUser, lambda u: (u.username, u.backend), "username, backend", "users",
+    Extension("turnout_users", "username", ("causal_reads",)),
+)
 QUERY_RULES = Table("mysql_query_rules", QueryRule, lambda r: (r.rule_id,), "rule_id", "query_rules")
 SCHEDULER = Table("scheduler", SchedulerJob, lambda j: (j.id,), "id", "scheduler")
 PROXYSQL_SERVERS = Table(

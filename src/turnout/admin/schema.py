@@ -93,6 +93,12 @@ TURNOUT_REPLICATION_HOSTGROUPS = """CREATE TABLE {name} (
     stale_read_protection INT CHECK (stale_read_protection IN (0,1)) NOT NULL DEFAULT 1,
     two_writer_mode VARCHAR CHECK (two_writer_mode IN ('refuse','keep-current')) NOT NULL DEFAULT 'refuse')"""
 
+# turnout's own settings of a frontend user, beside ProxySQL's mysql_users (whose shape stays
+# ProxySQL's). A user without a row here takes the defaults; rows of users that do not exist are ignored.
+TURNOUT_USERS = """CREATE TABLE {name} (
+    username VARCHAR NOT NULL PRIMARY KEY,
+    causal_reads INT CHECK (causal_reads IN (0,1)) NOT NULL DEFAULT 0)"""
+
 # Galera and group replication: ProxySQL's tables, kept empty (turnout manages asynchronous replication).
 _CLUSTER_HOSTGROUPS = """CREATE TABLE {name} (
     writer_hostgroup INT CHECK (writer_hostgroup>=0) NOT NULL PRIMARY KEY,
@@ -153,6 +159,7 @@ GLOBAL_VARIABLES = """CREATE TABLE {name} (
 CONFIG_TABLES: Mapping[str, str] = {
     "mysql_servers": MYSQL_SERVERS,
     "mysql_users": MYSQL_USERS,
+    "turnout_users": TURNOUT_USERS,
     "mysql_query_rules": MYSQL_QUERY_RULES,
     "mysql_replication_hostgroups": MYSQL_REPLICATION_HOSTGROUPS,
     "turnout_replication_hostgroups": TURNOUT_REPLICATION_HOSTGROUPS,

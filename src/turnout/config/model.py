@@ -51,6 +51,9 @@ class MysqlUser:
     max_connections: int = 10000
     attributes: str = ""
     comment: str = ""
+    # turnout's own (in turnout_users, beside ProxySQL's table): reads of this user's sessions
+    # see the session's own writes (causal reads).
+    causal_reads: int = 0
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,7 @@ def user_problems(users: Sequence[MysqlUser]) -> list[Problem]:
                 _flag(user, "backend"),
                 _flag(user, "frontend"),
                 _range(user, "max_connections", 0),
+                _flag(user, "causal_reads"),
                 _twice(backends, index, "(username, backend)"),
                 _twice(frontends, index, "(username, frontend)"),
             ),

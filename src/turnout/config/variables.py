@@ -35,6 +35,15 @@ def boolean(value: str) -> str | None:
     return f"{value!r} is not a boolean (true or false)"
 
 
+def one_of(*allowed: str) -> Check:
+    def check(value: str) -> str | None:
+        if value.strip().lower() in allowed:
+            return None
+        return f"{value!r} is not one of {', '.join(allowed)}"
+
+    return check
+
+
 def text(value: str) -> str | None:
     return None
 
@@ -109,6 +118,13 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("mysql-wait_timeout", "28800000", integer(0, 20 * 24 * 3600 * 1000)),
     Variable("mysql-max_transaction_time", "14400000", integer(1000, 20 * 24 * 3600 * 1000)),
     Variable("mysql-default_query_timeout", "86400000", integer(1000, 20 * 24 * 3600 * 1000)),
+    Variable("mysql-causal_reads", "user", one_of("user", "session", "global"),
+             "which reads see earlier writes: user (as each user's turnout_users.causal_reads and each query "
+             "rule's gtid_from_hostgroup say), session (every session its own), global (every write the proxy "
+             "acknowledged before)"),
+    Variable("mysql-causal_reads_timeout", "1000", integer(0, 3_600_000),
+             "ms a causal read waits on a replica for the writes it must see, then runs on the writer; "
+             "0: to the writer at once unless a replica is known to have them"),
     Variable("mysql-query_retries_on_failure", "1", integer(0, 1000)),
     Variable("mysql-transaction_replay", "false", boolean,
              "record open transactions and replay them on the new master when their server is lost (turnout up: true)"),

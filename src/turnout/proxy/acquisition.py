@@ -96,6 +96,8 @@ class Backends:
         self.connect_timeout_server = 1.0
         self.connect_timeout_server_max = 10.0
         self.tls_context: ssl.SSLContext | None = None  # for servers with use_ssl
+        # Causal reads are in use: new connections track their GTIDs (backend.connect_backend).
+        self.track_gtids = False
 
     def configure(
         self,
@@ -135,15 +137,17 @@ class Backends:
         return self.pools.has_capacity(server.address, server.max_connections)
 
     def idle_for(
-        self, hostgroup: int, username: str, reply_capabilities: int, previous: BackendConnection | None
+        self, hostgroup: int, username: str, reply_capabilities: int, previous: BackendConnection | None,
+        only: tuple[ServerAddress, ...] = (),
     ) -> BackendConnection | None:
-        """An idle pooled connection to a server of the hostgroup, if one is at hand now; the
-        previous statement's connection when it is idle and its server is chosen again."""
+        """An idle pooled connection to a server of the hostgroup (of `only` those, when given),
+        if one is at hand now; the previous statement's connection when it is idle and its server
+        is chosen again."""
         table = self.routing
         if hostgroup in table.paused:
             return None
         server = pick_server_sticky(
-            table.online(hostgroup), self._usable, self._rng,
+            _among(table.online(hostgroup), only), self._usable, self._rng,
             previous.address if previous is not None else None, CONNECTION_AFFINITY,
         )
         if server is None:
@@ -159,8 +163,11 @@ class Backends:
             return previous
         return self.pools.take_idle(address, username, reply_capabilities)
 
-    async def acquire(self, hostgroup: int, login: Login, reply_capabilities: int) -> BackendConnection:
-        """A logged-in connection to an ONLINE server of the hostgroup, waiting for one if none is.
+    async def acquire(
+        self, hostgroup: int, login: Login, reply_capabilities: int, only: tuple[ServerAddress, ...] = ()
+    ) -> BackendConnection:
+        """A logged-in connection to an ONLINE server of the hostgroup (of `only` those, when
+        given), waiting for one if none is.
 
         Waits up to mysql-connect_timeout_server_max for a server to become available (a
         failover in progress, a server coming back), then raises NoServer.
@@ -169,7 +176,10 @@ class Backends:
         deadline = started + self.connect_timeout_server_max
         while True:
             table = self.routing
-            server = None if hostgroup in table.paused else pick_server(table.online(hostgroup), self._usable, self._rng)
+            server = (
+                None if hostgroup in table.paused
+                else pick_server(_among(table.online(hostgroup), only), self._usable, self._rng)
+            )
             if server is not None:
                 connection = self.pools.take_idle(server.address, login.username, reply_capabilities)
                 if connection is not None:
@@ -199,6 +209,7 @@ class Backends:
                 self.connect_timeout_server,
                 self.tls_context if server.use_ssl else None,
                 self.connector,
+                self.track_gtids,
             )
         except BackendRefused as refused:
             self.pools.connect_failed(address)
@@ -330,3 +341,10 @@ class Backends:
             log.warning("KILL QUERY %d on %s: %s", thread_id, where, failure or "timed out")
         finally:
             killer.close()
+
+
+def _among(servers: tuple[MysqlServer, ...], only: tuple[ServerAddress, ...]) -> tuple[MysqlServer, ...]:
+    """The servers whose address is in `only`; all of them when `only` is empty."""
+    if not only:
+        return servers
+    return tuple(server for server in servers if server.address in only)

@@ -33,9 +33,11 @@ from turnout.protocol.constants import (
 from turnout.protocol.events import AuthDone, AuthFailed, TlsStart
 from turnout.protocol.generic import ErrPacket
 from turnout.protocol.metadata import Metadata
-from turnout.protocol.packets import PacketBuffer, encode_packet
+from turnout.protocol.packets import MAX_PAYLOAD, PacketBuffer, encode_packet
 from turnout.protocol.prepared import PrepareOk
 from turnout.protocol.response import ResponseFramer
+from turnout.protocol.resultset import parse_text_row
+from turnout.proxy.causal import flavour_of, track_sql
 from turnout.proxy.channel import Channel, open_channel
 from turnout.proxy.errors import CONNECTION_ENDING_ERRORS, BackendError, BackendRefused
 from turnout.proxy.settings import SessionSettings, restore_statements
@@ -122,6 +124,13 @@ class BackendConnection:
         self.counted_sent = 0  # the channel's byte counts already added to the pool's stats
         self.counted_received = 0
         self.server_pool: object = None  # its ServerPool, set by Pools: saves a lookup per statement
+        self.flavour = flavour_of(server_version)  # causal.MARIADB or causal.MYSQL
+        # The OK packet of each statement that commits reports its GTID (causal reads): the
+        # connection asked for CLIENT_SESSION_TRACK and turned the GTID tracker on.
+        self.tracks_gtids = False
+        # CLIENT_SESSION_TRACK was agreed: OK packets may carry session state, which a client
+        # that did not ask for it must not get (causal.strip_ok_packet).
+        self.session_state = False
 
     def idle_usable(self) -> bool:
         """Whether an idle connection can take a command: an idle connection the server closed
@@ -159,6 +168,31 @@ class BackendConnection:
 
     async def query(self, sql: str) -> ResponseFramer:
         return await self.exchange(bytes([COM_QUERY]) + sql.encode("utf-8", "surrogateescape"))
+
+    async def query_value(self, sql: str) -> tuple[ResponseFramer, bytes | None]:
+        """A SELECT of one value: its response, and the first column of its first row (None for
+        NULL, an error or no row)."""
+        framer = ResponseFramer(COM_QUERY)
+        self.channel.write(encode_packet(bytes([COM_QUERY]) + sql.encode("utf-8", "surrogateescape"), 0))
+        received = bytearray()
+        try:
+            while not framer.done:
+                data = await self.channel.read()
+                if not data:
+                    raise BackendError(f"server {self.address[0]}:{self.address[1]} closed the connection")
+                used = framer.feed(data)
+                received += data[:used]
+                if used != len(data) or framer.local_infile:
+                    raise BackendError("unexpected data from the server")
+        except OSError as exc:
+            self.broken = True
+            raise BackendError(str(exc)) from exc
+        except BackendError:
+            self.broken = True
+            raise
+        if framer.error is not None:
+            return framer, None
+        return framer, _first_value(bytes(received))
 
     async def apply_settings(self, wanted: SessionSettings) -> ErrPacket | None:
         """Make this connection's session match `wanted`; returns the server's error, if any."""
@@ -224,6 +258,26 @@ class BackendConnection:
         return statement
 
 
+def _first_value(data: bytes) -> bytes | None:
+    """The first column of the first row of a whole text result set (classic EOF framing):
+    packets count, definitions, EOF, then the row."""
+    pos = 0
+    seen_eof = False
+    while pos + 4 <= len(data):
+        length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+        payload = data[pos + 4 : pos + 4 + length]
+        pos += 4 + length
+        if length >= MAX_PAYLOAD:
+            return None
+        if payload[:1] == b"\xfe" and length < 9:
+            if seen_eof:
+                return None  # no row
+            seen_eof = True
+        elif seen_eof:
+            return parse_text_row(payload, 1)[0]
+    return None
+
+
 def execute_payload(
     client_payload: bytes, execute: StmtExecute | None, statement: BackendStatement, param_types: bytes | None
 ) -> bytes:
@@ -273,11 +327,14 @@ async def connect_backend(
     timeout: float,
     tls: ssl.SSLContext | None = None,
     connector: Callable[[str, int], Awaitable[Channel]] = open_channel,
+    track_gtids: bool = False,
 ) -> BackendConnection:
     """Open and log in a backend connection as `user` (with SHA1(password) or the password),
     over TLS when `tls` is given (the server's use_ssl). The connection asks for the session's
-    `reply_capabilities`; its own `reply_capabilities` says which of them the server agreed to."""
-    capabilities = BACKEND_CAPABILITIES | reply_capabilities
+    `reply_capabilities`; its own `reply_capabilities` says which of them the server agreed to.
+    With `track_gtids` (causal reads in use) it asks for session tracking and turns the GTID
+    tracker on (causal.track_sql), when the server offers it."""
+    capabilities = BACKEND_CAPABILITIES | reply_capabilities | (CLIENT_SESSION_TRACK if track_gtids else 0)
     try:
         channel = await asyncio.wait_for(connector(*address), timeout)
     except (OSError, TimeoutError) as exc:
@@ -293,7 +350,12 @@ async def connect_backend(
     )
     packets = PacketBuffer()
     try:
-        return await asyncio.wait_for(_login(address, user, channel, handshake, packets, tls), timeout)
+        connection = await asyncio.wait_for(_login(address, user, channel, handshake, packets, tls), timeout)
+        if handshake.capabilities & CLIENT_SESSION_TRACK:
+            connection.session_state = True
+            framer = await asyncio.wait_for(connection.query(track_sql(connection.flavour)), timeout)
+            connection.tracks_gtids = framer.error is None
+        return connection
     except TimeoutError as timed_out:
         channel.close()
         raise BackendError(f"login to {address[0]}:{address[1]} timed out") from timed_out

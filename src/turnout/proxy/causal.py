@@ -19,7 +19,9 @@ it, so MySQL positions from the monitor are only used through `covers_set`, whic
 from __future__ import annotations
 
 from turnout.protocol.constants import SERVER_SESSION_STATE_CHANGED
+from turnout.protocol.generic import OkPacket
 from turnout.protocol.packets import MalformedPacket, read_lenenc_int, read_lenenc_uint
+from turnout.protocol.response import ResponseFramer
 
 # Session state change types (the OK packet's session state info).
 SESSION_TRACK_SYSTEM_VARIABLES = 0
@@ -168,7 +170,22 @@ def written_gtid(payload: bytes) -> str | None:
     """The GTID an OK payload (with CLIENT_SESSION_TRACK) reports the statement wrote: MariaDB's
     `last_gtid` system variable, MySQL's SESSION_TRACK_GTIDS; None when it reports none."""
     start = _state_offset(payload)
-    if start < 0 or start >= len(payload):
+    if start < 0:
+        return None
+    return _gtid_in_state(payload, start)
+
+
+def gtid_of_ok(ok: OkPacket) -> str | None:
+    """`written_gtid` of a parsed OK packet (its `info`: all that follows the warnings)."""
+    if not ok.status_flags & SERVER_SESSION_STATE_CHANGED:
+        return None
+    rest = ok.info
+    info_length, pos = read_lenenc_uint(rest, 0)
+    return _gtid_in_state(rest, pos + info_length)
+
+
+def _gtid_in_state(payload: bytes, start: int) -> str | None:
+    if start >= len(payload):
         return None
     total, pos = read_lenenc_uint(payload, start)
     end = pos + total
@@ -227,3 +244,14 @@ def strip_ok_packet(data: bytes) -> bytes | None:
         return None
     size = len(stripped)
     return bytes((size & 0xFF, size >> 8 & 0xFF, size >> 16)) + data[3:4] + stripped
+
+
+def without_tracking(chunk: bytes, framer: ResponseFramer) -> bytes:
+    """The last piece of a response relayed to a client that did not ask for session tracking:
+    without its session state when it is one whole OK packet that carries some (the answer to a
+    write, in one read); as it is otherwise."""
+    ok = framer.ok
+    if ok is None or not ok.status_flags & SERVER_SESSION_STATE_CHANGED:
+        return chunk
+    stripped = strip_ok_packet(chunk)
+    return chunk if stripped is None else stripped

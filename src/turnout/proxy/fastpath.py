@@ -29,6 +29,7 @@ from turnout.protocol.commands import query_text
 from turnout.protocol.packets import MAX_PAYLOAD, ProtocolError
 from turnout.protocol.response import ResponseFramer, WholeResultSet, whole_result_set
 from turnout.proxy.backend import BackendConnection, BackendStatement
+from turnout.proxy.causal import without_tracking
 from turnout.proxy.channel import WRITE_BUFFER_HIGH
 from turnout.proxy.decisions import AfterLoss, Placement, commits, placement, runs_anywhere
 from turnout.proxy.replay import LOST_SERVER
@@ -203,6 +204,8 @@ class FastPath:
         if kept is None:
             if not anywhere:
                 return None
+            if state.shared.causal and not info.is_write and state.causal_wanted(hostgroup, rule) is not None:
+                return None  # a read that must see earlier writes: the coroutine may wait for them
             # placement() never refuses a read: only writes ask it (the common case is a read).
             if info.is_write and placement(
                 None, hostgroup, True, hostgroup in state.backends.routing.write_blocked, False, False, False
@@ -298,6 +301,8 @@ class FastPath:
             self._fail("The server asked for a LOCAL INFILE during a read")
             return True
         relayed = data if used == len(data) else data[:used]
+        if framer.done and connection.session_state and not self.state.client_session_track:
+            relayed = without_tracking(relayed, framer)
         client.write(relayed)
         recording = self.state.recording
         if recording is not None:

@@ -19,6 +19,7 @@ from turnout.config.model import RuntimeConfig
 from turnout.proxy.acquisition import Connector
 from turnout.proxy.backend import ServerAddress
 from turnout.proxy.channel import Channel, open_channel
+from turnout.proxy.decisions import CAUSAL_USER
 from turnout.proxy.hostgroups import HostgroupTable
 from turnout.proxy.pool import IDLE_TIMEOUT, Pools
 from turnout.proxy.rules import compile_rules
@@ -93,6 +94,19 @@ class Proxy(Shared):
         self.users = {u.username: user_entry(u) for u in config.users if u.frontend}
         self.rules = compile_rules(config.query_rules)
         self.reader_hostgroups = frozenset(rh.reader_hostgroup for rh in config.replication_hostgroups)
+        self.writer_of = {rh.reader_hostgroup: rh.writer_hostgroup for rh in config.replication_hostgroups}
+        self.causal_mode = config.variable("mysql-causal_reads", CAUSAL_USER).strip().lower()
+        self.causal_timeout_ms = config.int_variable("mysql-causal_reads_timeout", 1000)
+        causal = (
+            self.causal_mode != CAUSAL_USER
+            or any(u.causal_reads for u in config.users if u.frontend)
+            or any(r.gtid_from_hostgroup is not None for r in config.query_rules if r.active)
+        )
+        if causal and not self.backends.track_gtids:
+            # pooled connections opened before do not report their GTIDs: new ones will
+            self.pools.close_idle(older_than=0)
+        self.causal = causal
+        self.backends.track_gtids = causal
         self.max_allowed_packet = config.int_variable("mysql-max_allowed_packet", 64 * 1024 * 1024)
         self.max_connections = config.int_variable("mysql-max_connections", 10000)
         self.connect_timeout_client = config.int_variable("mysql-connect_timeout_client", 10000) / 1000
@@ -121,7 +135,9 @@ class Proxy(Shared):
         return server_context(self.datadir)
 
     def apply_routing(self, table: HostgroupTable) -> None:
-        """Servers as in force (monitor's view); wakes statements waiting for a server."""
+        """Servers as in force (monitor's view); wakes statements waiting for a server. What
+        replicas were known to have applied is forgotten (a server may have been rebuilt)."""
+        self.applied = {}
         self.backends.apply_routing(table)
 
     def offers_metadata_caching(self) -> bool:
@@ -190,6 +206,10 @@ class Proxy(Shared):
                 "Transaction_replays_refused": counters.transaction_replays_refused,
                 "Transaction_replays_refused_unreproducible": counters.transaction_replays_refused_unreproducible,
                 "Transaction_replays_refused_too_large": counters.transaction_replays_refused_too_large,
+                "Causal_reads_caught_up": counters.causal_reads_caught_up,
+                "Causal_reads_waited": counters.causal_reads_waited,
+                "Causal_reads_wait_timed_out": counters.causal_reads_timed_out,
+                "Causal_reads_to_writer": counters.causal_reads_to_writer,
                 "ProxySQL_Uptime": int(time.time() - self.stats.started_at),
             }
             return [{"Variable_Name": k, "Variable_Value": str(v)} for k, v in values.items()]

@@ -30,6 +30,8 @@ class RuleOutcome:
     ok_msg: str | None = None
     multiplex: int | None = None
     timeout_ms: int | None = None
+    # ProxySQL's gtid_from_hostgroup: the read must see its session's writes (causal reads)
+    gtid_from_hostgroup: int | None = None
     matched: tuple[int, ...] = ()  # every rule that matched on the walk (stats_mysql_query_rules' hits)
 
 
@@ -85,7 +87,7 @@ def evaluate(
     hostgroup: int | None = None
     rule_id: int | None = None
     error_msg = ok_msg = None
-    multiplex = timeout = None
+    multiplex = timeout = gtid_from = None
     matched: list[int] = []
     for compiled in rules:
         r = compiled.rule
@@ -103,10 +105,12 @@ def evaluate(
             multiplex = r.multiplex
         if r.timeout is not None:
             timeout = r.timeout
+        if r.gtid_from_hostgroup is not None:
+            gtid_from = r.gtid_from_hostgroup
         if r.flagOUT is not None:
             flag = r.flagOUT
         if r.apply:
             break
     if rule_id is None:
         return NO_MATCH
-    return RuleOutcome(hostgroup, rule_id, error_msg, ok_msg, multiplex, timeout, tuple(matched))
+    return RuleOutcome(hostgroup, rule_id, error_msg, ok_msg, multiplex, timeout, gtid_from, tuple(matched))

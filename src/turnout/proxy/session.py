@@ -41,15 +41,19 @@ from turnout.proxy.backend import (
     REPLY_CAPABILITIES,
     BackendConnection,
     BackendStatement,
+    ServerAddress,
     bulk_payload,
     execute_payload,
 )
+from turnout.proxy.causal import Position, merged, position_text, wait_reached, wait_sql, without_tracking
 from turnout.proxy.channel import WRITE_BUFFER_HIGH, Channel
 from turnout.proxy.decisions import (
     AfterLoss,
+    CausalRoute,
     Kept,
     KillVerdict,
     Placement,
+    causal_route,
     commits,
     kill_verdict,
     placement,
@@ -193,6 +197,7 @@ class ClientSession:
             return False
         self._logged_in(entry, stage1)
         self.state.reply_capabilities = handshake.capabilities & REPLY_CAPABILITIES
+        self.state.client_session_track = bool(handshake.capabilities & c.CLIENT_SESSION_TRACK)
         self.state.settings = SessionSettings(
             names=charset_for_collation(hello.charset),
             schema=hello.database or entry.user.default_schema or proxy.default_schema,
@@ -311,9 +316,12 @@ class ClientSession:
         self.state.settings = SessionSettings(names=self.state.settings.names, schema=schema)
 
     # ---- where a statement runs ---------------------------------------------------------------
-    async def _connection_for(self, hostgroup: int, info: StatementInfo) -> tuple[BackendConnection, int] | None:
-        """The backend connection this statement runs on (decisions.placement); None when an
-        error was sent to the client."""
+    async def _connection_for(
+        self, hostgroup: int, info: StatementInfo, rule: RuleOutcome | None = None
+    ) -> tuple[BackendConnection, int] | None:
+        """The backend connection this statement runs on (decisions.placement; for a read that
+        must see earlier writes, decisions.causal_route); None when an error was sent to the
+        client. Without `rule`, the statement is no read of the client's."""
         state = self.state
         kept = state.kept
         if kept is not None:
@@ -334,10 +342,63 @@ class ClientSession:
             self.shared.stats.counters.statements_refused_two_writers += 1
             self.state.send_error(c.ER_OPTION_PREVENTS_STATEMENT, blocked or "")
             return None
-        connection = state.take_idle(hostgroup)  # the common case, without awaiting
+        if rule is not None and self.shared.causal and not info.is_write:
+            wanted = state.causal_wanted(hostgroup, rule)
+            if wanted is not None:
+                return await self._causal_connection(hostgroup, wanted)
+        return await self._pooled(hostgroup)
+
+    async def _causal_connection(self, hostgroup: int, wanted: Position) -> tuple[BackendConnection, int] | None:
+        """A connection for a read that must see the writes `wanted` (decisions.causal_route): to
+        a replica known to have applied them, else to one after waiting there for them (up to
+        mysql-causal_reads_timeout), else to the writer."""
+        shared = self.shared
+        counters = shared.stats.counters
+        applied = shared.applied
+        candidates = [(server.address, applied.get(server.address)) for server in self.backends.routing.online(hostgroup)]
+        route, where = causal_route(wanted, candidates, shared.causal_timeout_ms)
+        if route is CausalRoute.CAUGHT_UP:
+            counters.causal_reads_caught_up += 1
+            return await self._pooled(hostgroup, where)
+        if route is CausalRoute.WAIT:
+            target = await self._pooled(hostgroup)
+            if target is None:
+                return None
+            connection = target[0]
+            if await self._wait_for(connection, wanted):
+                counters.causal_reads_waited += 1
+                applied[connection.address] = merged(applied.get(connection.address, {}), wanted)
+                return target
+            counters.causal_reads_timed_out += 1
+            self.state.give_back(connection, reusable=not connection.broken)
+        else:
+            counters.causal_reads_to_writer += 1
+        return await self._pooled(shared.writer_of.get(hostgroup, hostgroup))
+
+    async def _wait_for(self, connection: BackendConnection, wanted: Position) -> bool:
+        """Wait on `connection`'s server until it has applied `wanted` (MASTER_GTID_WAIT /
+        WAIT_FOR_EXECUTED_GTID_SET), up to mysql-causal_reads_timeout: whether it has."""
+        timeout_ms = self.shared.causal_timeout_ms
+        sql = wait_sql(connection.flavour, position_text(connection.flavour, wanted), timeout_ms)
+        try:
+            _, value = await asyncio.wait_for(
+                connection.query_value(sql), timeout_ms / 1000 + self.backends.connect_timeout_server
+            )
+        except (BackendError, TimeoutError):
+            connection.close()
+            return False
+        return wait_reached(value)
+
+    async def _pooled(
+        self, hostgroup: int, only: tuple[ServerAddress, ...] = ()
+    ) -> tuple[BackendConnection, int] | None:
+        """A pooled (or new) connection to a server of the hostgroup (of `only` those, when
+        given), set up like the session; None when an error was sent to the client."""
+        state = self.state
+        connection = state.take_idle(hostgroup, only)  # the common case, without awaiting
         if connection is None:
             try:
-                connection = await self.backends.acquire(hostgroup, state.login, state.reply_capabilities)
+                connection = await self.backends.acquire(hostgroup, state.login, state.reply_capabilities, only)
             except NoServer as none:
                 state.send_error(ER_PROXY_NO_SERVER, str(none))
                 return None
@@ -407,6 +468,8 @@ class ClientSession:
             ):
                 return framer
             relayed_data = data if used == len(data) else data[:used]
+            if framer.done and connection.session_state and not self.state.client_session_track:
+                relayed_data = without_tracking(relayed_data, framer)
             client.write(relayed_data)
             if recording is not None:
                 recording.feed(relayed_data)
@@ -437,7 +500,7 @@ class ClientSession:
         self, payload: bytes, info: StatementInfo, rule: RuleOutcome, hostgroup: int, digest: str, sql: str
     ) -> None:
         routed = hostgroup
-        target = await self._connection_for(hostgroup, info)
+        target = await self._connection_for(hostgroup, info, rule)
         if target is None:
             return
         connection, hostgroup = target
@@ -464,7 +527,7 @@ class ClientSession:
                     return
                 # A read nobody saw any of: it runs again on a healthy server of its hostgroup,
                 # waiting for one (the writer coming back, a new master) as a new statement would.
-                target = await self._connection_for(routed, info)
+                target = await self._connection_for(routed, info, rule)
                 if target is None:
                     return
                 connection, hostgroup = target
@@ -694,7 +757,7 @@ class ClientSession:
         self, statement: ClientStatement
     ) -> tuple[BackendConnection, int, int] | None:
         """A connection for the statement, with it prepared there: (connection, hostgroup, backend id)."""
-        target = await self._connection_for(self.state.hostgroup_for(statement.rule), statement.info)
+        target = await self._connection_for(self.state.hostgroup_for(statement.rule), statement.info, statement.rule)
         if target is None:
             return None
         connection, hostgroup = target

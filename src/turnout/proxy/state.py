@@ -17,20 +17,26 @@ from dataclasses import dataclass
 from turnout.config.model import MysqlUser
 from turnout.protocol import constants as c
 from turnout.protocol.auth import parse_stored_password
+from turnout.protocol.constants import SERVER_SESSION_STATE_CHANGED as SESSION_STATE_CHANGED
 from turnout.protocol.generic import build_err
 from turnout.protocol.metadata import Metadata
-from turnout.protocol.packets import encode_packet
+from turnout.protocol.packets import MalformedPacket, encode_packet
 from turnout.protocol.response import ResponseFramer, ResponseOutcome
 from turnout.proxy.acquisition import Backends, Connector, Login
-from turnout.proxy.backend import BackendConnection, BackendStatement
+from turnout.proxy.backend import BackendConnection, BackendStatement, ServerAddress
+from turnout.proxy.causal import Position, gtid_of_ok, merged, parse_position
 from turnout.proxy.channel import Channel, open_channel
 from turnout.proxy.decisions import (
+    CAUSAL_GLOBAL,
+    CAUSAL_OFF,
+    CAUSAL_USER,
     AfterLoss,
     AtEnd,
     Kept,
     after_loss,
     at_session_end,
     breaks_connection,
+    causal_mode,
     idle_limit,
     idle_too_long,
     keeps_diagnostics,
@@ -132,6 +138,17 @@ class Shared:
         self.transaction_replay_max_size = 1024 * 1024
         self.transaction_replay_attempts = 5
         self.transaction_replay_timeout = 30.0
+        # Causal reads: mysql-causal_reads, mysql-causal_reads_timeout; `causal` says whether
+        # anything asks for them (the mode, a user, a rule), so that reads check nothing else.
+        self.causal_mode = CAUSAL_USER
+        self.causal_timeout_ms = 1000
+        self.causal = False
+        # reader hostgroup -> the writer hostgroup of its replication pair
+        self.writer_of: dict[int, int] = {}
+        # Every write this proxy process acknowledged (mysql-causal_reads = global), and what
+        # each replica is known to have applied (its waits for writes that succeeded).
+        self.written: Position = {}
+        self.applied: dict[ServerAddress, Position] = {}
 
     def admit(self, session: SessionState, entry: UserEntry) -> tuple[int, str] | None:
         """None when the session may start, else the error code and message to refuse it with."""
@@ -207,6 +224,11 @@ class SessionState:
         self.replay_hostgroup = 0
         self.replay_reasons: frozenset[Keep] = frozenset()
         self.replay_cause = ""
+        # The GTIDs its writes committed, per domain (causal reads), and their flavour.
+        self.written: Position = {}
+        self.flavour = ""
+        # The client agreed to CLIENT_SESSION_TRACK: OK packets keep their session state.
+        self.client_session_track = False
 
     # ---- where statements go ------------------------------------------------------------------
     def classify(self, sql: str) -> tuple[StatementInfo, str, RuleOutcome]:
@@ -225,14 +247,49 @@ class SessionState:
         assert self.user is not None
         return route_hostgroup(rule, self.user.user.default_hostgroup)
 
-    def take_idle(self, hostgroup: int) -> BackendConnection | None:
-        """An idle pooled connection for a statement to `hostgroup`, at once or not at all."""
+    def take_idle(self, hostgroup: int, only: tuple[ServerAddress, ...] = ()) -> BackendConnection | None:
+        """An idle pooled connection for a statement to `hostgroup` (to one of `only` those
+        servers, when given), at once or not at all."""
         connection = self.backends.idle_for(
-            hostgroup, self.login.username, self.reply_capabilities, self.previous_connection
+            hostgroup, self.login.username, self.reply_capabilities, self.previous_connection, only
         )
         if connection is not None:
             self.previous_connection = connection
         return connection
+
+    def causal_wanted(self, hostgroup: int, rule: RuleOutcome) -> Position | None:
+        """The writes a read to `hostgroup` must see (decisions.causal_mode): None when it need
+        not see any (it is not going to a reader hostgroup, or nothing was written)."""
+        shared = self.shared
+        if hostgroup not in shared.writer_of:
+            return None
+        assert self.user is not None
+        mode = causal_mode(shared.causal_mode, self.user.user.causal_reads, rule.gtid_from_hostgroup)
+        if mode == CAUSAL_OFF:
+            return None
+        wanted = shared.written if mode == CAUSAL_GLOBAL else self.written
+        return wanted or None
+
+    def wrote_gtid(self, connection: BackendConnection, outcome: ResponseOutcome) -> None:
+        """A statement's OK reported the GTID it committed: the session's reads (and, with
+        mysql-causal_reads = global, everyone's) must see it from now on."""
+        ok = outcome.ok
+        if ok is None:
+            return
+        try:
+            gtid = gtid_of_ok(ok)
+        except MalformedPacket:
+            return  # no session state this proxy can read
+        if gtid is None:
+            return
+        try:
+            position = parse_position(connection.flavour, gtid)
+        except ValueError:
+            return  # not a GTID this proxy can read: nothing to wait for
+        self.flavour = connection.flavour
+        self.written = merged(self.written, position)
+        shared = self.shared
+        shared.written = merged(shared.written, position)
 
     def kept_moved(self, kept: Kept) -> bool:
         """The kept connection's server no longer takes its hostgroup's traffic."""
@@ -398,6 +455,8 @@ class SessionState:
             self.recording = None
             log.done(outcome.error is None, outcome.status_flags)
         ok = outcome.ok
+        if ok is not None and ok.status_flags & SESSION_STATE_CHANGED and connection.tracks_gtids:
+            self.wrote_gtid(connection, outcome)
         if (
             anywhere
             and self.kept is None

@@ -117,6 +117,12 @@ class GlobalCounters:
     transaction_replays_refused: int = 0
     transaction_replays_refused_unreproducible: int = 0
     transaction_replays_refused_too_large: int = 0
+    # causal reads (decisions.causal_route): on a replica known to have the writes, after a wait
+    # on one that succeeded, on the writer after a wait that timed out, on the writer at once
+    causal_reads_caught_up: int = 0
+    causal_reads_waited: int = 0
+    causal_reads_timed_out: int = 0
+    causal_reads_to_writer: int = 0
     access_denied_wrong_password: int = 0  # unknown user or wrong password, as ProxySQL counts it
     access_denied_max_connections: int = 0
     access_denied_max_user_connections: int = 0

@@ -11,6 +11,7 @@ from types import MappingProxyType
 import pytest
 
 from turnout.admin.modules import MODULES, Direction
+from turnout.admin.schema import MYSQL_USERS
 from turnout.admin.session import AdminSession, Ok, ResultSet
 from turnout.admin.sql import DIRECTIONS
 from turnout.admin.store import AdminError, AdminStore, Providers
@@ -596,3 +597,44 @@ def test_show_processlist_is_rewritten_as_proxysql_does(make: Callable[..., Harn
     assert isinstance(short, ResultSet) and isinstance(full, ResultSet)
     assert short.columns == ("SessionID", "user", "db", "hostgroup", "command", "time_ms", "info")
     assert full.columns[:3] == ("ThreadID", "SessionID", "user") and len(full.columns) == 16
+
+
+def test_users_causal_reads_go_beside_proxysqls_table(make: Callable[..., Harness], tmp_path: Path) -> None:
+    h = make()
+    h.run("INSERT INTO mysql_users (username, password) VALUES ('app', 'secret'), ('other', 'x')")
+    h.run("INSERT INTO turnout_users VALUES ('app', 1)")
+    h.run("INSERT INTO turnout_users VALUES ('nobody', 1)")  # no such user: ignored
+    h.run("LOAD MYSQL USERS TO RUNTIME")
+    by_name = {u.username: u.causal_reads for u in h.store.runtime.users}
+    assert by_name == {"app": 1, "other": 0}
+    assert h.rows("SELECT username, causal_reads FROM runtime_turnout_users") == [("app", 1)]
+    h.run("SAVE MYSQL USERS TO DISK")  # memory as it is, as for ProxySQL's tables
+    assert h.rows("SELECT * FROM disk.turnout_users ORDER BY username") == [("app", 1), ("nobody", 1)]
+    h.run("DELETE FROM turnout_users")
+    h.run("LOAD MYSQL USERS FROM DISK")
+    assert h.rows("SELECT * FROM turnout_users ORDER BY username") == [("app", 1), ("nobody", 1)]
+    with pytest.raises(Exception, match="CHECK"):
+        h.run("INSERT INTO turnout_users VALUES ('other', 2)")
+
+
+def test_a_disk_file_without_turnout_users_gains_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "proxysql.db")
+    old.execute(MYSQL_USERS.format(name="mysql_users"))
+    old.execute("INSERT INTO mysql_users (username, password) VALUES ('app', 'secret')")
+    old.commit()
+    old.close()
+    store = AdminStore(tmp_path)
+    store.load_all(Direction.DISK_TO_MEMORY)
+    users = store.load_all_to_runtime().users
+    assert [(u.username, u.causal_reads) for u in users] == [("app", 0)]
+    store.close()
+
+
+def test_config_file_users_causal_reads(make: Callable[..., Harness]) -> None:
+    h = make(ConfigFile(users=(MysqlUser("app", "secret", causal_reads=1), MysqlUser("other", "x"))))
+    h.run("LOAD MYSQL USERS FROM CONFIG")
+    assert h.rows("SELECT * FROM turnout_users") == [("app", 1)]
+    h.run("LOAD MYSQL USERS TO RUNTIME")
+    assert [u.causal_reads for u in h.store.runtime.users] == [1, 0]

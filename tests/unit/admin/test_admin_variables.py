@@ -81,8 +81,9 @@ def test_deliberate_differences_are_few_and_known() -> None:
     own = {name for name in BY_NAME if name not in PROXYSQL_DEFAULTS}
     # mysql-default_charset: ProxySQL removed it in 2.0.13, turnout still accepts it (no effect)
     # mysql-transaction_replay*: turnout's transaction replay (ProxySQL has none)
+    # mysql-causal_reads*: turnout's causal reads (README)
     assert own == {
         "mysql-interfaces", "admin-mysql_ifaces", "mysql-default_charset", "admin-scheduler_timeout_ms",
         "mysql-transaction_replay", "mysql-transaction_replay_max_size", "mysql-transaction_replay_attempts",
-        "mysql-transaction_replay_timeout",
+        "mysql-transaction_replay_timeout", "mysql-causal_reads", "mysql-causal_reads_timeout",
     }

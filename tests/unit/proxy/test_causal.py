@@ -16,6 +16,7 @@ from turnout.proxy.causal import (
     covers,
     covers_set,
     flavour_of,
+    gtid_of_ok,
     merged,
     parse_position,
     position_text,
@@ -168,3 +169,9 @@ def test_causal_route(
     # a replica not known to have the writes never serves the read without a wait
     if route is CausalRoute.CAUGHT_UP:
         assert all(covers(dict(found)[a] or {}, wanted or {}) for a in where)
+
+
+def test_gtid_of_a_parsed_ok() -> None:
+    assert gtid_of_ok(parse_ok(MARIADB_UPDATE_OK)) == "0-1-14"
+    assert gtid_of_ok(parse_ok(MARIADB_PLAIN_UPDATE_OK)) is None
+    assert gtid_of_ok(parse_ok(mysql_own_gtid_ok(f"{UUID}:23"))) == f"{UUID}:23"

@@ -1,0 +1,193 @@
+"""Causal reads on a sandbox whose replicas lag (MASTER_DELAY, or a stopped SQL thread): a read
+after a write sees the write with causal reads on (per user, per query rule, or for every
+session), and some reads are stale without; a wait that times out reads from the writer."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import mysql.connector
+import pytest
+
+from proxy_harness import RunningProxy, split_config
+from turnout.protocol.constants import SERVER_SESSION_STATE_CHANGED
+from turnout.sandbox.config import APP
+from turnout.sandbox.sandbox import Sandbox
+
+pytestmark = pytest.mark.sandbox
+
+WRITER, READER = 10, 20
+PATHS = pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "coroutine"])
+
+
+@pytest.fixture
+def lagging(fresh_sandbox: Sandbox) -> Iterator[Sandbox]:
+    """The sandbox with a table, its replicas applying 1 s behind their master."""
+    box = fresh_sandbox
+    box.execute(0, "CREATE DATABASE IF NOT EXISTS causal", "CREATE TABLE causal.t (id INT PRIMARY KEY, v INT)")
+    position = box.execute(0, "SELECT @@GLOBAL.gtid_binlog_pos AS p")[0]["p"]
+    for node in (1, 2):  # the table is there before the replicas lag
+        assert box.execute(node, f"SELECT MASTER_GTID_WAIT('{position}', 30) AS w")[0]["w"] == 0
+    for node in (1, 2):
+        box.execute(node, "STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 1", "START SLAVE")
+    yield box
+
+
+def _proxy(
+    box: Sandbox, start_proxy: Callable[..., RunningProxy], fast_path: bool, causal_user: int = 0,
+    rules_causal: bool = False, **variables: str,
+) -> RunningProxy:
+    config = split_config(box, **variables)
+    user = dataclasses.replace(config.users[0], causal_reads=causal_user)
+    rules = config.query_rules
+    if rules_causal:
+        rules = tuple(
+            dataclasses.replace(r, gtid_from_hostgroup=WRITER) if r.destination_hostgroup == READER else r for r in rules
+        )
+    running = start_proxy(dataclasses.replace(config, users=(user,), query_rules=rules))
+    running.call(lambda: setattr(running.proxy, "fast_path", fast_path))
+    return running
+
+
+def _stale_reads(running: RunningProxy, first: int, count: int, reader: Any = None) -> int:
+    """Insert `count` rows, each read back at once (by `reader`'s connection when given): how
+    many reads did not see their row."""
+    conn = running.connect()
+    other = reader or conn
+    stale = 0
+    try:
+        for key in range(first, first + count):
+            with conn.cursor() as cur:
+                cur.execute("INSERT INTO causal.t VALUES (%s, %s)", (key, key))
+                # the client never gets session state it did not ask for
+                assert not conn.server_status & SERVER_SESSION_STATE_CHANGED
+            with other.cursor() as cur:
+                cur.execute("SELECT v FROM causal.t WHERE id = %s", (key,))
+                if cur.fetchall() != ((key,),):
+                    stale += 1
+    finally:
+        conn.close()
+    return stale
+
+
+def _counters(running: RunningProxy) -> dict[str, int]:
+    counters = running.call(lambda: running.proxy.stats.counters)
+    return {
+        "caught_up": counters.causal_reads_caught_up, "waited": counters.causal_reads_waited,
+        "timed_out": counters.causal_reads_timed_out, "to_writer": counters.causal_reads_to_writer,
+    }
+
+
+@PATHS
+def test_reads_after_writes_are_stale_without_causal_reads_and_never_with(
+    lagging: Sandbox, start_proxy: Callable[..., RunningProxy], fast_path: bool
+) -> None:
+    without = _proxy(lagging, start_proxy, fast_path)
+    assert _stale_reads(without, 1, 5) > 0
+    with_causal = _proxy(lagging, start_proxy, fast_path, causal_user=1, **{"mysql-causal_reads_timeout": "10000"})
+    assert _stale_reads(with_causal, 100, 5) == 0
+    counters = _counters(with_causal)
+    assert counters["waited"] >= 1  # the replicas waited for the writes
+    assert counters["timed_out"] == counters["to_writer"] == 0
+
+
+def test_a_query_rules_gtid_from_hostgroup_makes_its_reads_causal(
+    lagging: Sandbox, start_proxy: Callable[..., RunningProxy]
+) -> None:
+    running = _proxy(lagging, start_proxy, True, rules_causal=True, **{"mysql-causal_reads_timeout": "10000"})
+    assert _stale_reads(running, 200, 3) == 0
+    assert _counters(running)["waited"] >= 1
+
+
+def test_global_mode_reads_wait_for_other_sessions_writes(
+    lagging: Sandbox, start_proxy: Callable[..., RunningProxy]
+) -> None:
+    running = _proxy(
+        lagging, start_proxy, True, **{"mysql-causal_reads": "global", "mysql-causal_reads_timeout": "10000"}
+    )
+    reader = running.connect()
+    try:
+        assert _stale_reads(running, 300, 3, reader=reader) == 0
+    finally:
+        reader.close()
+
+
+def test_session_mode_does_not_wait_for_other_sessions_writes(
+    lagging: Sandbox, start_proxy: Callable[..., RunningProxy]
+) -> None:
+    running = _proxy(
+        lagging, start_proxy, True, **{"mysql-causal_reads": "session", "mysql-causal_reads_timeout": "10000"}
+    )
+    reader = running.connect()
+    try:
+        assert _stale_reads(running, 400, 3, reader=reader) > 0
+        assert _stale_reads(running, 500, 3) == 0
+    finally:
+        reader.close()
+
+
+@PATHS
+def test_a_wait_that_times_out_reads_from_the_writer(
+    lagging: Sandbox, start_proxy: Callable[..., RunningProxy], fast_path: bool
+) -> None:
+    for node in (1, 2):
+        lagging.execute(node, "STOP SLAVE SQL_THREAD")
+    running = _proxy(lagging, start_proxy, fast_path, causal_user=1, **{"mysql-causal_reads_timeout": "200"})
+    assert _stale_reads(running, 600, 3) == 0
+    counters = _counters(running)
+    assert counters["timed_out"] == 3
+    assert counters["waited"] == counters["caught_up"] == 0
+
+
+def test_no_wait_at_all_reads_from_the_writer(lagging: Sandbox, start_proxy: Callable[..., RunningProxy]) -> None:
+    running = _proxy(lagging, start_proxy, True, causal_user=1, **{"mysql-causal_reads_timeout": "0"})
+    assert _stale_reads(running, 700, 3) == 0
+    assert _counters(running)["to_writer"] == 3
+
+
+def test_a_replica_known_to_have_the_writes_serves_without_a_wait(
+    lagging: Sandbox, start_proxy: Callable[..., RunningProxy]
+) -> None:
+    running = _proxy(lagging, start_proxy, True, causal_user=1, **{"mysql-causal_reads_timeout": "10000"})
+    conn = running.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO causal.t VALUES (800, 800)")
+            for _ in range(6):
+                cur.execute("SELECT v FROM causal.t WHERE id = 800")
+                assert cur.fetchall() == ((800,),)
+    finally:
+        conn.close()
+    counters = _counters(running)
+    # at most one wait per replica; the other reads went to one already known to have the write
+    assert 1 <= counters["waited"] <= 2
+    assert counters["caught_up"] == 6 - counters["waited"]
+
+
+def test_prepared_reads_are_causal(lagging: Sandbox, start_proxy: Callable[..., RunningProxy]) -> None:
+    running = _proxy(lagging, start_proxy, True, causal_user=1, **{"mysql-causal_reads_timeout": "10000"})
+    conn = mysql.connector.connect(
+        host="127.0.0.1", port=running.port, user=APP.user, password=APP.password, autocommit=True
+    )
+    try:
+        cur = conn.cursor(prepared=True)
+        for key in range(900, 903):
+            cur.execute("INSERT INTO causal.t VALUES (%s, %s)", (key, key))
+            cur.execute("SELECT v FROM causal.t WHERE id = %s", (key,))
+            assert cur.fetchall() == [(key,)]
+        cur.close()
+    finally:
+        conn.close()
+    assert _counters(running)["waited"] >= 1
+
+
+def test_rules_without_gtid_from_hostgroup_and_users_without_causal_reads_change_nothing(
+    lagging: Sandbox, start_proxy: Callable[..., RunningProxy]
+) -> None:
+    running = _proxy(lagging, start_proxy, True)
+    assert not running.call(lambda: running.proxy.causal)
+    assert not running.call(lambda: running.proxy.backends.track_gtids)
+    assert _stale_reads(running, 1000, 2) > 0
+    assert _counters(running) == {"caught_up": 0, "waited": 0, "timed_out": 0, "to_writer": 0}
