@@ -72,6 +72,7 @@ def query_rules(draw: st.DrawFn) -> list[QueryRule]:
             OK_msg=draw(st.one_of(st.none(), st.just(f"ok by {rule_id}"))),
             multiplex=draw(st.one_of(st.none(), st.sampled_from([0, 1, 2]))),
             timeout=draw(st.one_of(st.none(), st.integers(0, 5000))),
+            gtid_from_hostgroup=draw(st.one_of(st.none(), st.sampled_from([10, 30]))),
             apply=draw(st.sampled_from([0, 1])),
         ))
     return rules
@@ -85,6 +86,7 @@ class ModelOutcome:
     ok_msg: str | None = None
     multiplex: int | None = None
     timeout_ms: int | None = None
+    gtid_from_hostgroup: int | None = None
     matched: list[int] = field(default_factory=list)  # each one's hits count goes up
 
 
@@ -114,14 +116,15 @@ def proxysql_walk(rules: list[QueryRule], query: str, digest: str, user: str, sc
         if rule.flagOUT is not None:
             flag = rule.flagOUT
         for source, target in (("destination_hostgroup", "hostgroup"), ("error_msg", "error_msg"),
-                               ("OK_msg", "ok_msg"), ("multiplex", "multiplex"), ("timeout", "timeout_ms")):
+                               ("OK_msg", "ok_msg"), ("multiplex", "multiplex"), ("timeout", "timeout_ms"),
+                               ("gtid_from_hostgroup", "gtid_from_hostgroup")):
             value = getattr(rule, source)
             if value is not None:
                 setattr(out, target, value)
         if rule.apply:
             break
     return RuleOutcome(out.hostgroup, out.rule_id, out.error_msg, out.ok_msg, out.multiplex, out.timeout_ms,
-                       tuple(out.matched))
+                       out.gtid_from_hostgroup, tuple(out.matched))
 
 
 @settings(max_examples=400)
