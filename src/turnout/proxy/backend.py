@@ -353,8 +353,15 @@ async def connect_backend(
         connection = await asyncio.wait_for(_login(address, user, channel, handshake, packets, tls), timeout)
         if handshake.capabilities & CLIENT_SESSION_TRACK:
             connection.session_state = True
-            framer = await asyncio.wait_for(connection.query(track_sql(connection.flavour)), timeout)
-            connection.tracks_gtids = framer.error is None
+            client_tracks = bool(reply_capabilities & CLIENT_SESSION_TRACK)
+            if not client_tracks:
+                # asked for the GTIDs only: pooled with the connections of clients that do not
+                # track session state (their OK packets lose it on the way, causal.without_tracking)
+                connection.reply_capabilities &= ~CLIENT_SESSION_TRACK
+            if track_gtids:
+                sql = track_sql(connection.flavour, keep_others=client_tracks)
+                framer = await asyncio.wait_for(connection.query(sql), timeout)
+                connection.tracks_gtids = framer.error is None
         return connection
     except TimeoutError as timed_out:
         channel.close()

@@ -39,10 +39,18 @@ def flavour_of(server_version: str) -> str:
     return MARIADB if "MariaDB" in server_version else MYSQL
 
 
-def track_sql(flavour: str) -> str:
+def track_sql(flavour: str, keep_others: bool = False) -> str:
     """What a backend connection runs once, after its login, so that the OK packet of every
-    statement that commits a transaction carries its GTID (and nothing else is tracked: the
-    other trackers are off, so no other OK packet carries session state)."""
+    statement that commits a transaction carries its GTID. Nothing else is tracked (the other
+    trackers are off, so no other OK packet carries session state), unless `keep_others`: the
+    connection serves clients that track session state themselves, whose trackers stay."""
+    if keep_others:
+        if flavour == MARIADB:
+            return (
+                "SET SESSION session_track_system_variables = "
+                "CONCAT(@@session_track_system_variables, ',last_gtid')"
+            )
+        return "SET SESSION session_track_gtids = OWN_GTID"
     if flavour == MARIADB:
         return (
             "SET SESSION session_track_system_variables = 'last_gtid', session_track_schema = OFF, "

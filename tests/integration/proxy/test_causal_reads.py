@@ -12,7 +12,7 @@ import mysql.connector
 import pytest
 
 from proxy_harness import RunningProxy, split_config
-from turnout.protocol.constants import SERVER_SESSION_STATE_CHANGED
+from turnout.protocol.constants import CLIENT_SESSION_TRACK, SERVER_SESSION_STATE_CHANGED
 from turnout.sandbox.config import APP
 from turnout.sandbox.sandbox import Sandbox
 
@@ -51,18 +51,19 @@ def _proxy(
     return running
 
 
-def _stale_reads(running: RunningProxy, first: int, count: int, reader: Any = None) -> int:
+def _stale_reads(running: RunningProxy, first: int, count: int, reader: Any = None, **connect: Any) -> int:
     """Insert `count` rows, each read back at once (by `reader`'s connection when given): how
     many reads did not see their row."""
-    conn = running.connect()
+    conn = running.connect(**connect)
+    tracking = bool(connect.get("client_flag", 0) & CLIENT_SESSION_TRACK)
     other = reader or conn
     stale = 0
     try:
         for key in range(first, first + count):
             with conn.cursor() as cur:
                 cur.execute("INSERT INTO causal.t VALUES (%s, %s)", (key, key))
-                # the client never gets session state it did not ask for
-                assert not conn.server_status & SERVER_SESSION_STATE_CHANGED
+                # a client gets session state only when it asked for it
+                assert bool(conn.server_status & SERVER_SESSION_STATE_CHANGED) == tracking
             with other.cursor() as cur:
                 cur.execute("SELECT v FROM causal.t WHERE id = %s", (key,))
                 if cur.fetchall() != ((key,),):
@@ -191,3 +192,22 @@ def test_rules_without_gtid_from_hostgroup_and_users_without_causal_reads_change
     assert not running.call(lambda: running.proxy.backends.track_gtids)
     assert _stale_reads(running, 1000, 2) > 0
     assert _counters(running) == {"caught_up": 0, "waited": 0, "timed_out": 0, "to_writer": 0}
+
+
+def test_causal_reads_reuse_pooled_connections(lagging: Sandbox, start_proxy: Callable[..., RunningProxy]) -> None:
+    """Connections that track GTIDs for the proxy serve clients that track nothing: they go back
+    to the same pool, not one of their own."""
+    running = _proxy(lagging, start_proxy, True, causal_user=1, **{"mysql-causal_reads_timeout": "10000"})
+    assert _stale_reads(running, 1100, 8) == 0
+    opened = running.call(lambda: sum(pool.total for pool in running.proxy.pools.servers.values()))
+    assert opened <= 3  # one client, one statement at a time: the writer's and at most one per replica
+
+
+def test_a_client_that_tracks_session_state_gets_it_with_causal_reads(
+    lagging: Sandbox, start_proxy: Callable[..., RunningProxy]
+) -> None:
+    running = _proxy(lagging, start_proxy, True, causal_user=1, **{"mysql-causal_reads_timeout": "10000"})
+    assert _stale_reads(running, 1200, 1) == 0  # the proxy logs in to the servers: it learns what they offer
+    offered = running.call(lambda: running.proxy.backends.offered_capabilities(running.proxy.server_version))
+    assert offered & CLIENT_SESSION_TRACK
+    assert _stale_reads(running, 1300, 3, client_flag=CLIENT_SESSION_TRACK) == 0

@@ -175,3 +175,10 @@ def test_gtid_of_a_parsed_ok() -> None:
     assert gtid_of_ok(parse_ok(MARIADB_UPDATE_OK)) == "0-1-14"
     assert gtid_of_ok(parse_ok(MARIADB_PLAIN_UPDATE_OK)) is None
     assert gtid_of_ok(parse_ok(mysql_own_gtid_ok(f"{UUID}:23"))) == f"{UUID}:23"
+
+
+def test_tracking_sql_keeps_a_tracking_clients_trackers() -> None:
+    assert track_sql(MARIADB, keep_others=True) == (
+        "SET SESSION session_track_system_variables = CONCAT(@@session_track_system_variables, ',last_gtid')"
+    )
+    assert track_sql(MYSQL, keep_others=True) == "SET SESSION session_track_gtids = OWN_GTID"
