@@ -9,12 +9,14 @@ from functools import lru_cache
 _TOKENS = re.compile(
     r"""
       (?P<space>(?:\s|/\*(?!\s*[!+]).*?\*/|(?:--\s|\#)[^\n]*)+)
-    | (?P<string>'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*")
-    | (?P<ident>`(?:[^`]|``)*`)
+    | (?P<string>'[^'\\]*(?:(?:\\.|'')[^'\\]*)*'|"[^"\\]*(?:(?:\\.|"")[^"\\]*)*")
+    | (?P<ident>`[^`]*(?:``[^`]*)*`)
     | (?P<number>(?<![\w@$.])[-+]?(?:0x[0-9a-fA-F]+|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)(?![\w$.]))
     """,
     re.VERBOSE | re.DOTALL,
 )
+# Strings and identifiers are matched as runs of plain characters between escapes (not one
+# alternation per character, which took seconds for a literal of megabytes).
 _LISTS = re.compile(r"\?(?:\s*,\s*\?)+")
 
 
