@@ -369,8 +369,6 @@ PROCESSLIST = ("processlist ids: SHOW PROCESSLIST lists the server's threads, wh
                "handshake is its proxy session's")
 BACKEND_STATUS = ("backend status: session and global status describe the proxy's connections to the server "
                   "(Compression is the backend connection's; Aborted_clients counts no client connection)")
-BULK = ("bulk statements: COM_STMT_BULK_EXECUTE (executemany in one command, indicator variables) is not offered "
-        "to clients yet; being added (issue 19, item 6)")
 
 KNOWN_DIFFERENCES: dict[str, dict[str, str]] = {
     "PyMySQL": {
@@ -385,9 +383,6 @@ KNOWN_DIFFERENCES: dict[str, dict[str, str]] = {
         "test/integration/test_connection.py::TestConnection::test_compress": BACKEND_STATUS,
         "test/integration/test_connection.py::TestConnection::test_ed25519": UNKNOWN_ACCOUNT,
         "test/integration/test_nondbapi.py::CursorTest::test_change_user": UNKNOWN_ACCOUNT,
-        "test/integration/test_cursor.py::TestCursor::test_conpy225": BULK,
-        "test/integration/test_cursor.py::TestCursor::test_conpy61": BULK,
-        "test/integration/test_cursor.py::TestCursor::test_indicator": BULK,
     },
 }
 
