@@ -17,6 +17,10 @@ every second over the run.
 
     python -m bench.chaos --events 100            # 100 kills + 100 takeovers, about 30 minutes
     python -m bench.chaos --events 10             # a shorter run
+    python -m bench.chaos --events 5 --transaction-replay off --out bench/results/chaos_replay_off.json
+
+`--transaction-replay off` turns mysql-transaction_replay off (turnout up turns it on): client
+errors per event before and after transaction replay.
 
 Writes bench/results/chaos.json.
 """
@@ -268,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
             with child([sys.executable, "-m", "turnout.cli", "up", "--config", str(config)], turnout.log_path) as proc:
                 wait_until(lambda: proc.poll() is None and turnout.master() is not None, 30,
                            "the manager to discover the sandbox", 0.1)
+                set_transaction_replay(turnout, args.transaction_replay == "on")
                 box.execute(0, "CREATE DATABASE IF NOT EXISTS sbtest")
                 prepare = ["sysbench", "oltp_read_write", *sysbench_args(ports, args.tables, args.table_size, 2),
                            "prepare"]
@@ -350,6 +355,7 @@ def run(args: argparse.Namespace) -> int:
                     "client_errors": {k: errors_by_kind(events, k) for k in ("kill", "takeover")},
                     "proxy_process": resources(sampler.samples),
                     "final_master": final_master,
+                    "transaction_replay": replay_counters(turnout),
                     "times_master": dict(sorted(mastered.items())),
                 }
         except BaseException:
@@ -367,7 +373,8 @@ def run(args: argparse.Namespace) -> int:
         "benchmark": "chaos", "machine": machine(),
         "settings": {"events_each": args.events, "steady_seconds": args.steady_seconds, "writers": args.writers,
                      "readers": args.readers, "sysbench_threads": args.sysbench_threads, "tables": args.tables,
-                     "table_size": args.table_size, "semi_sync": True, "monitor_interval_ms": args.monitor_interval_ms},
+                     "table_size": args.table_size, "semi_sync": True, "monitor_interval_ms": args.monitor_interval_ms,
+                     "transaction_replay": args.transaction_replay, "sysbench_ps_mode": args.sysbench_ps_mode},
         **result,
         "events": [{"kind": e.event.kind, "number": e.event.number, "from": e.event.old_master,
                     "to": e.event.new_master, "write_pause_s": round(e.event.write_pause_s, 4),
@@ -383,12 +390,32 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _admin(turnout: Turnout) -> Any:
+    import pymysql
+
+    return pymysql.connect(host="127.0.0.1", port=turnout.admin_port, user="admin", password="admin", autocommit=True)
+
+
+def set_transaction_replay(turnout: Turnout, on: bool) -> None:
+    with _admin(turnout) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE global_variables SET variable_value = %s WHERE variable_name = 'mysql-transaction_replay'",
+                    ("true" if on else "false",))
+        cur.execute("LOAD MYSQL VARIABLES TO RUNTIME")
+
+
+def replay_counters(turnout: Turnout) -> dict[str, int]:
+    with _admin(turnout) as conn, conn.cursor() as cur:
+        cur.execute("SELECT Variable_Name, Variable_Value FROM stats_mysql_global "
+                    "WHERE Variable_Name LIKE 'Transaction_replays%'")
+        return {str(name): int(value) for name, value in cur.fetchall()}
+
+
 def print_summary(data: dict[str, Any]) -> None:
     print()
     for key in ("events_done", "failure", "acknowledged_writes", "acknowledged_writes_lost", "duplicated_writes",
                 "unacknowledged_writes_found", "sysbench", "sysbench_errors_in_steady_load",
                 "sbtest_checksums_equal_on_all_servers", "write_pause",
-                "client_errors", "proxy_process"):
+                "client_errors", "proxy_process", "transaction_replay"):
         print(f"{key}: {data.get(key)}")
 
 
@@ -404,6 +431,8 @@ def main() -> int:
     parser.add_argument("--monitor-interval-ms", type=int, default=500)
     parser.add_argument("--sysbench-ps-mode", default="disable", choices=("disable", "auto"),
                         help="sysbench 1.0.20 can crash (SIGSEGV) reconnecting with server-side prepared statements")
+    parser.add_argument("--transaction-replay", default="on", choices=("on", "off"),
+                        help="mysql-transaction_replay for the run (turnout up's default: on)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "chaos.json")
     return run_bench(run, parser.parse_args())
 
