@@ -28,7 +28,7 @@ from turnout.protocol import constants as c
 from turnout.protocol.commands import query_text
 from turnout.protocol.packets import MAX_PAYLOAD, ProtocolError
 from turnout.protocol.response import ResponseFramer, WholeResultSet, whole_result_set
-from turnout.proxy.backend import BackendConnection, BackendStatement
+from turnout.proxy.backend import BackendConnection, BackendStatement, ServerAddress
 from turnout.proxy.causal import without_tracking
 from turnout.proxy.channel import WRITE_BUFFER_HIGH
 from turnout.proxy.decisions import AfterLoss, Placement, commits, placement, runs_anywhere
@@ -204,8 +204,16 @@ class FastPath:
         if kept is None:
             if not anywhere:
                 return None
-            if state.shared.causal and not info.is_write and state.causal_wanted(hostgroup, rule) is not None:
-                return None  # a read that must see earlier writes: the coroutine may wait for them
+            only: tuple[ServerAddress, ...] = ()
+            if state.shared.causal and not info.is_write:
+                wanted = state.causal_wanted(hostgroup, rule)
+                if wanted is not None:
+                    # a read that must see earlier writes: here only on a replica known to have
+                    # them (decisions.causal_route); one that waits, or goes to the writer, is
+                    # the coroutine's
+                    only = state.caught_up(hostgroup, wanted)
+                    if not only:
+                        return None
             # placement() never refuses a read: only writes ask it (the common case is a read).
             if info.is_write and placement(
                 None, hostgroup, True, hostgroup in state.backends.routing.write_blocked, False, False, False
@@ -213,16 +221,19 @@ class FastPath:
                 return None  # two writers: the coroutine refuses it and says why
             self._kept = False
             self._hostgroup = hostgroup
-            return self._take_connection(hostgroup)
+            connection = self._take_connection(hostgroup, only)
+            if only and connection is not None:
+                state.shared.stats.counters.causal_reads_caught_up += 1
+            return connection
         if where is not _KEPT or not kept.connection.idle_usable():
             return None  # closed, or sent something unasked: let the coroutine see
         self._kept = True
         self._hostgroup = kept.hostgroup
         return kept.connection
 
-    def _take_connection(self, hostgroup: int) -> BackendConnection | None:
+    def _take_connection(self, hostgroup: int, only: tuple[ServerAddress, ...] = ()) -> BackendConnection | None:
         state = self.state
-        connection = state.take_idle(hostgroup)
+        connection = state.take_idle(hostgroup, only)
         if connection is None:
             return None
         if connection.settings is not state.settings:

@@ -32,11 +32,13 @@ from turnout.proxy.decisions import (
     CAUSAL_USER,
     AfterLoss,
     AtEnd,
+    CausalRoute,
     Kept,
     after_loss,
     at_session_end,
     breaks_connection,
     causal_mode,
+    causal_route,
     idle_limit,
     idle_too_long,
     keeps_diagnostics,
@@ -269,6 +271,16 @@ class SessionState:
             return None
         wanted = shared.written if mode == CAUSAL_GLOBAL else self.written
         return wanted or None
+
+    def caught_up(self, hostgroup: int, wanted: Position) -> tuple[ServerAddress, ...]:
+        """The ONLINE servers of `hostgroup` known to have applied `wanted`, when
+        decisions.causal_route sends the read to them (else none: it waits, or goes to the writer)."""
+        applied = self.shared.applied
+        if not applied:
+            return ()
+        candidates = [(server.address, applied.get(server.address)) for server in self.backends.routing.online(hostgroup)]
+        route, where = causal_route(wanted, candidates, self.shared.causal_timeout_ms)
+        return where if route is CausalRoute.CAUGHT_UP else ()
 
     def wrote_gtid(self, connection: BackendConnection, outcome: ResponseOutcome) -> None:
         """A statement's OK reported the GTID it committed: the session's reads (and, with

@@ -165,6 +165,9 @@ def test_a_replica_known_to_have_the_writes_serves_without_a_wait(
     # at most one wait per replica; the other reads went to one already known to have the write
     assert 1 <= counters["waited"] <= 2
     assert counters["caught_up"] == 6 - counters["waited"]
+    # those need no wait: the fast path relays them
+    fast = running.call(lambda: running.proxy.stats.counters.statements_fast_path)
+    assert fast >= counters["caught_up"]
 
 
 def test_prepared_reads_are_causal(lagging: Sandbox, start_proxy: Callable[..., RunningProxy]) -> None:
