@@ -59,11 +59,15 @@ def build_ok(
     info: bytes = b"",
     session_state: bytes = b"",
 ) -> bytes:
-    """An OK packet; with `session_state` (for a client with CLIENT_SESSION_TRACK), the info as
-    a length-encoded string, then the state changes, as MariaDB sends them."""
+    """An OK packet as MariaDB's net_send_ok builds it: the info, when there is one, as a
+    length-encoded string whether or not the client tracks session state (not the rest of the
+    packet, as the protocol's documentation has it); with `session_state` (for a client with
+    CLIENT_SESSION_TRACK), the info (empty or not) and then the state changes."""
     if session_state:
         status_flags |= SERVER_SESSION_STATE_CHANGED
         info = write_lenenc_bytes(info) + write_lenenc_bytes(session_state)
+    elif info:
+        info = write_lenenc_bytes(info)
     return (
         b"\x00"
         + write_lenenc_int(affected_rows)

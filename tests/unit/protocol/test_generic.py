@@ -26,7 +26,7 @@ from turnout.protocol.generic import (
     parse_err,
     parse_ok,
 )
-from turnout.protocol.packets import MalformedPacket, ProtocolError
+from turnout.protocol.packets import MalformedPacket, ProtocolError, write_lenenc_bytes
 
 u16 = st.integers(0, 0xFFFF)
 
@@ -35,7 +35,8 @@ u16 = st.integers(0, 0xFFFF)
 def test_ok_round_trip(affected: int, insert_id: int, status: int, warnings: int, info: bytes) -> None:
     payload = build_ok(affected, insert_id, status, warnings, info)
     assert is_ok(payload) and not is_err(payload) and not is_eof(payload)
-    assert parse_ok(payload) == OkPacket(affected, insert_id, status, warnings, info)
+    # the info as MariaDB sends it: a length-encoded string (when there is one)
+    assert parse_ok(payload) == OkPacket(affected, insert_id, status, warnings, write_lenenc_bytes(info) if info else b"")
 
 
 def test_ok_defaults() -> None:
