@@ -49,11 +49,13 @@ MAX_CACHED_STATEMENTS = 256
 # back (FOUND_ROWS the affected rows it reports, LOCAL_FILES whether LOAD DATA LOCAL asks the
 # client for a file or fails with 4166, SESSION_TRACK what its OK packets carry, DEPRECATE_EOF how
 # its results are framed, MariaDB's PROGRESS whether it sends progress reports, EXTENDED_TYPE_INFO
-# what its column definitions carry, CACHE_METADATA the shape of its result sets). Connections
+# what its column definitions carry, CACHE_METADATA the shape of its result sets, NO_SCHEMA
+# whether `db.table.column` names its database: MariaDB then ignores `db`). Connections
 # are pooled per reply capabilities: a backend connection serves only sessions that agreed on the
 # same ones, so what the server sends goes to the client untouched.
 REPLY_CAPABILITIES = (
     CLIENT_FOUND_ROWS
+    | CLIENT_NO_SCHEMA
     | CLIENT_LOCAL_FILES
     | CLIENT_SESSION_TRACK
     | CLIENT_DEPRECATE_EOF
@@ -65,7 +67,7 @@ REPLY_CAPABILITIES = (
 # statements change no answer: every connection asks for them, where the server offers them).
 BACKEND_CAPABILITIES = (
     DEFAULT_SERVER_CAPABILITIES | CLIENT_MULTI_STATEMENTS | CLIENT_MULTI_RESULTS | CLIENT_PS_MULTI_RESULTS
-) & ~(REPLY_CAPABILITIES | CLIENT_NO_SCHEMA) | MARIADB_CLIENT_STMT_BULK_OPERATIONS
+) & ~REPLY_CAPABILITIES | MARIADB_CLIENT_STMT_BULK_OPERATIONS
 
 _ids = itertools.count(1)
 

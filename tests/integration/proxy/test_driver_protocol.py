@@ -455,3 +455,19 @@ cur.execute("SELECT COUNT(*) FROM drv.slow")
 print(json.dumps([loaded, cur.fetchall()[0][0]]))
 conn.close()
 """
+
+
+@pytest.mark.parametrize("no_schema", [False, True], ids=["db.table.column", "CLIENT_NO_SCHEMA"])
+def test_no_schema_as_the_server_reads_it(both: list[Target], warm: None, no_schema: bool) -> None:
+    """MariaDB 10.11 honours CLIENT_NO_SCHEMA: the database part of `db.table.column` is ignored
+    (the column is looked for in `table` of the current database, here drv)."""
+    caps = (c.DEFAULT_SERVER_CAPABILITIES & ~c.CLIENT_NO_SCHEMA) | (c.CLIENT_NO_SCHEMA if no_schema else 0)
+    seen = {}
+    for target in both:
+        client = RawClient(target.port, caps, database="drv")
+        try:
+            seen[target.name] = _raw_exchange(client, b"\x03SELECT nosuch.t.id FROM drv.t WHERE id = 1", False)
+        finally:
+            client.close()
+    assert (b"Unknown column" in seen["direct"]) != no_schema, seen["direct"]
+    assert seen["proxy"] == seen["direct"]
