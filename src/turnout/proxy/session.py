@@ -956,7 +956,9 @@ class ClientSession:
         self._reset_session(change.database or entry.user.default_schema or self.shared.default_schema)
         if change.charset:
             self.state.settings = self.state.settings.with_names(charset_for_collation(change.charset))
-        self.state.send(build_ok(status_flags=c.SERVER_STATUS_AUTOCOMMIT), seq)
+        # As the server: a client that tracks session state hears the database it named.
+        named = change.database if self.state.client_session_track else None
+        self.state.send(build_ok(status_flags=c.SERVER_STATUS_AUTOCOMMIT, session_state=schema_change(named) if named else b""), seq)
 
 
 _LONG_DATA = frozenset({Keep.LONG_DATA})
