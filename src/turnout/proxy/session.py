@@ -104,6 +104,7 @@ class ClientSession:
         self.state = SessionState(shared, client, session_id)
         self.packets = PacketBuffer(max_payload=shared.max_allowed_packet)
         self.salt = b""
+        self.capabilities = c.DEFAULT_SERVER_CAPABILITIES  # what the client and the proxy agreed at login
         self.fast = FastPath(self.state)
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -196,6 +197,7 @@ class ClientSession:
             self.client.write(handshake.error_packet(*refusal))
             return False
         self._logged_in(entry, stage1)
+        self.capabilities = handshake.capabilities
         self.state.reply_capabilities = handshake.capabilities & REPLY_CAPABILITIES
         self.state.client_session_track = bool(handshake.capabilities & c.CLIENT_SESSION_TRACK)
         self.state.settings = SessionSettings(
@@ -929,7 +931,7 @@ class ClientSession:
         self.state.settle(kept.connection, kept.hostgroup, framer, info, NO_MATCH)
 
     async def _on_change_user(self, payload: bytes) -> None:
-        change = parse_change_user(payload, c.DEFAULT_SERVER_CAPABILITIES)
+        change = parse_change_user(payload, self.capabilities)
         entry = self.shared.users.get(change.user)
         seq = 1
         response = change.auth_response
