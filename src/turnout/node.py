@@ -58,10 +58,12 @@ class Node:
         self.config_file = config_file
         self.runtime: RuntimeConfig = config_file.runtime_config()
         self.datadir = config_file.data_directory
+        # the proxy follows a manager: its own (turnout up) or one publishing in the state store
+        self.follows_manager = manage or bool(config_file.manager)
         if config_file.manager:  # a stray state file or bad [manager] key stops the start here
             self._state_target(self._manager_settings())
         try:
-            self.proxy = Proxy(self.runtime, datadir=self.datadir)
+            self.proxy = Proxy(self.runtime, datadir=self.datadir, managed=self.follows_manager)
         except TlsSetupError as exc:
             raise UserError(str(exc)) from exc
         # the monitor and the routing it yields; every change that matters reaches the proxy
@@ -409,7 +411,7 @@ class Node:
         host, port = parse_interface(self.runtime.variable("mysql-interfaces", "127.0.0.1:6033"), 6033)
         await self.proxy.start(host, port, reuse_port=self.workers is not None)
         if self.workers is not None:
-            self.workers.start(host, port, self.runtime, self.proxy.routing, self.datadir)
+            self.workers.start(host, port, self.runtime, self.proxy.routing, self.datadir, self.follows_manager)
             log.info("%d worker processes share the port", self.workers.count)
         log.info(
             "proxy listening on %s:%d (data path %s)", host, port,

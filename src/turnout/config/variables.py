@@ -35,6 +35,12 @@ def boolean(value: str) -> str | None:
     return f"{value!r} is not a boolean (true or false)"
 
 
+def auto_or_boolean(value: str) -> str | None:
+    if value.strip().lower() in ("auto", *TRUE_WORDS, *FALSE_WORDS):
+        return None
+    return f"{value!r} is not auto, true or false"
+
+
 def one_of(*allowed: str) -> Check:
     def check(value: str) -> str | None:
         if value.strip().lower() in allowed:
@@ -126,8 +132,9 @@ VARIABLES: tuple[Variable, ...] = (
              "ms a causal read waits on a replica for the writes it must see, then runs on the writer; "
              "0: to the writer at once unless a replica is known to have them"),
     Variable("mysql-query_retries_on_failure", "1", integer(0, 1000)),
-    Variable("mysql-transaction_replay", "false", boolean,
-             "record open transactions and replay them on the new master when their server is lost (turnout up: true)"),
+    Variable("mysql-transaction_replay", "auto", auto_or_boolean,
+             "record open transactions and replay them on the new master when their server is lost; "
+             "auto: on in managed mode (turnout up, or a proxy following a manager's state store)"),
     Variable("mysql-transaction_replay_max_size", "1048576", integer(0, 1024 * 1024 * 1024),
              "bytes of statements recorded per transaction; a larger one is not replayed"),
     Variable("mysql-transaction_replay_attempts", "5", integer(0, 1000),

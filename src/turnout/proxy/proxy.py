@@ -50,8 +50,12 @@ class Proxy(Shared):
         datadir: Path | None = None,
         first_session_id: int = 1,
         connector: Connector = open_channel,
+        managed: bool = False,
     ) -> None:
         super().__init__(connector)
+        # Following a manager's published masters (turnout up, or a [manager] table): the
+        # settings whose default is "auto" are on.
+        self.managed = managed
         # Where the TLS certificate lives (mysql-have_ssl); generated there when missing.
         self.datadir = datadir
         self._session_ids = itertools.count(first_session_id)
@@ -113,7 +117,10 @@ class Proxy(Shared):
         self.default_query_timeout = config.int_variable("mysql-default_query_timeout", 86_400_000) / 1000
         self.wait_timeout = config.int_variable("mysql-wait_timeout", 28_800_000) / 1000
         self.auto_increment_delay_multiplex = config.int_variable("mysql-auto_increment_delay_multiplex", 5)
-        self.transaction_replay = config.bool_variable("mysql-transaction_replay", False)
+        replay = config.variable("mysql-transaction_replay", "auto").strip().lower()
+        self.transaction_replay = self.managed if replay == "auto" else config.bool_variable(
+            "mysql-transaction_replay", False
+        )
         self.transaction_replay_max_size = config.int_variable("mysql-transaction_replay_max_size", 1024 * 1024)
         self.transaction_replay_attempts = config.int_variable("mysql-transaction_replay_attempts", 5)
         self.transaction_replay_timeout = config.int_variable("mysql-transaction_replay_timeout", 30000) / 1000

@@ -98,7 +98,13 @@ def decode(snapshot: Snapshot) -> tuple[RuntimeConfig, HostgroupTable]:
 
 
 def _worker_main(
-    pipe: multiprocessing.connection.Connection, host: str, port: int, first: Snapshot, datadir: Path, index: int
+    pipe: multiprocessing.connection.Connection,
+    host: str,
+    port: int,
+    first: Snapshot,
+    datadir: Path,
+    index: int,
+    managed: bool,
 ) -> None:
     import uvloop
 
@@ -108,7 +114,7 @@ def _worker_main(
 
     async def main() -> None:
         config, table = decode(first)
-        proxy = Proxy(config, datadir=datadir, first_session_id=index * SESSION_ID_SPAN + 1)
+        proxy = Proxy(config, datadir=datadir, first_session_id=index * SESSION_ID_SPAN + 1, managed=managed)
         proxy.apply_routing(table)
         await proxy.start(host, port, reuse_port=True)
         loop = asyncio.get_running_loop()
@@ -163,14 +169,16 @@ class Workers:
         self._processes: list[multiprocessing.process.BaseProcess] = []
         self._stats: list[dict[str, list[dict[str, object]]]] = []  # each worker's latest tables
 
-    def start(self, host: str, port: int, config: RuntimeConfig, table: HostgroupTable, datadir: Path) -> None:
+    def start(
+        self, host: str, port: int, config: RuntimeConfig, table: HostgroupTable, datadir: Path, managed: bool
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         first = encode(config, table)
         loop = asyncio.get_running_loop()
         for index in range(self.count):
             parent_end, child_end = context.Pipe()
             process = context.Process(
-                target=_worker_main, args=(child_end, host, port, first, datadir, index + 1),
+                target=_worker_main, args=(child_end, host, port, first, datadir, index + 1, managed),
                 name=f"turnout-worker-{index + 1}", daemon=True,
             )
             process.start()

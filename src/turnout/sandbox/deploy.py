@@ -67,7 +67,6 @@ monitor_ping_interval = {monitor_interval_ms}
 monitor_read_only_interval = {monitor_interval_ms}
 monitor_replication_lag_interval = {monitor_interval_ms}
 connect_timeout_server_max = 10000
-transaction_replay = true
 
 [[mysql_replication_hostgroups]]
 writer_hostgroup = {WRITER_HOSTGROUP}

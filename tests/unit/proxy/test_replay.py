@@ -9,11 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from turnout.config.model import RuntimeConfig
 from turnout.protocol import constants as c
 from turnout.protocol.generic import build_eof, build_err, build_ok
 from turnout.protocol.packets import encode_packet, write_lenenc_int
 from turnout.protocol.resultset import ColumnDef, build_column_def
 from turnout.proxy.decisions import AfterLoss, after_loss
+from turnout.proxy.proxy import Proxy
 from turnout.proxy.replay import (
     TOO_LARGE,
     UNREPRODUCIBLE,
@@ -228,3 +230,17 @@ def test_after_loss_replays_only_an_open_transactions_statement_before_its_commi
             assert decided is without
         if commits_ and is_write and in_tx and not relayed and not proxy_ended:
             assert decided is AfterLoss.UNKNOWN_OUTCOME  # a COMMIT in flight is never replayed
+
+
+@pytest.mark.parametrize(
+    ("setting", "managed", "on"),
+    [
+        (None, True, True), (None, False, False),
+        ("auto", True, True), ("auto", False, False),
+        ("false", True, False), ("true", False, True), ("ON", False, True), ("0", True, False),
+    ],
+)
+def test_transaction_replay_is_on_by_default_in_managed_mode(setting: str | None, managed: bool, on: bool) -> None:
+    variables = {} if setting is None else {"mysql-transaction_replay": setting}
+    proxy = Proxy(RuntimeConfig(variables=variables), managed=managed)
+    assert proxy.transaction_replay is on
