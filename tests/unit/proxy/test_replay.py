@@ -113,6 +113,17 @@ def test_digest_does_not_depend_on_how_the_bytes_arrive(split: int) -> None:
         assert _digest(data, split) == _digest(data)
 
 
+LONG_ROWS = [[str(i).encode(), b"row %d " % i * 12] for i in range(300)]  # rows longer than an EOF, seq ids wrap
+
+
+@given(st.integers(1, 5000))
+def test_digest_of_many_rows_does_not_depend_on_their_split_or_sequence_ids(split: int) -> None:
+    plain = _digest(_result(LONG_ROWS))
+    assert plain == _digest(_result(LONG_ROWS), split)
+    assert plain == _digest(_result(LONG_ROWS, caching=True, metadata=False), split)  # other sequence ids
+    assert plain != _digest(_result([*LONG_ROWS[:150], [b"x", b"y" * 20], *LONG_ROWS[151:]]), split)
+
+
 def test_digest_ignores_what_differs_between_servers_for_the_same_result() -> None:
     # status flags (OK and EOF), an OK's info, the column definitions and metadata caching
     assert _digest(_packets(build_ok(1, 0, IN_TRANS))) == _digest(
