@@ -21,6 +21,7 @@ from turnout.config.file import ConfigFile
 from turnout.config.model import RuntimeConfig
 from turnout.fencing import FenceStatus, ProxyLease
 from turnout.metrics import MetricsServer
+from turnout.monitor.health import HealthSnapshot, applied_gtids
 from turnout.monitor.logs import LOG_COLUMNS
 from turnout.monitor.monitor import Monitor
 from turnout.monitor.routing import RoutingSnapshot
@@ -67,7 +68,9 @@ class Node:
         except TlsSetupError as exc:
             raise UserError(str(exc)) from exc
         # the monitor and the routing it yields; every change that matters reaches the proxy
-        self.monitored = MonitoredRouting(self.runtime, lambda _routing: self._apply_routing())
+        self.monitored = MonitoredRouting(
+            self.runtime, lambda _routing: self._apply_routing(), on_positions=self._apply_positions
+        )
         self.published_masters: dict[int, tuple[str, int]] = {}
         self.held_hostgroups: frozenset[int] = frozenset()
         self.followed: dict[str, ClusterState] = {}  # each cluster's state as this proxy applies it
@@ -114,6 +117,11 @@ class Node:
     def stats_table(self, table: str) -> list[dict[str, object]] | None:
         """The admin's stats tables: this process's rows, with the workers' merged in, and the
         monitor's ping time as each server's latency."""
+        if table == "stats_mysql_gtid_executed":
+            return [
+                {"hostname": host, "port": port, "gtid_executed": gtids, "events": 0}
+                for (host, port), gtids in sorted(applied_gtids(self.monitor.snapshot).items())
+            ]
         rows = self.proxy.stats_table(table)
         if rows is None:
             return None
@@ -169,7 +177,14 @@ class Node:
             )
         )
         if self.workers is not None:
-            self.workers.publish(self.runtime, self.proxy.routing)
+            self.workers.publish(self.runtime, self.proxy.routing, applied_gtids(self.monitor.snapshot))
+
+    def _apply_positions(self, health: HealthSnapshot) -> None:
+        """The GTIDs the monitor saw the servers apply, to the data path's causal reads."""
+        gtids = applied_gtids(health)
+        self.proxy.apply_positions(gtids)
+        if self.workers is not None:
+            self.workers.publish_positions(gtids)
 
     def _monitor_table(self, table: str) -> list[dict[str, object]] | None:
         columns = LOG_COLUMNS.get(table)
@@ -411,7 +426,10 @@ class Node:
         host, port = parse_interface(self.runtime.variable("mysql-interfaces", "127.0.0.1:6033"), 6033)
         await self.proxy.start(host, port, reuse_port=self.workers is not None)
         if self.workers is not None:
-            self.workers.start(host, port, self.runtime, self.proxy.routing, self.datadir, self.follows_manager)
+            self.workers.start(
+                host, port, self.runtime, self.proxy.routing, self.datadir, self.follows_manager,
+                applied_gtids(self.monitor.snapshot),
+            )
             log.info("%d worker processes share the port", self.workers.count)
         log.info(
             "proxy listening on %s:%d (data path %s)", host, port,

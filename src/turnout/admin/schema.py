@@ -276,6 +276,14 @@ STATS_TABLES: Mapping[str, str] = {
     last_seen INTEGER NOT NULL,
     last_error VARCHAR NOT NULL DEFAULT '',
     PRIMARY KEY (hostgroup, hostname, port, username, schemaname, errno) )""",
+    # ProxySQL fills it from its binlog readers; turnout from the monitor's replication check (the
+    # GTIDs each server was last seen to have applied, which causal reads use; `events` stays 0).
+    "stats_mysql_gtid_executed": """CREATE TABLE {name} (
+    hostname VARCHAR NOT NULL,
+    port INT NOT NULL DEFAULT 3306,
+    gtid_executed VARCHAR,
+    events INT NOT NULL,
+    PRIMARY KEY (hostname, port) )""",
     # ProxySQL's stats database has a small global_variables table of its own (what the stats
     # user's SHOW VARIABLES reads).
     "global_variables": """CREATE TABLE {name} (

@@ -126,3 +126,18 @@ class HealthSnapshot:
 
 def routing_changed(old: ServerHealth | None, new: ServerHealth) -> bool:
     return old is None or old.routing_key() != new.routing_key()
+
+
+def applied_gtids(health: HealthSnapshot) -> dict[Address, str]:
+    """The GTIDs each server was last seen to have applied, as it reported them: a replica's
+    SQL-thread position (MariaDB gtid_slave_pos; MySQL gtid_executed), a server that replicates
+    from none its own (gtid_current_pos). Servers whose replication was never read are absent."""
+    found: dict[Address, str] = {}
+    for address, server in health.servers.items():
+        repl = server.replication
+        if repl is None:
+            continue
+        text = repl.gtid_slave_pos if repl.configured else repl.gtid_current_pos
+        if text:
+            found[address] = text
+    return found

@@ -25,10 +25,15 @@ log = logging.getLogger(__name__)
 
 
 class Monitor:
-    def __init__(self, config: RuntimeConfig, on_change: Callable[[HealthSnapshot], None]) -> None:
+    def __init__(
+        self, config: RuntimeConfig, on_change: Callable[[HealthSnapshot], None],
+        on_positions: Callable[[HealthSnapshot], None] | None = None,
+    ) -> None:
         self._config = config
         self._settings = MonitorSettings.from_config(config)
         self._on_change = on_change
+        # called when a server's applied GTIDs (health.applied_gtids) changed: causal reads use them
+        self._on_positions = on_positions
         self._health = HealthSnapshot()
         self._logs = MonitorLog(history_ms=self._settings.history_ms)
         self._checks: dict[Address, ServerChecks] = {}
@@ -118,6 +123,11 @@ class Monitor:
         if old is not None and old.read_only != new.read_only:
             self._checks[address].check_replication_now()
         self._publish(self._health.replace(new), changed=routing_changed(old, new))
+        if self._on_positions is not None and _applied_key(old) != _applied_key(new):
+            try:
+                self._on_positions(self._health)
+            except Exception:
+                log.exception("monitor on_positions callback failed")
 
     def _publish(self, health: HealthSnapshot, changed: bool) -> None:
         self._health = health
@@ -127,3 +137,9 @@ class Monitor:
             self._on_change(health)
         except Exception:
             log.exception("monitor on_change callback failed")
+
+
+def _applied_key(server: ServerHealth | None) -> tuple[bool, str, str] | None:
+    """What `health.applied_gtids` reads of one server."""
+    repl = None if server is None else server.replication
+    return None if repl is None else (repl.configured, repl.gtid_slave_pos, repl.gtid_current_pos)

@@ -34,6 +34,7 @@ class MonitoredRouting:
         on_routing: Callable[[RoutingSnapshot], None] | None = None,
         published_masters: Mapping[int, Address] | None = None,
         fences: Mapping[Address, str] | None = None,
+        on_positions: Callable[[HealthSnapshot], None] | None = None,
     ) -> None:
         self._config = config
         self._masters = published_masters
@@ -41,7 +42,7 @@ class MonitoredRouting:
         self._on_routing = on_routing
         self._table = RoutingTable()
         self._changed = asyncio.Event()
-        self.monitor = Monitor(config, self._health_changed)
+        self.monitor = Monitor(config, self._health_changed, on_positions)
         self._routing = self._table.update(config, self.monitor.snapshot, published_masters, fences)
 
     @property

@@ -263,3 +263,34 @@ def without_tracking(chunk: bytes, framer: ResponseFramer) -> bytes:
         return chunk
     stripped = strip_ok_packet(chunk)
     return chunk if stripped is None else stripped
+
+
+def monitor_position(text: str) -> Position | None:
+    """What the monitor read as a server's applied GTIDs (MariaDB gtid_slave_pos, or
+    gtid_current_pos on a server that replicates from none; MySQL gtid_executed) as a Position
+    `covers` can compare; None when it is neither flavour's. MariaDB's list is one sequence per
+    domain, applied in order. A MySQL set counts per uuid only the interval that starts at 1 (a
+    multi-threaded replica may have gaps above it: what lies past the first gap is not known
+    applied in order)."""
+    text = text.replace("\n", "").strip()
+    if not text:
+        return {}
+    if ":" not in text:
+        try:
+            return parse_position(MARIADB, text)
+        except ValueError:
+            return None
+    found: Position = {}
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            uuid, _, ranges = part.partition(":")
+            for piece in ranges.split(":"):
+                low, _, high = piece.partition("-")
+                if int(low) <= 1:
+                    found[uuid.lower()] = max(found.get(uuid.lower(), 0), int(high or low))
+    except ValueError:
+        return None
+    return found

@@ -12,12 +12,14 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from turnout.config.model import RuntimeConfig
 from turnout.proxy.acquisition import Connector
 from turnout.proxy.backend import ServerAddress
+from turnout.proxy.causal import merged, monitor_position
 from turnout.proxy.channel import Channel, open_channel
 from turnout.proxy.decisions import CAUSAL_USER
 from turnout.proxy.hostgroups import HostgroupTable
@@ -143,9 +145,25 @@ class Proxy(Shared):
 
     def apply_routing(self, table: HostgroupTable) -> None:
         """Servers as in force (monitor's view); wakes statements waiting for a server. What
-        replicas were known to have applied is forgotten (a server may have been rebuilt)."""
-        self.applied = {}
+        replicas were known to have applied is forgotten (a server may have been rebuilt), but
+        for what the monitor last saw them apply."""
+        self.applied = dict(self.monitor_applied)
         self.backends.apply_routing(table)
+
+    def apply_positions(self, gtids: Mapping[ServerAddress, str]) -> None:
+        """The GTIDs the monitor last saw each server apply (`health.applied_gtids`): a causal
+        read goes to a replica known past its writes without waiting there. A position the
+        proxy's own waits learned since stays when it is further."""
+        positions = {}
+        for address, text in gtids.items():
+            position = monitor_position(text)
+            if position:
+                positions[address] = position
+        applied = dict(self.applied)
+        for address, position in positions.items():
+            applied[address] = merged(applied.get(address, {}), position)
+        self.monitor_applied = positions
+        self.applied = applied
 
     def offers_metadata_caching(self) -> bool:
         return self.backends.offers_metadata_caching(self.server_version)

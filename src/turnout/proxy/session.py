@@ -369,6 +369,7 @@ class ClientSession:
             connection = target[0]
             if await self._wait_for(connection, wanted):
                 counters.causal_reads_waited += 1
+                applied = shared.applied  # replaced whole while this waited, perhaps
                 applied[connection.address] = merged(applied.get(connection.address, {}), wanted)
                 return target
             counters.causal_reads_timed_out += 1

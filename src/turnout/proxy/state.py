@@ -148,9 +148,12 @@ class Shared:
         # reader hostgroup -> the writer hostgroup of its replication pair
         self.writer_of: dict[int, int] = {}
         # Every write this proxy process acknowledged (mysql-causal_reads = global), and what
-        # each replica is known to have applied (its waits for writes that succeeded).
+        # each replica is known to have applied: what the monitor last saw it apply
+        # (`monitor_applied`, replaced whole by Proxy.apply_positions), merged with its waits for
+        # writes that succeeded since.
         self.written: Position = {}
         self.applied: dict[ServerAddress, Position] = {}
+        self.monitor_applied: dict[ServerAddress, Position] = {}
 
     def admit(self, session: SessionState, entry: UserEntry) -> tuple[int, str] | None:
         """None when the session may start, else the error code and message to refuse it with."""

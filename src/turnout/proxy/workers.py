@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import signal
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -55,6 +56,15 @@ class Snapshot:
     version: int
     paused: frozenset[int]
     paused_reasons: dict[int, str]
+    # the GTIDs the monitor last saw each server apply (Proxy.apply_positions)
+    positions: dict[tuple[str, int], str]
+
+
+@dataclass(frozen=True)
+class Positions:
+    """control -> worker: the monitor saw a server's applied GTIDs change (`Proxy.apply_positions`)."""
+
+    gtids: dict[tuple[str, int], str]
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,9 @@ class CutWrites:
     reason: str
 
 
-def encode(config: RuntimeConfig, table: HostgroupTable) -> Snapshot:
+def encode(
+    config: RuntimeConfig, table: HostgroupTable, positions: Mapping[tuple[str, int], str] | None = None
+) -> Snapshot:
     plain = {
         "version": config.version,
         "servers": [asdict(s) for s in config.servers],
@@ -76,7 +88,10 @@ def encode(config: RuntimeConfig, table: HostgroupTable) -> Snapshot:
         "variables": dict(config.variables),
     }
     servers = tuple(asdict(s) for members in table.by_hostgroup.values() for s in members)
-    return Snapshot(plain, servers, dict(table.write_blocked), table.version, table.paused, dict(table.paused_reasons))
+    return Snapshot(
+        plain, servers, dict(table.write_blocked), table.version, table.paused, dict(table.paused_reasons),
+        dict(positions or {}),
+    )
 
 
 def decode(snapshot: Snapshot) -> tuple[RuntimeConfig, HostgroupTable]:
@@ -115,6 +130,7 @@ def _worker_main(
     async def main() -> None:
         config, table = decode(first)
         proxy = Proxy(config, datadir=datadir, first_session_id=index * SESSION_ID_SPAN + 1, managed=managed)
+        proxy.apply_positions(first.positions)
         proxy.apply_routing(table)
         await proxy.start(host, port, reuse_port=True)
         loop = asyncio.get_running_loop()
@@ -132,9 +148,13 @@ def _worker_main(
                         if cut:
                             log.warning("worker %d: self-fencing cut off %d sessions", index, cut)
                         continue
+                    if isinstance(message, Positions):
+                        proxy.apply_positions(message.gtids)
+                        continue
                     config, table = decode(message)
                     if config.version != proxy.config.version:
                         proxy.apply_config(config)
+                    proxy.apply_positions(message.positions)
                     proxy.apply_routing(table)
             except (EOFError, OSError):
                 loop.remove_reader(pipe.fileno())
@@ -170,10 +190,11 @@ class Workers:
         self._stats: list[dict[str, list[dict[str, object]]]] = []  # each worker's latest tables
 
     def start(
-        self, host: str, port: int, config: RuntimeConfig, table: HostgroupTable, datadir: Path, managed: bool
+        self, host: str, port: int, config: RuntimeConfig, table: HostgroupTable, datadir: Path, managed: bool,
+        positions: Mapping[tuple[str, int], str] | None = None,
     ) -> None:
         context = multiprocessing.get_context("spawn")
-        first = encode(config, table)
+        first = encode(config, table, positions)
         loop = asyncio.get_running_loop()
         for index in range(self.count):
             parent_end, child_end = context.Pipe()
@@ -211,11 +232,20 @@ class Workers:
                     pipe.send(RESET + table)
         return rows
 
-    def publish(self, config: RuntimeConfig, table: HostgroupTable) -> None:
-        snapshot = encode(config, table)
+    def publish(
+        self, config: RuntimeConfig, table: HostgroupTable, positions: Mapping[tuple[str, int], str] | None = None
+    ) -> None:
+        snapshot = encode(config, table, positions)
         for pipe in self._pipes:
             with contextlib.suppress(OSError):
                 pipe.send(snapshot)
+
+    def publish_positions(self, gtids: Mapping[tuple[str, int], str]) -> None:
+        """The monitor saw servers' applied GTIDs change: every worker's causal reads use them."""
+        message = Positions(dict(gtids))
+        for pipe in self._pipes:
+            with contextlib.suppress(OSError):
+                pipe.send(message)
 
     def cut_writes(self, addresses: frozenset[tuple[str, int]], reason: str) -> None:
         """Every worker cuts its sessions' statements and transactions on `addresses`."""

@@ -9,7 +9,13 @@ from types import MappingProxyType
 import pytest
 
 from turnout.config.model import RuntimeConfig
-from turnout.monitor.health import HealthSnapshot, ReplicationStatus, ServerHealth, routing_changed
+from turnout.monitor.health import (
+    HealthSnapshot,
+    ReplicationStatus,
+    ServerHealth,
+    applied_gtids,
+    routing_changed,
+)
 from turnout.monitor.logs import LOG_COLUMNS, PING_LOG, READ_ONLY_LOG, MonitorLog
 from turnout.monitor.probes import replication_status
 from turnout.monitor.settings import MonitorSettings
@@ -202,3 +208,15 @@ def test_replication_status_from_mysql() -> None:
 def test_replication_status_of_a_server_that_is_no_replica() -> None:
     status = replication_status(None, {"gtid_current_pos": "0-1-5"})
     assert not status.configured and status.master is None and status.gtid_current_pos == "0-1-5"
+
+
+def test_applied_gtids_are_a_replicas_sql_thread_position_or_a_masters_own() -> None:
+    replica = ServerHealth(A, replication=dataclasses.replace(
+        RUNNING, gtid_io_pos="0-1-20", gtid_slave_pos="0-1-12", gtid_current_pos="0-1-12,1-2-3"
+    ))
+    master = ServerHealth(("127.0.0.1", 3307), replication=ReplicationStatus(configured=False, gtid_current_pos="0-1-20"))
+    unread = ServerHealth(("127.0.0.1", 3308))
+    empty = ServerHealth(("127.0.0.1", 3309), replication=dataclasses.replace(RUNNING, gtid_current_pos="0-1-4"))
+    health = HealthSnapshot(1, MappingProxyType({h.address: h for h in (replica, master, unread, empty)}))
+    # what the IO thread received is not applied; a replica's own writes are not its master's
+    assert applied_gtids(health) == {A: "0-1-12", ("127.0.0.1", 3307): "0-1-20"}

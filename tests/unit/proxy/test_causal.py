@@ -18,6 +18,7 @@ from turnout.proxy.causal import (
     flavour_of,
     gtid_of_ok,
     merged,
+    monitor_position,
     parse_position,
     position_text,
     strip_ok_packet,
@@ -182,3 +183,42 @@ def test_tracking_sql_keeps_a_tracking_clients_trackers() -> None:
         "SET SESSION session_track_system_variables = CONCAT(@@session_track_system_variables, ',last_gtid')"
     )
     assert track_sql(MYSQL, keep_others=True) == "SET SESSION session_track_gtids = OWN_GTID"
+
+
+def test_monitor_position() -> None:
+    assert monitor_position("0-1-14,1-2-3") == {"0": 14, "1": 3}
+    assert monitor_position("") == {}
+    # MySQL: per uuid, only the interval from 1 is known applied in order
+    assert monitor_position(f"{UUID.upper()}:1-20:22-30,\n{UUID[:-1]}0:5-9") == {UUID: 20}
+    assert monitor_position("garbage") is None
+    assert monitor_position(f"{UUID}:x-3") is None
+
+
+mysql_sets = st.lists(st.tuples(st.integers(1, 30), st.integers(0, 5)), max_size=3)
+
+
+@given(mysql_sets, st.integers(1, 40))
+def test_a_monitor_position_covers_only_what_the_set_covers(intervals: list[tuple[int, int]], wanted: int) -> None:
+    text = f"{UUID}:" + ":".join(f"{low}-{low + span}" for low, span in intervals) if intervals else ""
+    position = monitor_position(text)
+    assert position is not None
+    if covers(position, {UUID: wanted}):
+        assert covers_set(MYSQL, text, {UUID: wanted})
+
+
+def test_the_monitors_positions_reach_the_data_path_and_outlive_a_routing_change() -> None:
+    from turnout.config.model import RuntimeConfig
+    from turnout.proxy.hostgroups import HostgroupTable
+    from turnout.proxy.proxy import Proxy
+
+    a, b, c = ("127.0.0.1", 3307), ("127.0.0.1", 3308), ("127.0.0.1", 3309)
+    proxy = Proxy(RuntimeConfig())
+    proxy.applied = {a: {"0": 30}}  # a wait there succeeded
+    proxy.apply_positions({a: "0-1-20", b: "0-1-12,1-1-4", c: "garbage"})
+    # the further of the two stays; what cannot be read is not known
+    assert proxy.applied == {a: {"0": 30}, b: {"0": 12, "1": 4}}
+    route, where = causal_route({"0": 12}, [(b, proxy.applied.get(b)), (c, proxy.applied.get(c))], 1000)
+    assert (route, where) == (CausalRoute.CAUGHT_UP, (b,))
+    # a routing change forgets the waits' positions (a server may have been rebuilt), not the monitor's
+    proxy.apply_routing(HostgroupTable.build(()))
+    assert proxy.applied == {a: {"0": 20}, b: {"0": 12, "1": 4}}
