@@ -33,10 +33,9 @@ from turnout.protocol.constants import (
 from turnout.protocol.events import AuthDone, AuthFailed, TlsStart
 from turnout.protocol.generic import ErrPacket
 from turnout.protocol.metadata import Metadata
-from turnout.protocol.packets import MAX_PAYLOAD, PacketBuffer, encode_packet
+from turnout.protocol.packets import MAX_PAYLOAD, PacketBuffer, encode_packet, read_lenenc_bytes
 from turnout.protocol.prepared import PrepareOk
 from turnout.protocol.response import ResponseFramer
-from turnout.protocol.resultset import parse_text_row
 from turnout.proxy.causal import flavour_of, track_sql
 from turnout.proxy.channel import Channel, open_channel
 from turnout.proxy.errors import CONNECTION_ENDING_ERRORS, BackendError, BackendRefused
@@ -146,9 +145,11 @@ class BackendConnection:
         self.channel.close()
 
     # ---- internal exchanges (the proxy's own commands, never relayed to a client) -------------
-    async def exchange(self, payload: bytes) -> ResponseFramer:
-        """Send one command and consume its whole response (keeping a PrepareOk's columns)."""
-        framer = ResponseFramer(payload[0], payload[0] == COM_STMT_PREPARE, self.deprecate_eof)
+    async def exchange(self, payload: bytes, received: bytearray | None = None) -> ResponseFramer:
+        """Send one command and consume its whole response (keeping a PrepareOk's columns, or the
+        first result set's when the response's bytes are wanted in `received`)."""
+        keep_columns = payload[0] == COM_STMT_PREPARE or received is not None
+        framer = ResponseFramer(payload[0], keep_columns, self.deprecate_eof)
         self.channel.write(encode_packet(payload, 0))
         try:
             while not framer.done:
@@ -156,6 +157,8 @@ class BackendConnection:
                 if not data:
                     raise BackendError(f"server {self.address[0]}:{self.address[1]} closed the connection")
                 used = framer.feed(data)
+                if received is not None:
+                    received += data[:used]
                 if used != len(data) or framer.local_infile:
                     raise BackendError("unexpected data from the server")
             if framer.error is not None and framer.error.code in CONNECTION_ENDING_ERRORS:
@@ -168,33 +171,17 @@ class BackendConnection:
             raise
         return framer
 
-    async def query(self, sql: str) -> ResponseFramer:
-        return await self.exchange(bytes([COM_QUERY]) + sql.encode("utf-8", "surrogateescape"))
+    async def query(self, sql: str, received: bytearray | None = None) -> ResponseFramer:
+        return await self.exchange(bytes([COM_QUERY]) + sql.encode("utf-8", "surrogateescape"), received)
 
     async def query_value(self, sql: str) -> tuple[ResponseFramer, bytes | None]:
         """A SELECT of one value: its response, and the first column of its first row (None for
         NULL, an error or no row)."""
-        framer = ResponseFramer(COM_QUERY)
-        self.channel.write(encode_packet(bytes([COM_QUERY]) + sql.encode("utf-8", "surrogateescape"), 0))
         received = bytearray()
-        try:
-            while not framer.done:
-                data = await self.channel.read()
-                if not data:
-                    raise BackendError(f"server {self.address[0]}:{self.address[1]} closed the connection")
-                used = framer.feed(data)
-                received += data[:used]
-                if used != len(data) or framer.local_infile:
-                    raise BackendError("unexpected data from the server")
-        except OSError as exc:
-            self.broken = True
-            raise BackendError(str(exc)) from exc
-        except BackendError:
-            self.broken = True
-            raise
-        if framer.error is not None:
+        framer = await self.query(sql, received)
+        if framer.error is not None or framer.columns is None:
             return framer, None
-        return framer, _first_value(bytes(received))
+        return framer, first_value(bytes(received), len(framer.columns), self.deprecate_eof)
 
     async def apply_settings(self, wanted: SessionSettings) -> ErrPacket | None:
         """Make this connection's session match `wanted`; returns the server's error, if any."""
@@ -260,23 +247,23 @@ class BackendConnection:
         return statement
 
 
-def _first_value(data: bytes) -> bytes | None:
-    """The first column of the first row of a whole text result set (classic EOF framing):
-    packets count, definitions, EOF, then the row."""
+def first_value(data: bytes, columns: int, deprecate_eof: bool) -> bytes | None:
+    """The first column of the first row of a whole text result set of `columns` columns: the
+    column count, the definitions, an EOF unless the connection speaks deprecate-EOF, then the
+    row, or the end (an EOF, or deprecate-EOF's OK with the EOF's header) when there is none."""
+    skip = 1 + columns + (0 if deprecate_eof else 1)
+    end_limit = MAX_PAYLOAD if deprecate_eof else 9
     pos = 0
-    seen_eof = False
     while pos + 4 <= len(data):
         length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
         payload = data[pos + 4 : pos + 4 + length]
         pos += 4 + length
-        if length >= MAX_PAYLOAD:
+        if skip:
+            skip -= 1
+            continue
+        if length >= MAX_PAYLOAD or (payload[:1] == b"\xfe" and length < end_limit):
             return None
-        if payload[:1] == b"\xfe" and length < 9:
-            if seen_eof:
-                return None  # no row
-            seen_eof = True
-        elif seen_eof:
-            return parse_text_row(payload, 1)[0]
+        return read_lenenc_bytes(payload, 0)[0]
     return None
 
 
