@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import dataclass
 
 from turnout.protocol.constants import SERVER_MORE_RESULTS_EXISTS, SERVER_STATUS_IN_TRANS
 from turnout.protocol.packets import read_lenenc_int
@@ -279,15 +278,20 @@ class ResultDigest:
 
 
 # ---- the record of one transaction ------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
 class Recorded:
-    """One statement of the transaction as the client sent it, and its answer's checksum."""
+    """One statement of the transaction as the client sent it, and its answer's checksum.
 
-    payload: bytes  # the client's command (COM_QUERY, or COM_STMT_EXECUTE with the client's id)
-    sql: str  # the statement's text (a prepared statement's, prepared again where it is replayed)
-    num_params: int  # a prepared statement's parameter count
-    param_types: bytes | None  # the parameter types in force when it ran
-    checksum: int
+    A plain class, not a frozen dataclass: mypyc runs a dataclass's generated __init__ as
+    interpreted code (frozen: an object.__setattr__ per field), one per recorded statement."""
+
+    __slots__ = ("checksum", "num_params", "param_types", "payload", "sql")
+
+    def __init__(self, payload: bytes, sql: str, num_params: int, param_types: bytes | None, checksum: int) -> None:
+        self.payload = payload  # the client's command (COM_QUERY, or COM_STMT_EXECUTE with the client's id)
+        self.sql = sql  # the statement's text (a prepared statement's, prepared again where it is replayed)
+        self.num_params = num_params  # a prepared statement's parameter count
+        self.param_types = param_types  # the parameter types in force when it ran
+        self.checksum = checksum
 
 
 class TransactionLog:
