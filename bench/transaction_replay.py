@@ -5,8 +5,8 @@ One sandbox (1 master + 2 replicas) and one turnout in front of it; sysbench olt
 replay is on) runs in rounds, mysql-transaction_replay switched off and on between them
 (LOAD MYSQL VARIABLES TO RUNTIME), interleaved so that the machine's drift hits both alike.
 Reported: the median transactions and queries per second of each, and on/off; and, per sysbench
-transaction (figures the machine's load does not move): the proxy process's CPU time (user + sys,
-/proc/PID/stat), the statements the proxy ran on its fast path (stats_mysql_global
+transaction (figures the machine's load does not move): the proxy process's CPU time (user and
+sys, /proc/PID/stat), the statements the proxy ran on its fast path (stats_mysql_global
 Statements_fast_path) and the statements and commands the servers saw (SHOW GLOBAL STATUS
 Questions and Com_* deltas, every node).
 
@@ -65,11 +65,11 @@ def set_replay(admin_port: int, on: bool) -> None:
         conn.close()
 
 
-def proxy_cpu_seconds(pid: int) -> float:
-    """The process's user + system CPU time so far (every thread), from /proc/PID/stat."""
+def proxy_cpu_seconds(pid: int) -> tuple[float, float]:
+    """The process's user and system CPU time so far (every thread), from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14 and 15)
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS  # utime, stime (fields 14 and 15)
 
 
 def proxy_counters(admin_port: int) -> dict[str, int]:
@@ -92,19 +92,20 @@ def server_counters(box: Any) -> dict[str, int]:
 
 
 def snapshot(box: Any, pid: int, admin_port: int) -> dict[str, float]:
-    values: dict[str, float] = {"cpu_s": proxy_cpu_seconds(pid)}
+    user, system = proxy_cpu_seconds(pid)
+    values: dict[str, float] = {"cpu_s": user + system, "user_s": user, "sys_s": system}
     values.update({f"proxy_{k}": v for k, v in proxy_counters(admin_port).items()})
     values.update({f"server_{k}": v for k, v in server_counters(box).items()})
     return values
 
 
 def per_transaction(before: dict[str, float], after: dict[str, float], transactions: int) -> dict[str, float]:
-    """The deltas per transaction (CPU in ms); the status queries themselves add 1 Questions per node."""
+    """The deltas per transaction (CPU times in ms); the status queries themselves add 1 Questions per node."""
     per: dict[str, float] = {}
     for key in after:
         delta = after[key] - before[key]
-        if key == "cpu_s":
-            per["proxy_cpu_ms"] = round(delta * 1000 / transactions, 3)
+        if key.endswith("_s"):  # cpu_s, user_s, sys_s
+            per[f"proxy_{key[:-2]}_ms"] = round(delta * 1000 / transactions, 3)
         elif delta:
             per[key] = round(delta / transactions, 3)
     return per
