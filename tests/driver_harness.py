@@ -99,7 +99,7 @@ class RawClient:
     """A logged-in MySQL client on a plain socket, which sends exactly what a test asks for and
     may leave without reading the answer."""
 
-    def __init__(self, port: int, capabilities: int = c.DEFAULT_SERVER_CAPABILITIES, database: str | None = None) -> None:
+    def __init__(self, port: int, capabilities: int = c.DEFAULT_CLIENT_CAPABILITIES, database: str | None = None) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.unread = b""  # bytes received past the response a test read
         packets = PacketBuffer()

@@ -45,7 +45,7 @@ from turnout.protocol.constants import (
     COM_STATISTICS,
     COM_STMT_EXECUTE,
     CURSOR_TYPE_READ_ONLY,
-    DEFAULT_SERVER_CAPABILITIES,
+    DEFAULT_CLIENT_CAPABILITIES,
     ER_ACCESS_DENIED_ERROR,
     ER_BAD_DB_ERROR,
     MYSQL_TYPE_LONGLONG,
@@ -120,7 +120,7 @@ def wire(sandbox: Sandbox) -> Iterator[Wire]:
         username=APP.user,
         password=APP.password,
         database=DB,
-        capabilities=DEFAULT_SERVER_CAPABILITIES,
+        capabilities=DEFAULT_CLIENT_CAPABILITIES,
     )
     assert isinstance(result, AuthDone)
     try:
@@ -307,7 +307,7 @@ def test_local_infile(sandbox: Sandbox) -> None:
         username=APP.user,
         password=APP.password,
         database=DB,
-        capabilities=DEFAULT_SERVER_CAPABILITIES | CLIENT_LOCAL_FILES,
+        capabilities=DEFAULT_CLIENT_CAPABILITIES | CLIENT_LOCAL_FILES,
     )
     assert isinstance(result, AuthDone)
     try:

@@ -67,6 +67,9 @@ DEFAULT_SERVER_CAPABILITIES = (
     | CLIENT_INTERACTIVE
     | CLIENT_NO_SCHEMA
 )
+# What a client asks for by default, as libmariadb does: all of the above but CLIENT_NO_SCHEMA,
+# which makes the server ignore the database in db.table.column.
+DEFAULT_CLIENT_CAPABILITIES: Final = DEFAULT_SERVER_CAPABILITIES & ~CLIENT_NO_SCHEMA
 
 # Server status flags.
 SERVER_STATUS_IN_TRANS: Final = 0x0001

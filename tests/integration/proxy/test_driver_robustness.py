@@ -22,7 +22,7 @@ def _sessions(running: RunningProxy) -> int:
 
 def test_client_leaves_with_an_unread_multi_statement_result(single: RunningProxy) -> None:
     for i in range(30):
-        raw = RawClient(single.port, c.DEFAULT_SERVER_CAPABILITIES | c.CLIENT_MULTI_STATEMENTS)
+        raw = RawClient(single.port, c.DEFAULT_CLIENT_CAPABILITIES | c.CLIENT_MULTI_STATEMENTS)
         raw.send_query(f"DROP TABLE IF EXISTS drv.gone_a{i}; DROP TABLE IF EXISTS drv.gone_b{i}; SELECT {i}")
         raw.close()
     wait_until(lambda: _sessions(single) == 0, "every session to end")

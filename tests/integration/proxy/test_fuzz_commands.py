@@ -37,7 +37,7 @@ payloads = st.one_of(
 
 def login(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-    handshake = ClientHandshake(APP.user, password=APP.password, capabilities=c.DEFAULT_SERVER_CAPABILITIES)
+    handshake = ClientHandshake(APP.user, password=APP.password, capabilities=c.DEFAULT_CLIENT_CAPABILITIES)
     packets = PacketBuffer()
     while True:
         packet = packets.next_packet()

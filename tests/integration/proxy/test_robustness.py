@@ -79,7 +79,7 @@ class RawClient:
         return packet
 
     def login(self, user: str = APP.user, password: str = APP.password) -> AuthDone | AuthFailed:
-        handshake = ClientHandshake(user, password=password, capabilities=c.DEFAULT_SERVER_CAPABILITIES)
+        handshake = ClientHandshake(user, password=password, capabilities=c.DEFAULT_CLIENT_CAPABILITIES)
         while True:
             packet = self.read_packet()
             assert packet is not None, "the proxy closed the connection during login"

@@ -185,7 +185,7 @@ class RawTlsClient:
     def __init__(self, port: int, ca: Path) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.greeting = parse_greeting(_read_packet(self.sock, PacketBuffer()).payload)
-        self.capabilities = (c.DEFAULT_SERVER_CAPABILITIES | c.CLIENT_SSL) & self.greeting.capabilities
+        self.capabilities = (c.DEFAULT_CLIENT_CAPABILITIES | c.CLIENT_SSL) & self.greeting.capabilities
         self.tls = TlsLayer(ssl.create_default_context(cafile=str(ca)), server_side=False, server_hostname="127.0.0.1")
         self.packets = PacketBuffer()
 
@@ -278,7 +278,7 @@ def test_a_client_leaving_mid_handshake_costs_nothing(
 def test_a_broken_handshake_closes_only_that_client(tls_proxy: RunningProxy, tmp_path: Path) -> None:
     with socket.create_connection(("127.0.0.1", tls_proxy.port), timeout=10) as raw:
         greeting = parse_greeting(_read_packet(raw, PacketBuffer()).payload)
-        capabilities = (c.DEFAULT_SERVER_CAPABILITIES | c.CLIENT_SSL) & greeting.capabilities
+        capabilities = (c.DEFAULT_CLIENT_CAPABILITIES | c.CLIENT_SSL) & greeting.capabilities
         raw.sendall(encode_packet(build_ssl_request(capabilities, 1 << 24, 45), 1) + b"\x16\x03\x01 not TLS at all" * 4)
         # The proxy may send a TLS alert; then it closes (or resets) this connection.
         with contextlib.suppress(ConnectionResetError):
