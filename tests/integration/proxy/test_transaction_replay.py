@@ -51,7 +51,13 @@ def _counters(running: RunningProxy) -> dict[str, int]:
 def _schema(box: Sandbox) -> None:
     box.execute(0, "CREATE DATABASE IF NOT EXISTS replay_db",
                 "CREATE TABLE replay_db.t (id INT AUTO_INCREMENT PRIMARY KEY, a INT, note VARCHAR(200))",
-                "INSERT INTO replay_db.t (a, note) VALUES (1, 'one'), (2, 'two'), (3, 'three')")
+                "INSERT INTO replay_db.t (a, note) VALUES (1, 'one'), (2, 'two'), (3, 'three')",
+                # held(): sleeps while replay_db.gate has a row, so a statement can be caught in
+                # flight however slow the machine, and runs at once once the gate is emptied
+                "CREATE TABLE replay_db.gate (id INT PRIMARY KEY)",
+                "INSERT INTO replay_db.gate VALUES (1)",
+                "CREATE FUNCTION replay_db.held() RETURNS INT NOT DETERMINISTIC READS SQL DATA "
+                "BEGIN IF (SELECT COUNT(*) FROM replay_db.gate) > 0 THEN DO SLEEP(60); END IF; RETURN 0; END")
 
 
 def _rows(box: Sandbox) -> list[tuple[Any, ...]]:
@@ -70,6 +76,20 @@ def _kill_when_running(box: Sandbox, killed: list[int]) -> None:
         rows = box.execute(0, f"SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE '%{MARKER}%' "
                               "AND INFO NOT LIKE '%PROCESSLIST%'")
         if rows:
+            _restart(box)
+            killed.append(0)
+            return
+        time.sleep(0.02)
+
+
+def _kill_when_held(box: Sandbox, killed: list[int]) -> None:
+    """Once a statement sits in held()'s sleep on the writer (PROCESSLIST shows a stored
+    function's running statement), empty the gate, so that the statement runs at once when it
+    runs again, and kill -9 the writer under it."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if box.execute(0, "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'DO SLEEP(60)%'"):
+            box.execute(0, "DELETE FROM replay_db.gate")
             _restart(box)
             killed.append(0)
             return
@@ -126,11 +146,11 @@ def test_statement_in_flight_runs_after_the_replay(
     conn = _connect(running)
     _open_transaction(conn)
     killed: list[int] = []
-    killer = threading.Thread(target=_kill_when_running, args=(fresh_sandbox, killed))
+    killer = threading.Thread(target=_kill_when_held, args=(fresh_sandbox, killed))
     killer.start()
     cur = conn.cursor()
     try:
-        cur.execute(f"SELECT SLEEP(1) AS {MARKER}, COUNT(*) FROM replay_db.t")
+        cur.execute(f"SELECT replay_db.held() AS {MARKER}, COUNT(*) FROM replay_db.t")
         assert [tuple(r) for r in cur.fetchall()] == [(0, 5)]
     finally:
         killer.join()

@@ -76,8 +76,9 @@ def test_open_transaction_survives_a_kill_of_the_semisync_master(turnout_up_semi
     # the next statement finds the master gone: the transaction is replayed on the new master
     # once the manager has promoted and published one, and the statement runs there
     _finish_transaction(conn)
+    # the manager's API shows the new master once its next discovery round has seen it
+    wait_for(lambda: running.master() != victim, 60, "the new master in the manager's view")
     new = running.master()
-    assert new != victim
     assert _rows(running, box.index_of_port(int(new.split(":")[1])) or 0) == EXPECTED  # each row once
     assert running.global_status("Transaction_replays_succeeded") == "1"
     conn.close()
@@ -166,7 +167,9 @@ def test_sysbench_across_a_kill_of_the_semisync_master(turnout_up_semisync: Runn
         assert code == 1927 or "Deadlock" in message or (
             "gave a different result" in message and "(SELECT" in message
         ), message
-    assert int(running.global_status("Transaction_replays_succeeded")) >= 1
+    # Transactions open at the kill were replayed; whether a replay succeeds or finds a row it
+    # read changed since depends on how the threads interleaved, so only the count is fixed.
+    assert int(running.global_status("Transaction_replays")) >= 1
     for failed in ("Transaction_replays_failed", "Transaction_replays_refused"):
         assert running.global_status(failed) == "0", failed
 
