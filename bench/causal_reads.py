@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['workload']:30} {row['qps_off']:10.0f} {row['qps_on']:10.0f} {row['ratio_on_off']:7.3f} "
               f"{row['p95_off_ms']:8.2f} {row['p95_on_ms']:8.2f}")
     path = write_json(args.output, {
-        "machine": machine(), "compiled": data_path_compiled(), "args": vars(args) | {"output": str(args.output)},
+        "machine": machine(), "compiled": data_path_compiled(), "args": vars(args) | {"output": args.output.name},
         "runs": runs, "summary": summary,
     })
     log(f"results in {path}")
