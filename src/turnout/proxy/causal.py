@@ -120,6 +120,21 @@ def merged(first: Position, second: Position) -> Position:
     return result
 
 
+def gtid_intervals(executed: str) -> dict[str, list[tuple[int, int]]]:
+    """A MySQL GTID set ('uuid:1-5:7,uuid2:1-3') as each uuid's (low, high) intervals;
+    ValueError when it is not one."""
+    intervals: dict[str, list[tuple[int, int]]] = {}
+    for part in executed.replace("\n", "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        uuid, _, ranges = part.partition(":")
+        for piece in ranges.split(":"):
+            low, _, high = piece.partition("-")
+            intervals.setdefault(uuid.lower(), []).append((int(low), int(high or low)))
+    return intervals
+
+
 def covers_set(flavour: str, executed: str, wanted: Position) -> bool:
     """Whether a server whose applied GTIDs the monitor read as `executed` (MariaDB
     gtid_slave_pos; MySQL gtid_executed, intervals and all) has applied `wanted`. MySQL: the
@@ -129,16 +144,8 @@ def covers_set(flavour: str, executed: str, wanted: Position) -> bool:
             return covers(parse_position(MARIADB, executed), wanted)
         except ValueError:
             return False
-    intervals: dict[str, list[tuple[int, int]]] = {}
     try:
-        for part in executed.replace("\n", "").split(","):
-            part = part.strip()
-            if not part:
-                continue
-            uuid, _, ranges = part.partition(":")
-            for piece in ranges.split(":"):
-                low, _, high = piece.partition("-")
-                intervals.setdefault(uuid.lower(), []).append((int(low), int(high or low)))
+        intervals = gtid_intervals(executed)
     except ValueError:
         return False
     for key, number in wanted.items():
@@ -280,17 +287,13 @@ def monitor_position(text: str) -> Position | None:
             return parse_position(MARIADB, text)
         except ValueError:
             return None
-    found: Position = {}
     try:
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            uuid, _, ranges = part.partition(":")
-            for piece in ranges.split(":"):
-                low, _, high = piece.partition("-")
-                if int(low) <= 1:
-                    found[uuid.lower()] = max(found.get(uuid.lower(), 0), int(high or low))
+        intervals = gtid_intervals(text)
     except ValueError:
         return None
+    found: Position = {}
+    for uuid, spans in intervals.items():
+        from_first = [high for low, high in spans if low <= 1]
+        if from_first:
+            found[uuid] = max(from_first)
     return found
