@@ -61,14 +61,21 @@ class Deployment:
     hosts: dict[str, str] = field(default_factory=dict)  # name -> address
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def master(self, via: str = "mgr1") -> str:
+    def cluster(self, via: str) -> dict[str, Any]:
+        """The manager's view of the one cluster; KeyError (waited out by wait_until) while it has none:
+        a manager that just started or just took the lead lists no cluster until its first discovery."""
         status, body = api(self.hosts[via], "clusters-info")
-        assert status == 200 and body, body
-        m = body[0]["Master"]
+        assert status == 200, body
+        if not body:
+            raise KeyError(f"{via} knows no cluster yet")
+        return dict(body[0])
+
+    def master(self, via: str = "mgr1") -> str:
+        m = self.cluster(via)["Master"]
         return f"{m['Hostname']}:{m['Port']}"
 
     def phase(self, via: str) -> str:
-        return str(api(self.hosts[via], "clusters-info")[1][0]["Phase"])
+        return str(self.cluster(via)["Phase"])
 
     def global_status(self, proxy: str, name: str) -> str | None:
         # ProxySQL's admin:admin works from localhost only: the test comes from another host

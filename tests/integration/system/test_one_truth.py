@@ -101,6 +101,10 @@ def test_fenced_master_rebuilt_as_a_healthy_replica_serves_no_read_until_unfence
         cur.execute("CREATE DATABASE IF NOT EXISTS f")
         cur.execute("CREATE TABLE IF NOT EXISTS f.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
         cur.execute("INSERT INTO f.t (v) VALUES (1)")
+    # The sandbox replicates asynchronously: a write the replicas had not received when the master
+    # died would stay in the old master's binlog only, and the hand rebuild below (gtid_slave_pos
+    # = its own binlog position) would then be ahead of the new master and never replicate.
+    box.wait_replicas_caught_up(timeout=60)
     old = turnout_up.master()
     box.kill(0)
     wait_for(lambda: turnout_up.master() != old, 60, "the manager to promote a replica")
@@ -112,6 +116,9 @@ def test_fenced_master_rebuilt_as_a_healthy_replica_serves_no_read_until_unfence
     box.execute(0, "SET GLOBAL read_only = ON", "STOP SLAVE", "RESET SLAVE ALL",
                 "SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos")
     box.execute(0, *box.replication_sql(new))
+    wait_for(lambda: (status := box.replica_status(0)) is not None
+             and (status["Slave_IO_Running"], status["Slave_SQL_Running"]) == ("Yes", "Yes"),
+             60, "the rebuilt server's replication threads to run")
     box.wait_replicas_caught_up(timeout=60)
     rebuilt_us = time.time_ns() // 1000
     # the proxy's monitor has seen it since: read_only=ON and no replication lag
