@@ -35,6 +35,7 @@ from turnout.protocol.constants import (
     COM_STMT_PREPARE,
     COM_STMT_SEND_LONG_DATA,
     SERVER_MORE_RESULTS_EXISTS,
+    SERVER_SESSION_STATE_CHANGED,
     SERVER_STATUS_CURSOR_EXISTS,
 )
 from turnout.protocol.generic import ErrPacket, OkPacket, parse_eof, parse_err, parse_ok
@@ -80,6 +81,8 @@ class ResponseFramer:
     """Fed the server's bytes after one command, says where its response ends."""
 
     __slots__ = (
+        "_at",
+        "_base",
         "_collect",
         "_continues",
         "_eof_limit",
@@ -88,9 +91,11 @@ class ResponseFramer:
         "_in_payload",
         "_left",
         "_length",
+        "_packet_start",
         "_peek",
         "_remaining",
         "_state",
+        "boundary",
         "columns",
         "command",
         "deprecate_eof",
@@ -103,11 +108,15 @@ class ResponseFramer:
         "ok",
         "prepare",
         "result_sets",
+        "state_oks",
         "status_flags",
+        "track_state_oks",
         "warnings",
     )
 
-    def __init__(self, command: int, keep_columns: bool = False, deprecate_eof: bool = False) -> None:
+    def __init__(
+        self, command: int, keep_columns: bool = False, deprecate_eof: bool = False, track_state_oks: bool = False
+    ) -> None:
         self.command = command
         self.deprecate_eof = deprecate_eof
         self._eof_limit = _OK_EOF_LIMIT if deprecate_eof else _EOF_LIMIT
@@ -126,6 +135,16 @@ class ResponseFramer:
         self.prepare: PrepareOk | None = None
         self.last_seq = -1
         self.result_sets = 0
+        # Offsets in the response's bytes (0: its first byte): `boundary` is the end of the last
+        # whole packet fed; with `track_state_oks`, `state_oks` lists (start, end) of each OK
+        # packet (header included) that carries session state, for the relay to rewrite
+        # (causal.SessionStateStripper) before a client that did not ask for it sees it.
+        self.track_state_oks = track_state_oks
+        self.state_oks: list[tuple[int, int]] = []
+        self.boundary = 0
+        self._base = 0  # offset of the next byte fed
+        self._at = 0  # offset the piece-by-piece path has reached
+        self._packet_start = 0
         if command == COM_FIELD_LIST:
             self._state = _FIELDS
         elif command == COM_STATISTICS:
@@ -148,11 +167,14 @@ class ResponseFramer:
         """Consume the leading bytes of `data` that belong to this response; return how many."""
         end = len(data)
         pos = 0
+        base = self._base
         if not self._in_payload and not self._header and self._length == 0:
             pos = self._feed_whole_packets(data, end)
         while pos < end and not self.done and not self.local_infile:
             if not self._in_payload:
                 header = self._header
+                if not header and self._length == 0 and not self._continues:
+                    self._packet_start = base + pos
                 if header or end - pos < 4:
                     take = min(4 - len(header), end - pos)
                     header += data[pos : pos + take]
@@ -166,6 +188,7 @@ class ResponseFramer:
                     length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
                     seq = data[pos + 3]
                     pos += 4
+                self._at = base + pos
                 self._start_piece(length, seq)
                 continue
             take = self._remaining
@@ -181,13 +204,16 @@ class ResponseFramer:
             pos += take
             self._remaining -= take
             if self._remaining == 0:
+                self._at = base + pos
                 self._end_piece()
+        self._base = base + pos
         return pos
 
     def _feed_whole_packets(self, data: Buffer, end: int) -> int:
         """The common case, fast: packets that lie whole in `data`, each handed to the state
         machine exactly as the piece-by-piece path would; stops at the first one that does not."""
         pos = 0
+        base = self._base
         while pos + 4 < end and not self.done and not self.local_infile:
             length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
             stop = pos + 4 + length
@@ -203,6 +229,8 @@ class ResponseFramer:
                 payload = None
             else:
                 payload = bytearray(data[pos + 4 : stop])
+            self._packet_start = base + pos
+            self.boundary = base + stop
             pos = stop
             self._on_packet(payload)
         return pos
@@ -252,6 +280,7 @@ class ResponseFramer:
         payload = self._collect
         self._collect = None
         self._length = 0
+        self.boundary = self._at
         self._on_packet(payload)
 
     def _on_packet(self, payload: bytearray | None) -> None:
@@ -305,6 +334,7 @@ class ResponseFramer:
         CLIENT_DEPRECATE_EOF the OK packet with header 0xFE."""
         if self.deprecate_eof:
             ok = parse_ok(payload)
+            self._note_state(ok.status_flags)
             return ok.status_flags, ok.warnings
         eof = parse_eof(payload)
         return eof.status_flags, eof.warnings
@@ -348,6 +378,7 @@ class ResponseFramer:
             ok = parse_ok(payload)
             self.ok = ok
             self.warnings = ok.warnings
+            self._note_state(ok.status_flags)
             self._after_result(ok.status_flags)
         elif first == 0xFF:
             if is_progress_report(payload):
@@ -394,6 +425,11 @@ class ResponseFramer:
             self._state = _FIRST
         else:
             self.done = True
+
+    def _note_state(self, status_flags: int) -> None:
+        """The OK packet just read carries session state: note where it lies."""
+        if self.track_state_oks and status_flags & SERVER_SESSION_STATE_CHANGED:
+            self.state_oks.append((self._packet_start, self.boundary))
 
     def _finish_err(self, payload: bytearray) -> None:
         # ERR carries no status: keep the last one this response reported, minus "more results".

@@ -130,7 +130,7 @@ class BackendConnection:
         # connection asked for CLIENT_SESSION_TRACK and turned the GTID tracker on.
         self.tracks_gtids = False
         # CLIENT_SESSION_TRACK was agreed: OK packets may carry session state, which a client
-        # that did not ask for it must not get (causal.strip_ok_packet).
+        # that did not ask for it must not get (causal.SessionStateStripper).
         self.session_state = False
 
     def idle_usable(self) -> bool:
@@ -345,7 +345,7 @@ async def connect_backend(
             client_tracks = bool(reply_capabilities & CLIENT_SESSION_TRACK)
             if not client_tracks:
                 # asked for the GTIDs only: pooled with the connections of clients that do not
-                # track session state (their OK packets lose it on the way, causal.without_tracking)
+                # track session state (their OK packets lose it on the way, causal.SessionStateStripper)
                 connection.reply_capabilities &= ~CLIENT_SESSION_TRACK
             if track_gtids:
                 sql = track_sql(connection.flavour, keep_others=client_tracks)

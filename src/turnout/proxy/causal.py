@@ -168,7 +168,7 @@ def position_text(flavour: str, position: Position) -> str:
 def _state_offset(payload: bytes) -> int:
     """Where an OK payload's session state info starts (its total length first), or -1 when it
     carries none (SERVER_SESSION_STATE_CHANGED clear)."""
-    if len(payload) < 7 or payload[0] != 0:
+    if len(payload) < 7 or payload[0] not in (0x00, 0xFE):  # 0xFE: the OK that ends rows (deprecate-EOF)
         return -1
     _, pos = read_lenenc_uint(payload, 1)
     _, pos = read_lenenc_uint(payload, pos)
@@ -242,34 +242,52 @@ def without_session_state(payload: bytes) -> bytes:
     return head + (payload[pos + 4 : start] if info_length else b"")
 
 
-def strip_ok_packet(data: bytes) -> bytes | None:
-    """`data` with its session state removed when it is exactly one whole OK packet (header
-    included) carrying some; None when it is anything else (left as it is)."""
-    if len(data) < 11 or data[4] != 0:
-        return None
-    length = data[0] | data[1] << 8 | data[2] << 16
-    if length + 4 != len(data):
-        return None
-    payload = data[4:]
-    try:
-        stripped = without_session_state(payload)
-    except MalformedPacket:
-        return None
+def strip_packet(packet: bytes) -> bytes:
+    """One whole OK packet (header included) as `without_session_state` has it, its sequence id kept."""
+    payload = packet[4:]
+    stripped = without_session_state(payload)
     if stripped is payload:
-        return None
+        return packet
     size = len(stripped)
-    return bytes((size & 0xFF, size >> 8 & 0xFF, size >> 16)) + data[3:4] + stripped
+    return bytes((size & 0xFF, size >> 8 & 0xFF, size >> 16)) + packet[3:4] + stripped
 
 
-def without_tracking(chunk: bytes, framer: ResponseFramer) -> bytes:
-    """The last piece of a response relayed to a client that did not ask for session tracking:
-    without its session state when it is one whole OK packet that carries some (the answer to a
-    write, in one read); as it is otherwise."""
-    ok = framer.ok
-    if ok is None or not ok.status_flags & SERVER_SESSION_STATE_CHANGED:
-        return chunk
-    stripped = strip_ok_packet(chunk)
-    return chunk if stripped is None else stripped
+class SessionStateStripper:
+    """Relays one response to a client that did not ask for session tracking from a connection
+    that agreed on it (to learn the GTIDs its writes make): every OK packet that carries session
+    state, wherever it falls (each statement's of a multi-statement, the OK that ends rows with
+    deprecate-EOF, one split across reads), goes out as the server would have sent it to that
+    client. The framer (built with track_state_oks) says where the OK packets lie; the bytes of a
+    packet not yet whole are held back until it is, so none of an OK leaves before it is rewritten."""
+
+    __slots__ = ("_base", "_held")
+
+    def __init__(self) -> None:
+        self._held = b""
+        self._base = 0  # the response offset of the first held byte
+
+    def relay(self, chunk: bytes, framer: ResponseFramer) -> bytes:
+        """What of `chunk` (the bytes just fed to `framer`) and the bytes held before it can go
+        to the client now."""
+        data = self._held + chunk if self._held else chunk
+        base = self._base
+        cut = framer.boundary - base
+        oks = framer.state_oks
+        if oks:
+            parts: list[bytes] = []
+            at = 0
+            for start, stop in oks:
+                parts.append(data[at : start - base])
+                parts.append(strip_packet(data[start - base : stop - base]))
+                at = stop - base
+            parts.append(data[at:cut])
+            oks.clear()
+            out = b"".join(parts)
+        else:
+            out = data if cut == len(data) else data[:cut]
+        self._held = data[cut:]
+        self._base = framer.boundary
+        return out
 
 
 def monitor_position(text: str) -> Position | None:

@@ -29,7 +29,7 @@ from turnout.protocol.commands import query_text
 from turnout.protocol.packets import MAX_PAYLOAD, ProtocolError
 from turnout.protocol.response import ResponseFramer, WholeResultSet, whole_result_set
 from turnout.proxy.backend import BackendConnection, BackendStatement, ServerAddress
-from turnout.proxy.causal import without_tracking
+from turnout.proxy.causal import SessionStateStripper
 from turnout.proxy.channel import WRITE_BUFFER_HIGH
 from turnout.proxy.decisions import AfterLoss, Placement, commits, placement, runs_anywhere
 from turnout.proxy.replay import LOST_SERVER
@@ -65,6 +65,7 @@ class FastPath:
         "_rule",
         "_started",
         "_statement",
+        "_stripper",
         "state",
     )
 
@@ -77,6 +78,7 @@ class FastPath:
         # sends are kept, to follow what the client and the server have cached.
         self._keep_columns = False
         self._framer: ResponseFramer | None = None
+        self._stripper: SessionStateStripper | None = None
         self._command = 0
         self._command_name = ""
         self._digest = ""
@@ -292,15 +294,22 @@ class FastPath:
                 self._hand_back()
                 return True
             flags = whole_result_set(data, connection.deprecate_eof)
-            # Definitions that follow are kept by the framer (with caching, the count packet is 2 bytes).
-            if flags >= 0 and not (self._keep_columns and data[0] == 2 and data[5] == 1):
+            strips = connection.session_state and not self.state.client_session_track
+            # Definitions that follow are kept by the framer (with caching, the count packet is 2 bytes);
+            # session state the client did not ask for is the stripper's.
+            if (
+                flags >= 0
+                and not (self._keep_columns and data[0] == 2 and data[5] == 1)
+                and not (strips and flags & c.SERVER_SESSION_STATE_CHANGED)
+            ):
                 client.write(data)
                 recording = self.state.recording
                 if recording is not None:
                     recording.feed(data)
                 self._finish(WholeResultSet(flags))
                 return True
-            framer = self._framer = ResponseFramer(self._command, self._keep_columns, connection.deprecate_eof)
+            self._stripper = SessionStateStripper() if strips else None
+            framer = self._framer = ResponseFramer(self._command, self._keep_columns, connection.deprecate_eof, strips)
         assert framer is not None
         try:
             used = framer.feed(data)
@@ -312,13 +321,15 @@ class FastPath:
             self._fail("The server asked for a LOCAL INFILE during a read")
             return True
         relayed = data if used == len(data) else data[:used]
-        if framer.done and connection.session_state and not self.state.client_session_track:
-            relayed = without_tracking(relayed, framer)
-        client.write(relayed)
-        recording = self.state.recording
-        if recording is not None:
-            recording.feed(relayed)
-        self._relayed += used
+        stripper = self._stripper
+        if stripper is not None:
+            relayed = stripper.relay(relayed, framer)
+        if relayed:
+            client.write(relayed)
+            recording = self.state.recording
+            if recording is not None:
+                recording.feed(relayed)
+            self._relayed += len(relayed)
         if framer.done:
             self.state.response_ended(connection, framer, used != len(data))
             self._finish(framer)
@@ -412,6 +423,7 @@ class FastPath:
         state.relaying = None
         self._connection = None
         self._framer = None
+        self._stripper = None
         backend = connection.channel
         backend.on_data = None
         backend.on_closed = None

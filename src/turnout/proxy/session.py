@@ -45,7 +45,7 @@ from turnout.proxy.backend import (
     bulk_payload,
     execute_payload,
 )
-from turnout.proxy.causal import Position, merged, position_text, wait_reached, wait_sql, without_tracking
+from turnout.proxy.causal import Position, SessionStateStripper, merged, position_text, wait_reached, wait_sql
 from turnout.proxy.channel import WRITE_BUFFER_HIGH, Channel
 from turnout.proxy.decisions import (
     AfterLoss,
@@ -447,7 +447,8 @@ class ClientSession:
         With `retry_read_only`, a response that is only a read_only refusal (1290) is kept from
         the client: the statement did not execute, so the caller may run it on the new master.
         """
-        framer = ResponseFramer(payload[0], keep_columns, connection.deprecate_eof)
+        stripper = SessionStateStripper() if connection.session_state and not self.state.client_session_track else None
+        framer = ResponseFramer(payload[0], keep_columns, connection.deprecate_eof, stripper is not None)
         backend = connection.channel
         client = self.client
         recording = self.state.recording
@@ -471,12 +472,13 @@ class ClientSession:
             ):
                 return framer
             relayed_data = data if used == len(data) else data[:used]
-            if framer.done and connection.session_state and not self.state.client_session_track:
-                relayed_data = without_tracking(relayed_data, framer)
-            client.write(relayed_data)
-            if recording is not None:
-                recording.feed(relayed_data)
-            relayed += used
+            if stripper is not None:
+                relayed_data = stripper.relay(relayed_data, framer)
+            if relayed_data:
+                client.write(relayed_data)
+                if recording is not None:
+                    recording.feed(relayed_data)
+                relayed += len(relayed_data)
             if framer.local_infile:
                 await self._relay_infile(connection)
                 framer.resume_after_infile()

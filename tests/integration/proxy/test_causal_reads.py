@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import mysql.connector
+import pymysql
 import pytest
 
 from proxy_harness import RunningProxy, split_config
@@ -214,3 +215,48 @@ def test_a_client_that_tracks_session_state_gets_it_with_causal_reads(
     offered = running.call(lambda: running.proxy.backends.offered_capabilities(running.proxy.server_version))
     assert offered & CLIENT_SESSION_TRACK
     assert _stale_reads(running, 1300, 3, client_flag=CLIENT_SESSION_TRACK) == 0
+
+
+def _each_result(conn: Any, sql: str) -> list[tuple[object, ...]]:
+    """Every result of a multi-statement as the client read it: affected rows, insert id, the
+    OK's info message, whether it said session state changed, and rows."""
+    seen: list[tuple[object, ...]] = []
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        while True:
+            result = cur._result
+            seen.append((cur.rowcount, cur.lastrowid, result.message, bool((result.server_status or 0) & SERVER_SESSION_STATE_CHANGED),
+                         cur.fetchall()))
+            if not cur.nextset():
+                return seen
+
+
+@PATHS
+def test_a_client_that_does_not_track_session_state_never_sees_it_in_multi_statement_answers(
+    fresh_sandbox: Sandbox, start_proxy: Callable[..., RunningProxy], fast_path: bool
+) -> None:
+    """With causal reads on, the proxy's backend connections track the GTID of every write; a
+    client that did not ask for session tracking gets every OK of a multi-statement as the server
+    sends it to such a client: the same info messages, no session state."""
+    box = fresh_sandbox
+    box.execute(0, "CREATE DATABASE IF NOT EXISTS causal",
+                *(f"CREATE TABLE causal.{t} (id INT AUTO_INCREMENT PRIMARY KEY, v INT)" for t in ("via", "direct")))
+    running = _proxy(box, start_proxy, fast_path, causal_user=1, **{"mysql-causal_reads_timeout": "10000"})
+    statements = ("INSERT INTO causal.{t} (v) VALUES (1), (2), (3); UPDATE causal.{t} SET v = v + 10 WHERE id > 1; "
+                  "SELECT id, v FROM causal.{t} ORDER BY id; DELETE FROM causal.{t} WHERE id = 1; "
+                  "INSERT INTO causal.{t} (v) VALUES (4)")
+    multi = pymysql.constants.CLIENT.MULTI_STATEMENTS
+    with running.connect(client_flag=multi) as via:
+        got = [_each_result(via, statements.format(t="via")) for _ in range(3)]
+    master = box.nodes[0]
+    with pymysql.connect(host="127.0.0.1", port=master.port, user=APP.user, password=APP.password, autocommit=True,
+                         client_flag=multi) as direct:
+        expected = [_each_result(direct, statements.format(t="direct")) for _ in range(3)]
+    assert got == expected
+    assert not any(state_changed for _, _, _, state_changed, _ in got[0])
+    assert b"Records: 3  Duplicates: 0" in got[0][0][2] and b"Rows matched: 2  Changed: 2" in got[0][1][2]
+    # the answers came through connections that got session state (the proxy's GTID tracking)
+    tracking = running.call(lambda: [connection.tracks_gtids and connection.session_state
+                                     for pool in running.proxy.pools.servers.values()
+                                     for idle in pool.idle.values() for connection in idle])
+    assert tracking and all(tracking)

@@ -7,12 +7,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from turnout.protocol.constants import SERVER_SESSION_STATE_CHANGED
-from turnout.protocol.generic import parse_ok
+from turnout.protocol.constants import (
+    COM_QUERY,
+    COM_STMT_EXECUTE,
+    SERVER_MORE_RESULTS_EXISTS,
+    SERVER_SESSION_STATE_CHANGED,
+    SERVER_STATUS_AUTOCOMMIT,
+)
+from turnout.protocol.generic import build_eof, build_err, build_ok, parse_ok
 from turnout.protocol.packets import encode_packet, write_lenenc_bytes
+from turnout.protocol.response import ResponseFramer
+from turnout.protocol.resultset import ColumnDef, build_column_def
 from turnout.proxy.causal import (
     MARIADB,
     MYSQL,
+    SESSION_TRACK_SYSTEM_VARIABLES,
+    SessionStateStripper,
     covers,
     covers_set,
     flavour_of,
@@ -21,7 +31,7 @@ from turnout.proxy.causal import (
     monitor_position,
     parse_position,
     position_text,
-    strip_ok_packet,
+    strip_packet,
     track_sql,
     wait_reached,
     wait_sql,
@@ -80,12 +90,79 @@ def test_stripped_ok_is_what_a_client_without_session_tracking_gets() -> None:
     assert (stripped.affected_rows, stripped.warnings, stripped.info) == (1, 0, b"")
 
 
-def test_strip_ok_packet_rewrites_the_header_too() -> None:
+def test_strip_packet_rewrites_the_header_too() -> None:
     packet = encode_packet(MARIADB_INSERT_OK, 1)
-    assert strip_ok_packet(packet) == encode_packet(b"\x00\x01\x01\x02\x00\x00\x00", 1)
-    assert strip_ok_packet(encode_packet(MARIADB_PLAIN_UPDATE_OK, 1)) is None  # nothing to strip
-    assert strip_ok_packet(packet + packet) is None  # not one packet: left alone
-    assert strip_ok_packet(encode_packet(b"\x01\x02", 1)) is None
+    assert strip_packet(packet) == encode_packet(b"\x00\x01\x01\x02\x00\x00\x00", 1)
+    plain = encode_packet(MARIADB_PLAIN_UPDATE_OK, 1)
+    assert strip_packet(plain) is plain  # nothing to strip
+
+
+def _state(gtid: str) -> bytes:
+    """last_gtid's entry in an OK packet's session state, as MariaDB sends it."""
+    value = gtid.encode()
+    entry = bytes((9,)) + b"last_gtid" + bytes((len(value),)) + value
+    return bytes((SESSION_TRACK_SYSTEM_VARIABLES, len(entry))) + entry
+
+
+def _eof_ok(status: int, session_state: bytes = b"") -> bytes:
+    """The OK with the EOF's header that ends rows with CLIENT_DEPRECATE_EOF."""
+    return b"\xfe" + build_ok(0, 0, status, 0, session_state=session_state)[1:]
+
+
+_DEFS = [build_column_def(ColumnDef(f"c{i}")) for i in range(2)]
+_AC = SERVER_STATUS_AUTOCOMMIT
+_MORE = SERVER_STATUS_AUTOCOMMIT | SERVER_MORE_RESULTS_EXISTS
+# (command, deprecate-EOF, the payloads a tracking connection gets): every OK that carries
+# session state must reach a client without tracking as without_session_state has it, and
+# nothing else may change: rows that start with 0x00 (binary rows, empty strings) included.
+_TRACKED_RESPONSES = {
+    "one insert": (COM_QUERY, False, [build_ok(1, 7, _AC, session_state=_state("0-1-13"))]),
+    "multi-statement writes, then a read, then an error": (COM_QUERY, False, [
+        build_ok(1, 7, _MORE, session_state=_state("0-1-13")),
+        build_ok(2, 0, _MORE, 0, b"Rows matched: 2  Changed: 2  Warnings: 0", session_state=_state("0-1-14")),
+        b"\x02", *_DEFS, build_eof(0, _MORE), b"\x00\x01x", b"\x00\x00", build_eof(0, _MORE),
+        build_ok(0, 0, _MORE),
+        build_ok(1, 8, _MORE, session_state=_state("0-1-15")),
+        build_err(1062, "23000", "Duplicate entry '1' for key 'PRIMARY'"),
+    ]),
+    "binary rows, deprecate-EOF, state in the OK after them": (COM_STMT_EXECUTE, True, [
+        b"\x02", *_DEFS, b"\x00\x00\x01\x02", b"\x00\x00\x00\x00", _eof_ok(_AC, _state("0-1-16")),
+    ]),
+    "a call: rows, then its OK with state": (COM_QUERY, True, [
+        b"\x02", *_DEFS, b"\x00\x00", _eof_ok(_MORE), build_ok(1, 0, _AC, session_state=_state("0-1-17")),
+    ]),
+}
+
+
+@pytest.mark.parametrize("name", list(_TRACKED_RESPONSES))
+@given(data=st.data())
+def test_the_stripper_rewrites_every_ok_with_state_however_the_response_is_split(
+    name: str, data: st.DataObject
+) -> None:
+    command, deprecate_eof, payloads = _TRACKED_RESPONSES[name]
+    response = b"".join(encode_packet(p, i + 1) for i, p in enumerate(payloads))
+    # what the server sends a client that does not track: every OK without its state (each
+    # carries last_gtid here), the rest untouched (a binary row that starts with 0x00 is no OK)
+    expected = b"".join(
+        encode_packet(without_session_state(p) if b"last_gtid" in p else p, i + 1) for i, p in enumerate(payloads)
+    )
+    assert expected != response
+    following = encode_packet(b"\x03SELECT 1", 0)  # the next command's bytes must not be taken
+    stream = response + following
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, len(stream) - 1), max_size=12))))
+    framer = ResponseFramer(command, deprecate_eof=deprecate_eof, track_state_oks=True)
+    stripper = SessionStateStripper()
+    out = b""
+    last = 0
+    for cut in [*cuts, len(stream)]:
+        chunk = stream[last:cut]
+        last = cut
+        used = framer.feed(chunk)
+        out += stripper.relay(chunk[:used], framer)
+        if framer.done:
+            break
+    assert framer.done
+    assert out == expected
 
 
 def test_tracking_sql_per_flavour() -> None:
