@@ -292,11 +292,16 @@ def feed_in_chunks(framer: ResponseFramer, data: bytes, cuts: list[int]) -> int:
     return consumed
 
 
-def check(case: Case, cuts: list[int]) -> None:
+def check(case: Case, cuts: list[int], track_state_oks: bool = False) -> None:
     response = frame(case.payloads)
-    framer = ResponseFramer(case.command, deprecate_eof=case.deprecate_eof)
+    framer = ResponseFramer(case.command, deprecate_eof=case.deprecate_eof, track_state_oks=track_state_oks)
     assert feed_in_chunks(framer, response + NEXT, cuts) == len(response)
     assert framer.done and not framer.local_infile
+    assert framer.boundary == len(response)  # the end of the last whole packet: the response's end
+    if track_state_oks and case.status & SERVER_SESSION_STATE_CHANGED:  # its last OK carries some
+        assert framer.state_oks == [(len(response) - 4 - len(case.payloads[-1]), len(response))]
+    else:
+        assert framer.state_oks == []
     assert framer.status_flags == case.status
     assert framer.result_sets == case.result_sets
     assert (framer.error.code if framer.error else None) == case.error
@@ -316,7 +321,7 @@ def test_whole_and_byte_by_byte(case: Case) -> None:
 @given(data=st.data())
 def test_random_chunkings(case: Case, data: st.DataObject) -> None:
     total = len(frame(case.payloads)) + len(NEXT)
-    check(case, data.draw(st.lists(st.integers(1, total - 1), max_size=30)))
+    check(case, data.draw(st.lists(st.integers(1, total - 1), max_size=30)), data.draw(st.booleans()))
 
 
 def test_multi_piece_rows_are_not_misread() -> None:
