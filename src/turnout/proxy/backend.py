@@ -145,12 +145,31 @@ class BackendConnection:
         self.channel.close()
 
     # ---- internal exchanges (the proxy's own commands, never relayed to a client) -------------
-    async def exchange(self, payload: bytes, received: bytearray | None = None) -> ResponseFramer:
+    async def exchange(
+        self, payload: bytes, received: bytearray | None = None, then: bytes = b""
+    ) -> ResponseFramer:
         """Send one command and consume its whole response (keeping a PrepareOk's columns, or the
-        first result set's when the response's bytes are wanted in `received`)."""
+        first result set's when the response's bytes are wanted in `received`).
+
+        With `then`, that command is written right behind this one (one round trip for both):
+        what follows this response on the channel is `then`'s answer, left there for the caller
+        (to relay, or to drop with `skip_response`)."""
         keep_columns = payload[0] == COM_STMT_PREPARE or received is not None
         framer = ResponseFramer(payload[0], keep_columns, self.deprecate_eof)
-        self.channel.write(encode_packet(payload, 0))
+        self.channel.write(encode_packet(payload, 0) + (encode_packet(then, 0) if then else b""))
+        await self._receive(framer, received, bool(then))
+        return framer
+
+    async def skip_response(self, command: int) -> ResponseFramer:
+        """Consume the whole response to `command`, already sent, and drop it: the answer of a
+        command written behind another (`exchange`'s `then`) that nobody is to see."""
+        framer = ResponseFramer(command, False, self.deprecate_eof)
+        await self._receive(framer, None, False)
+        return framer
+
+    async def _receive(self, framer: ResponseFramer, received: bytearray | None, more_follows: bool) -> None:
+        """Read one response into `framer` (its bytes into `received`); what follows it is put
+        back on the channel when `more_follows` (a pipelined command's answer), else an error."""
         try:
             while not framer.done:
                 data = await self.channel.read()
@@ -159,8 +178,10 @@ class BackendConnection:
                 used = framer.feed(data)
                 if received is not None:
                     received += data[:used]
-                if used != len(data) or framer.local_infile:
+                if framer.local_infile or (used != len(data) and not more_follows):
                     raise BackendError("unexpected data from the server")
+                if used != len(data):
+                    self.channel.unread(data[used:])
             if framer.error is not None and framer.error.code in CONNECTION_ENDING_ERRORS:
                 raise BackendError(f"server {self.address[0]}:{self.address[1]}: {framer.error.message}")
         except OSError as exc:
@@ -169,16 +190,15 @@ class BackendConnection:
         except BackendError:
             self.broken = True
             raise
-        return framer
 
-    async def query(self, sql: str, received: bytearray | None = None) -> ResponseFramer:
-        return await self.exchange(bytes([COM_QUERY]) + sql.encode("utf-8", "surrogateescape"), received)
+    async def query(self, sql: str, received: bytearray | None = None, then: bytes = b"") -> ResponseFramer:
+        return await self.exchange(bytes([COM_QUERY]) + sql.encode("utf-8", "surrogateescape"), received, then)
 
-    async def query_value(self, sql: str) -> tuple[ResponseFramer, bytes | None]:
+    async def query_value(self, sql: str, then: bytes = b"") -> tuple[ResponseFramer, bytes | None]:
         """A SELECT of one value: its response, and the first column of its first row (None for
-        NULL, an error or no row)."""
+        NULL, an error or no row). With `then`, a command written right behind it (`exchange`)."""
         received = bytearray()
-        framer = await self.query(sql, received)
+        framer = await self.query(sql, received, then)
         if framer.error is not None or framer.columns is None:
             return framer, None
         return framer, first_value(bytes(received), len(framer.columns), self.deprecate_eof)

@@ -85,6 +85,10 @@ from turnout.proxy.state import ClientStatement, SessionState, Shared, UserEntry
 from turnout.proxy.statement import Keep, KillRequest, StatementInfo, first_word, parse_kill, settles_locally
 from turnout.proxy.stats import command_name
 
+# A statement's backend connection, its hostgroup, and the writes it must wait for there first
+# (a causal read's, sent with it: ClientSession._wait_before; None: nothing to wait for).
+Target = tuple[BackendConnection, int, Position | None]
+
 # One row per global privilege of the current user that lets it kill others' threads, plus one.
 KILL_PRIVILEGE_PROBE = (
     "SELECT (SELECT 1 FROM information_schema.USER_PRIVILEGES "
@@ -319,11 +323,13 @@ class ClientSession:
 
     # ---- where a statement runs ---------------------------------------------------------------
     async def _connection_for(
-        self, hostgroup: int, info: StatementInfo, rule: RuleOutcome | None = None
-    ) -> tuple[BackendConnection, int] | None:
+        self, hostgroup: int, info: StatementInfo, rule: RuleOutcome | None = None, wait_failed: bool = False
+    ) -> Target | None:
         """The backend connection this statement runs on (decisions.placement; for a read that
-        must see earlier writes, decisions.causal_route); None when an error was sent to the
-        client. Without `rule`, the statement is no read of the client's."""
+        must see earlier writes, decisions.causal_route), and the writes it must first wait for
+        there (None: none; else the caller sends the wait with the statement, `_wait_before`);
+        None when an error was sent to the client. Without `rule`, the statement is no read of
+        the client's; with `wait_failed`, it is one whose wait timed out: it goes to the writer."""
         state = self.state
         kept = state.kept
         if kept is not None:
@@ -333,7 +339,7 @@ class ClientSession:
                 kept.hostgroup in self.shared.reader_hostgroups, info.reads_diagnostics,
             )
             if where is Placement.KEPT:
-                return kept.connection, kept.hostgroup
+                return kept.connection, kept.hostgroup, None
             state.kept = None
             if where is Placement.END_READER_TRANSACTION:
                 await self._end_reader_transaction(kept)
@@ -347,50 +353,81 @@ class ClientSession:
         if rule is not None and self.shared.causal and not info.is_write:
             wanted = state.causal_wanted(hostgroup, rule)
             if wanted is not None:
-                return await self._causal_connection(hostgroup, wanted)
-        return await self._pooled(hostgroup)
+                return await self._causal_connection(hostgroup, wanted, wait_failed)
+        target = await self._pooled(hostgroup)
+        return None if target is None else (target[0], target[1], None)
 
-    async def _causal_connection(self, hostgroup: int, wanted: Position) -> tuple[BackendConnection, int] | None:
+    async def _causal_connection(self, hostgroup: int, wanted: Position, wait_failed: bool) -> Target | None:
         """A connection for a read that must see the writes `wanted` (decisions.causal_route): to
-        a replica known to have applied them, else to one after waiting there for them (up to
-        mysql-causal_reads_timeout), else to the writer."""
+        a replica known to have applied them; else to one where it waits for them first (up to
+        mysql-causal_reads_timeout: the caller sends the wait with the read, `_wait_before`);
+        else, or once that wait failed (`wait_failed`), to the writer."""
         shared = self.shared
         counters = shared.stats.counters
         applied = shared.applied
         candidates = [(server.address, applied.get(server.address)) for server in self.backends.routing.online(hostgroup)]
         route, where = causal_route(wanted, candidates, shared.causal_timeout_ms)
+        target: tuple[BackendConnection, int] | None
         if route is CausalRoute.CAUGHT_UP:
             counters.causal_reads_caught_up += 1
-            return await self._pooled(hostgroup, where)
-        if route is CausalRoute.WAIT:
+            target = await self._pooled(hostgroup, where)
+            return None if target is None else (target[0], target[1], None)
+        if route is CausalRoute.WAIT and not wait_failed:
             target = await self._pooled(hostgroup)
-            if target is None:
-                return None
-            connection = target[0]
-            if await self._wait_for(connection, wanted):
-                counters.causal_reads_waited += 1
-                applied = shared.applied  # replaced whole while this waited, perhaps
-                applied[connection.address] = merged(applied.get(connection.address, {}), wanted)
-                return target
-            counters.causal_reads_timed_out += 1
-            self.state.give_back(connection, reusable=not connection.broken)
-        else:
-            counters.causal_reads_to_writer += 1
-        return await self._pooled(shared.writer_of.get(hostgroup, hostgroup))
+            return None if target is None else (target[0], target[1], wanted)
+        if route is not CausalRoute.WAIT:
+            counters.causal_reads_to_writer += 1  # (one whose wait failed was counted timed out)
+        target = await self._pooled(shared.writer_of.get(hostgroup, hostgroup))
+        return None if target is None else (target[0], target[1], None)
 
-    async def _wait_for(self, connection: BackendConnection, wanted: Position) -> bool:
-        """Wait on `connection`'s server until it has applied `wanted` (MASTER_GTID_WAIT /
-        WAIT_FOR_EXECUTED_GTID_SET), up to mysql-causal_reads_timeout: whether it has."""
-        timeout_ms = self.shared.causal_timeout_ms
+    async def _wait_before(self, connection: BackendConnection, wanted: Position, then: bytes = b"") -> bool:
+        """Wait on `connection`'s server until it has applied `wanted` (causal.wait_sql:
+        MASTER_GTID_WAIT / WAIT_FOR_EXECUTED_GTID_SET, up to mysql-causal_reads_timeout), with the
+        client's command `then` written right behind the wait: one round trip for both, the
+        server running `then` once the wait has ended. The wait's answer is consumed here.
+
+        True when the server has applied `wanted` (shared.applied records it): `then`'s answer,
+        next on the connection, is the caller's to relay (`_relay` with `sent`). False when the
+        wait timed out or failed: `then`'s answer, which may be stale, is read and dropped here
+        (no byte of it reaches the client), the connection given back (closed when its state is
+        unknown), and the statement goes to the writer (`_connection_for` with `wait_failed`).
+        Raises BackendLost (nothing relayed) when the connection ends first."""
+        shared = self.shared
+        counters = shared.stats.counters
+        timeout_ms = shared.causal_timeout_ms
         sql = wait_sql(connection.flavour, position_text(connection.flavour, wanted), timeout_ms)
+        value: bytes | None = None
         try:
             _, value = await asyncio.wait_for(
-                connection.query_value(sql), timeout_ms / 1000 + self.backends.connect_timeout_server
+                connection.query_value(sql, then), timeout_ms / 1000 + self.backends.connect_timeout_server
             )
-        except (BackendError, TimeoutError):
-            connection.close()
+        except TimeoutError:
+            connection.close()  # the server did not answer in time: the connection is in no known state
+        except BackendError as failed:
+            raise BackendLost(0, str(failed)) from failed
+        if wait_reached(value):
+            counters.causal_reads_waited += 1
+            applied = shared.applied  # replaced whole while this waited, perhaps
+            applied[connection.address] = merged(applied.get(connection.address, {}), wanted)
+            return True
+        counters.causal_reads_timed_out += 1
+        if then and not connection.broken:
+            try:
+                await connection.skip_response(then[0])
+            except BackendError as skipped:
+                raise BackendLost(0, str(skipped)) from skipped
+        self.state.give_back(connection, reusable=not connection.broken)
+        return False
+
+    async def _waited_alone(self, connection: BackendConnection, wanted: Position) -> bool:
+        """`_wait_before` with nothing behind the wait, for a command that has no answer to send
+        the wait with (COM_STMT_SEND_LONG_DATA); a connection lost meanwhile is a failed wait."""
+        try:
+            return await self._wait_before(connection, wanted)
+        except BackendLost:
+            self.shared.stats.counters.causal_reads_timed_out += 1
+            self.state.give_back(connection, reusable=False)
             return False
-        return wait_reached(value)
 
     async def _pooled(
         self, hostgroup: int, only: tuple[ServerAddress, ...] = ()
@@ -441,8 +478,10 @@ class ClientSession:
         payload: bytes,
         retry_read_only: bool = False,
         keep_columns: bool = False,
+        sent: bool = False,
     ) -> ResponseFramer:
-        """Send one client command to the backend and stream the answer back, untouched.
+        """Send one client command to the backend (unless already `sent`, behind a causal read's
+        wait: `_wait_before`) and stream the answer back, untouched.
 
         With `retry_read_only`, a response that is only a read_only refusal (1290) is kept from
         the client: the statement did not execute, so the caller may run it on the new master.
@@ -452,7 +491,8 @@ class ClientSession:
         backend = connection.channel
         client = self.client
         recording = self.state.recording
-        backend.write(encode_packet(payload, 0))
+        if not sent:
+            backend.write(encode_packet(payload, 0))
         relayed = 0
         while True:
             try:
@@ -508,7 +548,7 @@ class ClientSession:
         target = await self._connection_for(hostgroup, info, rule)
         if target is None:
             return
-        connection, hostgroup = target
+        connection, hostgroup, wait = target
         started = time.perf_counter()
         deadline = time.monotonic() + self.backends.connect_timeout_server_max
         anywhere = runs_anywhere(info, rule)
@@ -518,8 +558,12 @@ class ClientSession:
             self.state.arm_timeout(rule, time.monotonic())
             # (no continue/break inside try/finally: mypyc does not compile them)
             lost: BackendLost | None = None
+            waited = True
             try:
-                framer = await self._relay(connection, payload, retry_read_only=retry)
+                if wait is not None:  # a causal read: its wait and itself in one round trip
+                    waited = await self._wait_before(connection, wait, payload)
+                if waited:
+                    framer = await self._relay(connection, payload, retry_read_only=retry, sent=wait is not None)
             except BackendLost as exc:
                 lost = exc
             finally:
@@ -535,7 +579,13 @@ class ClientSession:
                 target = await self._connection_for(routed, info, rule)
                 if target is None:
                     return
-                connection, hostgroup = target
+                connection, hostgroup, wait = target
+                continue
+            if not waited:  # the wait timed out: the read, its replica's answer dropped, goes to the writer
+                target = await self._connection_for(routed, info, rule, wait_failed=True)
+                if target is None:
+                    return
+                connection, hostgroup, wait = target
                 continue
             if not (retry and framer.error is not None and framer.error.code == c.ER_OPTION_PREVENTS_STATEMENT):
                 break
@@ -547,7 +597,7 @@ class ClientSession:
             target = await self._connection_for(hostgroup, info)
             if target is None:
                 return
-            connection, hostgroup = target
+            connection, hostgroup, wait = target
         self.state.finished(
             connection, hostgroup, framer, info, rule, runs_anywhere(info, rule),
             command_name(first_word(sql), info.is_write), digest, int((time.perf_counter() - started) * 1e6),
@@ -649,7 +699,7 @@ class ClientSession:
         target = await self._connection_for(state.user.user.default_hostgroup, StatementInfo(is_write=False))
         if target is None:
             return None
-        connection, _ = target
+        connection, _, _ = target
         try:
             framer = await connection.query(KILL_PRIVILEGE_PROBE)
         except BackendError:
@@ -665,7 +715,7 @@ class ClientSession:
         target = await self._connection_for(self.state.user.user.default_hostgroup, info)
         if target is None:
             return
-        connection, hostgroup = target
+        connection, hostgroup, _ = target
         try:
             framer = await self._relay(connection, payload)
         except BackendLost as lost:
@@ -694,7 +744,7 @@ class ClientSession:
             target = await self._connection_for(self.state.hostgroup_for(rule), StatementInfo(is_write=False))
             if target is None:
                 return
-            connection, hostgroup = target
+            connection, hostgroup, _ = target
             try:
                 response, framer = await self._collect(connection, payload, keep_columns=True)
             except BackendLost as lost:
@@ -724,11 +774,12 @@ class ClientSession:
         self.client.write(response[:5] + statement_id.to_bytes(4, "little") + response[9:])
 
     async def _collect(
-        self, connection: BackendConnection, payload: bytes, keep_columns: bool = False
+        self, connection: BackendConnection, payload: bytes, keep_columns: bool = False, sent: bool = False
     ) -> tuple[bytes, ResponseFramer]:
-        """Send a command and gather its whole response instead of streaming it."""
+        """Send a command (unless already `sent`) and gather its whole response instead of streaming it."""
         framer = ResponseFramer(payload[0], keep_columns, connection.deprecate_eof)
-        connection.channel.write(encode_packet(payload, 0))
+        if not sent:
+            connection.channel.write(encode_packet(payload, 0))
         chunks: list[bytes] = []
         while not framer.done:
             try:
@@ -759,16 +810,19 @@ class ClientSession:
         return statement
 
     async def _backend_statement(
-        self, statement: ClientStatement
-    ) -> tuple[BackendConnection, int, int] | None:
-        """A connection for the statement, with it prepared there: (connection, hostgroup, backend id)."""
-        target = await self._connection_for(self.state.hostgroup_for(statement.rule), statement.info, statement.rule)
+        self, statement: ClientStatement, wait_failed: bool = False
+    ) -> tuple[BackendConnection, int, int, Position | None] | None:
+        """A connection for the statement, with it prepared there: (connection, hostgroup, backend
+        id, the writes to wait for there first as `_connection_for` says)."""
+        target = await self._connection_for(
+            self.state.hostgroup_for(statement.rule), statement.info, statement.rule, wait_failed
+        )
         if target is None:
             return None
-        connection, hostgroup = target
+        connection, hostgroup, wait = target
         known = connection.statements.get(statement.sql)
         if known is not None:
-            return connection, hostgroup, known.statement_id
+            return connection, hostgroup, known.statement_id, wait
         try:
             prepared = await connection.prepare(statement.sql)
         except BackendError as exc:
@@ -776,12 +830,12 @@ class ClientSession:
                 return None
             if not self.state.replay_pending or not await replay(self.state, LOST_SERVER):
                 return None
-            return await self._backend_statement(statement)
+            return await self._backend_statement(statement, wait_failed)
         if isinstance(prepared, ErrPacket):
             self.state.not_executed(connection)
             self.state.send(build_err(prepared.code, prepared.message, prepared.sql_state), 1)
             return None
-        return connection, hostgroup, prepared.statement_id
+        return connection, hostgroup, prepared.statement_id, wait
 
     async def _on_execute(self, payload: bytes) -> None:
         """COM_STMT_EXECUTE, and MariaDB's COM_STMT_BULK_EXECUTE (many rows of parameters)."""
@@ -800,11 +854,12 @@ class ClientSession:
                 statement.param_types = execute.param_types
         started = time.perf_counter()
         deadline = time.monotonic() + self.backends.connect_timeout_server_max
+        wait_failed = False
         while True:
-            target = await self._backend_statement(statement)
+            target = await self._backend_statement(statement, wait_failed)
             if target is None:
                 return
-            connection, hostgroup, _ = target
+            connection, hostgroup, _, wait = target
             backend_statement = connection.statements[statement.sql]
             try:
                 if bulk:
@@ -818,18 +873,27 @@ class ClientSession:
             self.state.begin_recording(payload, statement.sql, statement)
             self.state.arm_timeout(statement.rule, time.monotonic())
             caching = connection.caches_metadata
+            sent = wait is not None
+            waited = True
             lost: BackendLost | None = None  # (no break inside try/finally: mypyc does not compile it)
             try:
-                if caching and not backend_statement.cached_metadata_is(statement.metadata):
-                    framer = await self._execute_with_metadata(connection, backend_payload, statement, backend_statement)
-                else:
-                    framer = await self._relay(connection, backend_payload, keep_columns=caching)
+                if wait is not None:  # a causal read: its wait and itself in one round trip
+                    waited = await self._wait_before(connection, wait, backend_payload)
+                if waited and caching and not backend_statement.cached_metadata_is(statement.metadata):
+                    framer = await self._execute_with_metadata(
+                        connection, backend_payload, statement, backend_statement, sent
+                    )
+                elif waited:
+                    framer = await self._relay(connection, backend_payload, keep_columns=caching, sent=sent)
             except BackendLost as exc:
                 lost = exc
             finally:
                 self.state.deadline = 0.0
-            if lost is None:
+            if lost is None and waited:
                 break
+            if lost is None:  # the wait timed out: the read, its replica's answer dropped, goes to the writer
+                wait_failed = True
+                continue
             retry = time.monotonic() < deadline
             if not self._backend_lost(connection, lost, statement.info, statement.anywhere, statement.sql, retry):
                 return
@@ -849,11 +913,12 @@ class ClientSession:
         payload: bytes,
         statement: ClientStatement,
         backend_statement: BackendStatement,
+        sent: bool = False,
     ) -> ResponseFramer:
         """COM_STMT_EXECUTE where the client's cached column definitions are not the server's (see
         protocol.metadata): the response is gathered whole, and if the server left its
         definitions out, they are put back in so the client decodes the rows with the right ones."""
-        response, framer = await self._collect(connection, payload, keep_columns=True)
+        response, framer = await self._collect(connection, payload, keep_columns=True, sent=sent)
         if framer.metadata_omitted and backend_statement.metadata is not None:
             try:
                 response = with_metadata(response, backend_statement.metadata)
@@ -874,9 +939,11 @@ class ClientSession:
         if statement is None:
             return  # the server would ignore it too; the following EXECUTE reports the error
         target = await self._backend_statement(statement)
+        if target is not None and target[3] is not None and not await self._waited_alone(target[0], target[3]):
+            target = await self._backend_statement(statement, wait_failed=True)
         if target is None:
             return
-        connection, hostgroup, backend_id = target
+        connection, hostgroup, backend_id, _ = target
         self.state.refuse_replay("it sent long data for a prepared statement, which is not recorded")
         connection.channel.write(encode_packet(with_stmt_id(payload, backend_id), 0))
         state = self.state
