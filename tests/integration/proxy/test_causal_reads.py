@@ -5,6 +5,8 @@ session), and some reads are stale without; a wait that times out reads from the
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -260,3 +262,183 @@ def test_a_client_that_does_not_track_session_state_never_sees_it_in_multi_state
                                      for pool in running.proxy.pools.servers.values()
                                      for idle in pool.idle.values() for connection in idle])
     assert tracking and all(tracking)
+
+
+# ---- the wait and the read in one round trip ---------------------------------------------------------
+def _in_flight_to_replica(running: RunningProxy, writer_port: int) -> tuple[int, int, int] | None:
+    """The backend connection a session has in flight to a replica: (the replica's port, the
+    server's thread id, the port of the proxy's end)."""
+    def look() -> tuple[int, int, int] | None:
+        for state in running.proxy.sessions.values():
+            connection = state.in_flight
+            if connection is not None and connection.address[1] != writer_port:
+                return connection.address[1], connection.thread_id, connection.channel.get_extra_info("sockname")[1]
+        return None
+    return running.call(look)
+
+
+def _wait_running(box: Sandbox, running: RunningProxy) -> tuple[int, int, int]:
+    """Wait until a replica runs the proxy's MASTER_GTID_WAIT: (the replica's node, its thread
+    id there, the port of the proxy's end of that connection)."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = _in_flight_to_replica(running, box.nodes[0].port)
+        if found is not None:
+            port, thread_id, proxy_port = found
+            node = box.index_of_port(port)
+            assert node is not None
+            rows = box.execute(node, f"SELECT INFO FROM information_schema.PROCESSLIST WHERE ID = {thread_id}")
+            if rows and "MASTER_GTID_WAIT" in (rows[0]["INFO"] or ""):
+                return node, thread_id, proxy_port
+        assert time.monotonic() < deadline, "no replica ever ran the wait"
+        time.sleep(0.05)
+
+
+def _unread_by_server(box: Sandbox, node: int, peer_port: int) -> int:
+    """The bytes the kernel holds on the server's socket from the proxy's `peer_port` that the
+    server has not read yet (rx_queue of /proc/net/tcp)."""
+    server_port = box.nodes[node].port
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            local, remote, queues = fields[1], fields[2], fields[4]
+            if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == peer_port:
+                return int(queues.split(":")[1], 16)
+    raise AssertionError(f"no socket of port {server_port} from port {peer_port}")
+
+
+def _read_in_thread(conn: Any, sql: str, outcome: dict[str, Any], prepared: bool = False) -> threading.Thread:
+    """Run a read of a mysql.connector connection in a thread: its rows, or error, in `outcome`."""
+    def read() -> None:
+        try:
+            cur = conn.cursor(prepared=prepared)
+            cur.execute(sql)
+            outcome["rows"] = cur.fetchall()
+            cur.close()
+        except mysql.connector.Error as exc:
+            outcome["error"] = exc
+    thread = threading.Thread(target=read)
+    thread.start()
+    return thread
+
+
+def _connector(running: RunningProxy) -> Any:
+    return mysql.connector.connect(
+        host="127.0.0.1", port=running.port, user=APP.user, password=APP.password, autocommit=True
+    )
+
+
+def test_a_waited_read_goes_to_the_replica_with_its_wait_in_one_round_trip(
+    lagging: Sandbox, start_proxy: Callable[..., RunningProxy]
+) -> None:
+    """While the replica's wait for the session's write blocks (its SQL thread stopped), the read
+    is already at the replica: the server's socket holds it, unread behind the wait (the server
+    reads a command when it has answered the one before). Once the replica applies the write,
+    the read answers, with the write in it."""
+    for node in (1, 2):
+        lagging.execute(node, "STOP SLAVE SQL_THREAD")
+    running = _proxy(lagging, start_proxy, False, causal_user=1, **{"mysql-causal_reads_timeout": "60000"})
+    conn = _connector(running)
+    read = "SELECT v FROM causal.t WHERE id = 1400"
+    outcome: dict[str, Any] = {}
+    try:
+        cur = conn.cursor()
+        cur.execute("INSERT INTO causal.t VALUES (1400, 1400)")
+        cur.close()
+        thread = _read_in_thread(conn, read, outcome)
+        try:
+            node, _, proxy_port = _wait_running(lagging, running)
+            # the read's whole packet (4-byte header, COM_QUERY, the text) is there already
+            assert _unread_by_server(lagging, node, proxy_port) == 4 + 1 + len(read)
+            assert "rows" not in outcome  # nothing answered before the write is applied
+        finally:
+            for node in (1, 2):
+                lagging.execute(node, "START SLAVE SQL_THREAD")
+            thread.join(60)
+    finally:
+        conn.close()
+    assert outcome == {"rows": [(1400,)]}
+    counters = _counters(running)
+    assert counters["waited"] == 1
+    assert counters["timed_out"] == counters["to_writer"] == 0
+
+
+def _replica_pools(running: RunningProxy, writer_port: int) -> tuple[int, int]:
+    """(connections opened to the replicas, of them idle in their pools)."""
+    def look() -> tuple[int, int]:
+        pools = [p for p in running.proxy.pools.servers.values() if p.address[1] != writer_port]
+        return sum(p.stats.conn_ok for p in pools), sum(p.stats.conn_free for p in pools)
+    return running.call(look)
+
+
+@pytest.mark.parametrize("prepared", [False, True], ids=["text", "prepared"])
+def test_a_timed_out_wait_drops_the_replicas_answer_and_keeps_its_connection(
+    lagging: Sandbox, start_proxy: Callable[..., RunningProxy], prepared: bool
+) -> None:
+    """The replica ran the read behind its timed-out wait: that answer (stale, the write is not
+    there) is read and dropped, the client gets the writer's; the replica's connection goes back
+    to its pool and serves the next reads."""
+    for node in (1, 2):
+        lagging.execute(node, "STOP SLAVE SQL_THREAD")
+    running = _proxy(lagging, start_proxy, False, causal_user=1, **{"mysql-causal_reads_timeout": "200"})
+    writer_port = lagging.nodes[0].port
+    conn = mysql.connector.connect(
+        host="127.0.0.1", port=running.port, user=APP.user, password=APP.password, autocommit=True
+    )
+    try:
+        cur = conn.cursor(prepared=prepared)
+        for key in range(1500, 1503):
+            cur.execute("INSERT INTO causal.t VALUES (%s, %s)", (key, key))
+            cur.execute("SELECT v FROM causal.t WHERE id = %s", (key,))
+            assert cur.fetchall() == [(key,)]  # the writer's answer, and only it
+        assert _counters(running)["timed_out"] == 3
+        opened, idle = _replica_pools(running, writer_port)
+        assert idle == opened >= 1  # every replica connection went back to its pool
+        for node in (1, 2):
+            lagging.execute(node, "START SLAVE SQL_THREAD")
+        lagging.wait_replicas_caught_up()
+        for key in range(1500, 1503):  # on a replica now: it has the session's writes
+            cur.execute("SELECT v FROM causal.t WHERE id = %s", (key,))
+            assert cur.fetchall() == [(key,)]
+        cur.close()
+    finally:
+        conn.close()
+    counters = _counters(running)
+    assert counters["waited"] + counters["caught_up"] == 3
+    assert counters["waited"] >= 1
+    # the reads after the timeouts ran on the connections those left in the pools: none opened
+    assert _replica_pools(running, writer_port)[0] == opened
+
+
+@pytest.mark.parametrize("prepared", [False, True], ids=["text", "prepared"])
+def test_a_replica_killed_during_the_wait_loses_no_read(
+    lagging: Sandbox, start_proxy: Callable[..., RunningProxy], prepared: bool
+) -> None:
+    """The replica a read waits on dies: nothing of its answer reached the client, so the read
+    runs again (on the replica still up, which then has the write), or the client hears a clean
+    error; it never gets rows without its write."""
+    for node in (1, 2):
+        lagging.execute(node, "STOP SLAVE SQL_THREAD")
+    running = _proxy(lagging, start_proxy, False, causal_user=1, **{"mysql-causal_reads_timeout": "60000"})
+    conn = _connector(running)
+    outcome: dict[str, Any] = {}
+    try:
+        cur = conn.cursor(prepared=prepared)
+        cur.execute("INSERT INTO causal.t VALUES (%s, %s)", (1600, 1600))
+        cur.close()
+        thread = _read_in_thread(conn, "SELECT v FROM causal.t WHERE id = 1600", outcome, prepared)
+        try:
+            node, _, _ = _wait_running(lagging, running)
+            lagging.execute(3 - node, "START SLAVE SQL_THREAD")
+            lagging.kill(node)
+        finally:
+            thread.join(90)
+        assert not thread.is_alive()
+    finally:
+        conn.close()
+    if "error" in outcome:  # a clean error: the connection to the server was lost
+        assert outcome["error"].errno in (1927, 2013), outcome
+    else:
+        assert outcome == {"rows": [(1600,)]}
+        assert _counters(running)["waited"] == 1  # on the other replica
