@@ -10,18 +10,35 @@ connection anyway; what remains is the tracking of GTIDs).
     python -m bench.causal_reads [--seconds 10] [--rounds 3] [--threads 8]
 
 Results: a table on stdout and bench/results/causal_reads.json.
+
+The latency of one read that waits (--waited-latency --baseline REF): one client writes a row
+then reads it back, again and again, with mysql-causal_reads = session, through two turnout
+processes side by side, one of the commit REF and one of HEAD (both run interpreted, from their
+sources), alternating round by round; each read after its session's write waits on a replica
+(unless the monitor saw the replica pass the write first: the counters say how many did).
+
+    python -m bench.causal_reads --waited-latency --baseline REF [--reads 1000] [--rounds 5]
+
+Results: bench/results/causal_reads_waited.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import subprocess
 import sys
+import tarfile
+import time
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import pymysql
 
 from bench.common import (
+    APP_PASSWORD,
+    APP_USER,
     RESULTS_DIR,
     SysbenchFailed,
     install_signal_handlers,
@@ -52,8 +69,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--tables", type=int, default=4)
     parser.add_argument("--table-size", type=int, default=10000)
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "causal_reads.json")
-    return parser.parse_args(argv)
+    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--waited-latency", action="store_true", help="time reads that wait, REF against HEAD")
+    parser.add_argument("--baseline", default="", help="the commit to compare HEAD with (--waited-latency)")
+    parser.add_argument("--reads", type=int, default=1000, help="reads per turnout per round (--waited-latency)")
+    args = parser.parse_args(argv)
+    if args.waited_latency and not args.baseline:
+        parser.error("--waited-latency needs --baseline REF")
+    if args.output is None:
+        args.output = RESULTS_DIR / ("causal_reads_waited.json" if args.waited_latency else "causal_reads.json")
+    return args
 
 
 def admin(port: int, *statements: str) -> list[dict[str, Any]]:
@@ -85,6 +110,8 @@ def causal_counters(port: int) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     install_signal_handlers()
+    if args.waited_latency:
+        return waited_latency(args)
     runs: list[dict[str, Any]] = []
     with workdir("causal-reads") as work, sandbox(work) as box:
         box.execute(0, "CREATE DATABASE IF NOT EXISTS sbtest")
@@ -124,6 +151,103 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['p95_off_ms']:8.2f} {row['p95_on_ms']:8.2f}")
     path = write_json(args.output, {
         "machine": machine(), "compiled": data_path_compiled(), "args": vars(args) | {"output": args.output.name},
+        "runs": runs, "summary": summary,
+    })
+    log(f"results in {path}")
+    return 0
+
+
+# ---- the latency of a read that waits ------------------------------------------------------------
+def commit_of(ref: str) -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", ref], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+    ).stdout.strip()
+
+
+def extract_source(ref: str, into: Path) -> Path:
+    """The `src` directory of commit `ref`, written under `into`."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "src"], capture_output=True, check=True, cwd=Path(__file__).parent
+    ).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into / "src"
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+def write_then_read(port: int, first_id: int, reads: int) -> list[float]:
+    """`reads` times: insert a row, then read it back (a read that must see the write); the
+    reads' latencies, in microseconds."""
+    conn = pymysql.connect(host="127.0.0.1", port=port, user=APP_USER, password=APP_PASSWORD, autocommit=True)
+    latencies: list[float] = []
+    try:
+        with conn.cursor() as cur:
+            for key in range(first_id, first_id + reads):
+                cur.execute("INSERT INTO causal.t VALUES (%s, %s)", (key, key))
+                started = time.perf_counter()
+                cur.execute("SELECT v FROM causal.t WHERE id = %s", (key,))
+                rows = cur.fetchall()
+                latencies.append((time.perf_counter() - started) * 1e6)
+                if rows != ((key,),):
+                    raise RuntimeError(f"read {key} missed its write: {rows}")
+    finally:
+        conn.close()
+    return latencies
+
+
+def waited_latency(args: argparse.Namespace) -> int:
+    variants = {"baseline": args.baseline, "head": "HEAD"}
+    commits = {label: commit_of(ref) for label, ref in variants.items()}
+    runs: list[dict[str, Any]] = []
+    with workdir("causal-waited") as work, sandbox(work) as box, contextlib.ExitStack() as stack:
+        box.execute(0, "CREATE DATABASE IF NOT EXISTS causal", "CREATE TABLE causal.t (id INT PRIMARY KEY, v INT)")
+        box.wait_replicas_caught_up()
+        proxies = {}
+        for label, ref in variants.items():
+            source = extract_source(ref, work / f"source-{label}")
+            proxies[label] = stack.enter_context(turnout_proxy(box, work, source=source, name=f"turnout-{label}"))
+            set_mode(proxies[label].admin_port, "session")
+            admin(proxies[label].admin_port,
+                  "UPDATE global_variables SET variable_value = '10000' "
+                  "WHERE variable_name = 'mysql-causal_reads_timeout'",
+                  "LOAD MYSQL VARIABLES TO RUNTIME")
+        for number, label in enumerate(variants, start=1):  # warm-up: pools, the replicas' first waits
+            write_then_read(proxies[label].port, 10_000_000 * number, 20)
+        first_id = 1
+        for round_number in range(args.rounds):
+            order = list(variants) if round_number % 2 == 0 else list(reversed(variants))
+            for label in order:
+                port = proxies[label].admin_port
+                before = causal_counters(port)
+                latencies = write_then_read(proxies[label].port, first_id, args.reads)
+                first_id += args.reads
+                after = causal_counters(port)
+                delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+                run = {"round": round_number, "variant": label, "commit": commits[label],
+                       "median_us": median(latencies), "p95_us": percentile(latencies, 0.95), "causal": delta}
+                log(f"round {round_number + 1} {label} ({commits[label]}): median {run['median_us']:.0f} us "
+                    f"p95 {run['p95_us']:.0f} us {delta}")
+                runs.append(run)
+    ratios = []
+    for round_number in range(args.rounds):
+        by = {r["variant"]: r for r in runs if r["round"] == round_number}
+        ratios.append(by["head"]["median_us"] / by["baseline"]["median_us"])
+    summary = {
+        label: {"commit": commits[label],
+                "median_us": median([r["median_us"] for r in runs if r["variant"] == label]),
+                "p95_us": median([r["p95_us"] for r in runs if r["variant"] == label])}
+        for label in variants
+    } | {"ratio_head_baseline": median(ratios)}
+    print(f"{'turnout':24} {'median us':>10} {'p95 us':>8}")
+    for label in variants:
+        print(f"{label + ' ' + commits[label]:24} {summary[label]['median_us']:10.0f} {summary[label]['p95_us']:8.0f}")
+    print(f"head/baseline (median of the paired rounds' medians): {summary['ratio_head_baseline']:.3f}")
+    path = write_json(args.output, {
+        "machine": machine(), "compiled": False, "args": vars(args) | {"output": args.output.name},
         "runs": runs, "summary": summary,
     })
     log(f"results in {path}")

@@ -300,19 +300,29 @@ class TurnoutProcess:
 
 
 @contextlib.contextmanager
-def turnout_proxy(box: Sandbox, workdir: Path, workers: int = 1, bare: bool = False) -> Iterator[TurnoutProcess]:
-    """turnout in front of the sandbox as a child process (its own process group)."""
-    name = "turnout-bare" if bare else "turnout"
+def turnout_proxy(
+    box: Sandbox, workdir: Path, workers: int = 1, bare: bool = False, source: Path | None = None, name: str = ""
+) -> Iterator[TurnoutProcess]:
+    """turnout in front of the sandbox as a child process (its own process group). With
+    `source`, `turnout proxy` of the package in that directory (a `src` of some commit,
+    interpreted), not of the installed one."""
+    name = name or ("turnout-bare" if bare else "turnout")
     base = free_port_block(2)
     port, admin_port = base, base + 1
     datadir = workdir / f"{name}-data"
     datadir.mkdir(exist_ok=True)
     config_path = workdir / f"{name}.toml"
     config_path.write_text(turnout_config(box, port, admin_port, datadir))
-    command = turnout_command(config_path, workers, bare)
+    if source is None:
+        command = turnout_command(config_path, workers, bare)
+    else:
+        main = "import sys; from turnout.cli import main; sys.exit(main())"
+        argv = [sys.executable, "-c", main, "proxy", "--config", str(config_path)]
+        command = TurnoutCommand(argv, "turnout proxy from source", 1)
     log_path = workdir / f"{name}.log"
     log(f"starting turnout ({command.how}, workers={command.workers}) on port {port}")
-    env = dict(os.environ, PYTHONPATH=str(BENCH_DIR.parent))
+    path = str(BENCH_DIR.parent) if source is None else f"{source}{os.pathsep}{BENCH_DIR.parent}"
+    env = dict(os.environ, PYTHONPATH=path)
     with child(command.argv, log_path, env=env) as proc:
         wait_for_port(port, proc, log_path)
         yield TurnoutProcess(port, admin_port, proc, log_path, command)
