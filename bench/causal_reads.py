@@ -167,7 +167,7 @@ def commit_of(ref: str) -> str:
 def extract_source(ref: str, into: Path) -> Path:
     """The `src` directory of commit `ref`, written under `into`."""
     archive = subprocess.run(
-        ["git", "archive", "--format=tar", ref, "src"], capture_output=True, check=True, cwd=Path(__file__).parent
+        ["git", "archive", "--format=tar", ref, "src"], capture_output=True, check=True, cwd=Path(__file__).parent.parent
     ).stdout
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
@@ -179,15 +179,29 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
 
 
-def write_then_read(port: int, first_id: int, reads: int) -> list[float]:
-    """`reads` times: insert a row, then read it back (a read that must see the write); the
-    reads' latencies, in microseconds."""
+CASES = {
+    # the wait lasts until the replica has applied the write (replication's own delay included)
+    "read right after its write": False,
+    # the replica has applied the write already, the proxy does not know it: the wait ends at once,
+    # what remains is the proxy's and the round trips' share
+    "read once the replicas have the write": True,
+}
+
+
+def write_then_read(port: int, first_id: int, reads: int, replicas: list[Any] | None = None) -> list[float]:
+    """`reads` times: insert a row, then read it back (a read that must see the write); with
+    `replicas` (connections to them), the read waits until they have the row. The reads'
+    latencies, in microseconds."""
     conn = pymysql.connect(host="127.0.0.1", port=port, user=APP_USER, password=APP_PASSWORD, autocommit=True)
     latencies: list[float] = []
     try:
         with conn.cursor() as cur:
             for key in range(first_id, first_id + reads):
                 cur.execute("INSERT INTO causal.t VALUES (%s, %s)", (key, key))
+                for replica in replicas or ():
+                    with replica.cursor() as direct:
+                        while not direct.execute("SELECT 1 FROM causal.t WHERE id = %s", (key,)):
+                            time.sleep(0.0005)
                 started = time.perf_counter()
                 cur.execute("SELECT v FROM causal.t WHERE id = %s", (key,))
                 rows = cur.fetchall()
@@ -217,38 +231,48 @@ def waited_latency(args: argparse.Namespace) -> int:
                   "LOAD MYSQL VARIABLES TO RUNTIME")
         for number, label in enumerate(variants, start=1):  # warm-up: pools, the replicas' first waits
             write_then_read(proxies[label].port, 10_000_000 * number, 20)
+        replicas = [
+            pymysql.connect(host="127.0.0.1", port=node.port, user=APP_USER, password=APP_PASSWORD, autocommit=True)
+            for node in box.nodes[1:]
+        ]
+        for replica in replicas:
+            stack.callback(replica.close)
         first_id = 1
         for round_number in range(args.rounds):
             order = list(variants) if round_number % 2 == 0 else list(reversed(variants))
-            for label in order:
-                port = proxies[label].admin_port
-                before = causal_counters(port)
-                latencies = write_then_read(proxies[label].port, first_id, args.reads)
-                first_id += args.reads
-                after = causal_counters(port)
-                delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-                run = {"round": round_number, "variant": label, "commit": commits[label],
-                       "median_us": median(latencies), "p95_us": percentile(latencies, 0.95), "causal": delta}
-                log(f"round {round_number + 1} {label} ({commits[label]}): median {run['median_us']:.0f} us "
-                    f"p95 {run['p95_us']:.0f} us {delta}")
-                runs.append(run)
-    ratios = []
-    for round_number in range(args.rounds):
-        by = {r["variant"]: r for r in runs if r["round"] == round_number}
-        ratios.append(by["head"]["median_us"] / by["baseline"]["median_us"])
-    summary = {
-        label: {"commit": commits[label],
-                "median_us": median([r["median_us"] for r in runs if r["variant"] == label]),
-                "p95_us": median([r["p95_us"] for r in runs if r["variant"] == label])}
-        for label in variants
-    } | {"ratio_head_baseline": median(ratios)}
-    print(f"{'turnout':24} {'median us':>10} {'p95 us':>8}")
-    for label in variants:
-        print(f"{label + ' ' + commits[label]:24} {summary[label]['median_us']:10.0f} {summary[label]['p95_us']:8.0f}")
-    print(f"head/baseline (median of the paired rounds' medians): {summary['ratio_head_baseline']:.3f}")
+            for case, applied_first in CASES.items():
+                for label in order:
+                    port = proxies[label].admin_port
+                    before = causal_counters(port)
+                    latencies = write_then_read(
+                        proxies[label].port, first_id, args.reads, replicas if applied_first else None
+                    )
+                    first_id += args.reads
+                    after = causal_counters(port)
+                    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+                    run = {"round": round_number, "case": case, "variant": label, "commit": commits[label],
+                           "median_us": median(latencies), "p95_us": percentile(latencies, 0.95), "causal": delta}
+                    log(f"round {round_number + 1} {case}, {label} ({commits[label]}): median "
+                        f"{run['median_us']:.0f} us p95 {run['p95_us']:.0f} us {delta}")
+                    runs.append(run)
+    summary = []
+    for case in CASES:
+        ratios = []
+        for round_number in range(args.rounds):
+            by = {r["variant"]: r for r in runs if r["round"] == round_number and r["case"] == case}
+            ratios.append(by["head"]["median_us"] / by["baseline"]["median_us"])
+        of_case = [r for r in runs if r["case"] == case]
+        summary.append({"case": case} | {
+            f"{key}_{label}": median([r[key] for r in of_case if r["variant"] == label])
+            for label in variants for key in ("median_us", "p95_us")
+        } | {"ratio_head_baseline": median(ratios)})
+    print(f"{'case':40} {'baseline ' + commits['baseline']:>17} {'head ' + commits['head']:>13} {'head/baseline':>14}")
+    for row in summary:
+        print(f"{row['case']:40} {row['median_us_baseline']:14.0f} us {row['median_us_head']:10.0f} us "
+              f"{row['ratio_head_baseline']:14.3f}")
     path = write_json(args.output, {
-        "machine": machine(), "compiled": False, "args": vars(args) | {"output": args.output.name},
-        "runs": runs, "summary": summary,
+        "machine": machine(), "compiled": False, "commits": commits,
+        "args": vars(args) | {"output": args.output.name}, "runs": runs, "summary": summary,
     })
     log(f"results in {path}")
     return 0
