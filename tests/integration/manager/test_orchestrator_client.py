@@ -7,8 +7,10 @@ pipes it through the same jq filters (Debian's jq) and compares with what Orches
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
@@ -84,6 +86,17 @@ async def client(make_sandbox: Any, make_manager: Any) -> AsyncIterator[tuple[Sa
             yield box, service, Client(session, f"http://127.0.0.1:{port}")
     finally:
         await runner.cleanup()
+
+
+async def replicating(box: Sandbox, node: int, timeout: float = 60) -> None:
+    """Wait until both replication threads of `node` run (an IO thread connects after START SLAVE)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = box.replica_status(node)
+        if status is not None and (status["Slave_IO_Running"], status["Slave_SQL_Running"]) == ("Yes", "Yes"):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"node {node} is not replicating after {timeout:g}s: {box.replica_status(node)}")
 
 
 def master_port(box: Sandbox, node: int) -> int | None:
@@ -164,6 +177,10 @@ async def test_lookups_and_topology_operations(client: tuple[Sandbox, ManagerSer
 
     assert await relocated("move-below", r3, r2) == f"{r3}<{r2}"
     assert master_port(box, 3) == box.nodes[2].port
+    # the move restarted r3's replication: once its IO thread has connected, a round of the
+    # manager's discovery that began after that shows it replicating ("+"), not "-"
+    await replicating(box, 3)
+    await service.wait_ticks(2)
     lines = (await orc.run(f"topology/{alias}", ("-r", ".Details"))).splitlines()
     assert any(line.startswith(f"  + {r3} ") for line in lines), lines  # two levels deep
     assert "makes a cycle" in await orc.fails(f"move-gtid/{hp(r2)}/{hp(r3)}")
