@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import re
 import zlib
+from typing import Final
 
 from turnout.protocol.constants import SERVER_MORE_RESULTS_EXISTS, SERVER_STATUS_IN_TRANS
-from turnout.protocol.packets import read_lenenc_int
 from turnout.proxy.settings import SessionSettings
 from turnout.proxy.statement import Keep
 
@@ -107,174 +107,219 @@ def opens_transaction(first_word: str, autocommit: bool) -> bool:
 
 
 # ---- the checksum of one answer ---------------------------------------------------------------
-_FIRST = 0  # the first packet of a result: OK, ERR, EOF or a column count
-_DEFINITIONS = 1  # column definitions (left out of the checksum), then their EOF if any
-_ROWS = 2  # rows up to the EOF (or the OK with header 0xFE) or ERR
+# Final: mypyc folds these in (a plain module constant is a dict lookup at every use).
+_FIRST: Final = 0  # the first packet of a result: OK, ERR, EOF or a column count
+_DEFINITIONS: Final = 1  # column definitions (left out of the checksum), then their EOF if any
+_ROWS: Final = 2  # rows up to the EOF (or the OK with header 0xFE) or ERR
+_MAX_PACKET: Final = 0xFFFFFF  # a row this long goes on in the next packet
+_crc32: Final = zlib.crc32
+# The checksum mixes the facts of the answer (h * _MUL + fact, modulo the prime 2**31 - 1): each
+# fact is a number times 8 plus its kind, a run of rows counts as its CRC-32.
+_PRIME: Final = 2147483647
+_MUL: Final = 48271
+_K_ROWS: Final = 1
+_K_EOF: Final = 2
+_K_OK: Final = 3
+_K_ERR: Final = 4
+_K_COUNT: Final = 5
+_K_EMPTY: Final = 6
 
-_COLLECT = 0  # the packet is gathered, then read
-_STREAM = 1  # its payload goes into the checksum as it comes (a row)
-_SKIP = 2  # left out (a column definition)
-_PEEK = 3  # a row or the OK (header 0xFE) that ends the rows: its first byte says
+
+def _lenenc(data: bytes, at: int, stop: int) -> tuple[int, int]:
+    """A length-encoded integer of a packet ending at `stop`: (value, position after it); 0 and
+    `stop` when the packet ends first (a malformed packet checksums as what it holds)."""
+    if at >= stop:
+        return 0, stop
+    first = data[at]
+    if first < 0xFB:
+        return first, at + 1
+    if first == 0xFC and at + 3 <= stop:
+        return data[at + 1] | data[at + 2] << 8, at + 3
+    if first == 0xFD and at + 4 <= stop:
+        return data[at + 1] | data[at + 2] << 8 | data[at + 3] << 16, at + 4
+    if first == 0xFE and at + 9 <= stop:
+        return int.from_bytes(data[at + 1 : at + 9], "little"), at + 9
+    return 0, stop  # 0xFB (NULL), 0xFF or truncated
 
 
 class ResultDigest:
     """The checksum of one statement's answer, fed the bytes as they are relayed (any split).
 
-    Either framing: with classic EOFs, or with CLIENT_DEPRECATE_EOF (no EOF after the column
-    definitions, an OK with header 0xFE after the rows); the definitions are counted, so a
-    result with them and one without (metadata caching) give the same checksum."""
+    Whole packets are read in place, in one pass (`_walk`): a run of rows goes into one CRC-32
+    call (their headers' sequence ids zeroed in a copy: a row counts as its length, a zero byte
+    and its payload), the other packets give numbers (column count, warnings, affected rows,
+    insert id) mixed without a call. A packet split across two feeds: a row streams into the
+    CRC as it comes (`_left`), a column definition is skipped as it comes, anything else (short)
+    waits whole in `_pending`.
 
-    __slots__ = ("_columns", "_header", "_in_packet", "_left", "_mode", "_packet", "_state", "value")
+    Either framing: with classic EOFs, or with CLIENT_DEPRECATE_EOF (no EOF after the column
+    definitions, an OK with header 0xFE after the rows); the definitions are counted, never read,
+    and the EOF after them is left out, so a result with them and one without (metadata caching)
+    give the same checksum."""
+
+    __slots__ = ("_columns", "_continued", "_crc", "_left", "_mix", "_pending", "_skipping", "_state")
 
     def __init__(self) -> None:
-        self.value = 0
-        self._header = bytearray()
-        self._packet = bytearray()
-        self._in_packet = False
-        self._left = 0
-        self._mode = _COLLECT
+        self._mix = 0  # the facts so far
+        self._crc = 0  # the CRC-32 of the run of rows in progress
         self._state = _FIRST
         self._columns = 0  # column definitions still to come
+        self._left = 0  # bytes of a split packet still to come (a row, or a definition when _skipping)
+        self._skipping = False
+        self._continued = False  # the next packet goes on with a row of _MAX_PACKET bytes
+        self._pending = b""  # the start of a split short packet
+
+    @property
+    def value(self) -> int:
+        return (self._mix * _MUL + self._crc) % _PRIME
 
     def reset(self) -> None:
-        self.value = 0
-        self._header.clear()
-        self._packet.clear()
-        self._in_packet = False
-        self._left = 0
+        self._mix = 0
+        self._crc = 0
         self._state = _FIRST
         self._columns = 0
+        self._left = 0
+        self._skipping = False
+        self._continued = False
+        self._pending = b""
 
     def feed(self, data: bytes) -> None:
         pos = 0
         end = len(data)
-        view = memoryview(data)
-        value = self.value
-        while pos < end:
-            if self._state == _ROWS and not self._in_packet and not self._header:
-                # The common case, fast: the whole rows lying in `data` go into the checksum in
-                # one call, their headers' sequence ids zeroed in a copy (a row counts as its
-                # length, a zero byte and its payload, however it arrives: see _STREAM); anything
-                # else (a short packet, the end, a split) goes below.
-                run = pos
-                rows: bytearray | None = None
-                while pos + 4 < end:
-                    length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
-                    stop = pos + 4 + length
-                    first = data[pos + 4]
-                    if length < 9 or stop > end or first == 0xFE or first == 0xFF:
-                        break
+        left = self._left
+        if left:  # the rest of a split row (or definition)
+            take = left if left < end else end
+            if not self._skipping:
+                self._crc = _crc32(memoryview(data)[:take], self._crc)
+            self._left = left - take
+            if take == end:
+                return
+            pos = take
+        if self._pending:
+            data = self._pending + data[pos:]
+            self._pending = b""
+            pos = 0
+            end = len(data)
+        pos = self._walk(data, pos, end)
+        if pos < end:
+            self._split(data, pos, end)
+
+    def _walk(self, data: bytes, pos: int, end: int) -> int:
+        """Every whole packet from `pos` on; where the first incomplete one starts."""
+        state = self._state
+        mix = self._mix
+        crc = self._crc
+        columns = self._columns
+        continued = self._continued
+        run = -1  # where the run of rows in progress starts in `data`
+        rows: bytearray | None = None  # its copy from `run` on, once a sequence id needs zeroing
+        while end - pos >= 4:
+            length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+            stop = pos + 4 + length
+            if stop > end:
+                break
+            first = data[pos + 4] if length else 0
+            if state == _ROWS:
+                # A row: anything but 0xFE (EOF, or the OK that ends the rows, shorter than a row
+                # starting with 0xFE can be) and 0xFF (ERR), and whatever follows a full packet.
+                if continued or first < 0xFE or (first == 0xFE and length == _MAX_PACKET):
+                    if run < 0:
+                        run = pos
+                        rows = None
                     if data[pos + 3]:
                         if rows is None:
-                            rows = bytearray(view[run:end])
+                            rows = bytearray(data[run:end])
                         rows[pos + 3 - run] = 0
+                    continued = length == _MAX_PACKET
                     pos = stop
-                if pos > run:
-                    if rows is None:
-                        value = zlib.crc32(view[run:pos], value)
-                    else:
-                        value = zlib.crc32(memoryview(rows)[: pos - run], value)
-                    self.value = value
-                if pos >= end:
-                    return
-            if not self._in_packet:
-                header = self._header
-                if not header and end - pos >= 4:
-                    length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
-                    pos += 4
-                else:
-                    take = min(4 - len(header), end - pos)
-                    header += data[pos : pos + take]
-                    pos += take
-                    if len(header) < 4:
-                        return
-                    length = header[0] | header[1] << 8 | header[2] << 16
-                    header.clear()
-                self._begin(length)
-                value = self.value
+                    continue
+                if run >= 0:
+                    crc = _crc32(data[run:pos] if rows is None else memoryview(rows)[: pos - run], crc)
+                    run = -1
+                mix = (mix * _MUL + crc * 8 + _K_ROWS) % _PRIME
+                crc = 0
+                if first == 0xFF:
+                    mix = (mix * _MUL + _crc32(data[pos + 4 : stop]) * 8 + _K_ERR) % _PRIME
+                    state = _FIRST
+                elif length <= 5:  # a classic EOF: its warning count
+                    if length >= 3:
+                        mix = (mix * _MUL + (data[pos + 5] | data[pos + 6] << 8) * 8 + _K_EOF) % _PRIME
+                    if length >= 5 and (data[pos + 7] | data[pos + 8] << 8) & SERVER_MORE_RESULTS_EXISTS:
+                        state = _FIRST
+                else:  # the OK with header 0xFE that ends the rows (CLIENT_DEPRECATE_EOF)
+                    mix, more = self._ok(data, pos + 5, stop, mix)
+                    if more:
+                        state = _FIRST
+            elif state == _DEFINITIONS:
+                if columns > 0:
+                    columns -= 1
+                    pos = stop
+                    continue
+                state = _ROWS
+                if first == 0xFE and length <= 5:  # the EOF after the definitions: left out
+                    pos = stop
+                # else: no EOF (CLIENT_DEPRECATE_EOF, or none sent): this packet is read as one of the rows'
                 continue
-            mode = self._mode
-            if mode == _PEEK:
-                mode = self._mode = _COLLECT if data[pos] == 0xFE or data[pos] == 0xFF else _STREAM
-                if mode == _STREAM:  # a row: its length and a zero byte first, as the fast way above
-                    left = self._left
-                    self.value = zlib.crc32(bytes((left & 0xFF, left >> 8 & 0xFF, left >> 16, 0)), self.value)
-            take = self._left
-            if take > end - pos:
-                take = end - pos
-            if mode == _STREAM:
-                self.value = zlib.crc32(memoryview(data)[pos : pos + take], self.value)
-            elif mode == _COLLECT:
-                self._packet += data[pos : pos + take]
-            pos += take
-            self._left -= take
-            if self._left == 0:
-                self._end()
-            value = self.value
+            elif not length:
+                mix = (mix * _MUL + _K_EMPTY) % _PRIME
+            elif first == 0x00:
+                mix, more = self._ok(data, pos + 5, stop, mix)
+            elif first == 0xFF or first == 0xFB:  # ERR (or a LOCAL INFILE request): whole
+                mix = (mix * _MUL + _crc32(data[pos + 4 : stop]) * 8 + _K_ERR) % _PRIME
+            elif first == 0xFE:  # an EOF answer (COM_SET_OPTION…)
+                warnings = data[pos + 5] | data[pos + 6] << 8 if length >= 3 else 0
+                mix = (mix * _MUL + warnings * 8 + _K_EOF) % _PRIME
+            else:  # a column count, then (metadata caching) whether the definitions follow
+                count, at = _lenenc(data, pos + 4, stop)
+                mix = (mix * _MUL + count * 8 + _K_COUNT) % _PRIME
+                columns = 0 if at < stop and data[at] == 0 else count
+                state = _DEFINITIONS
+            pos = stop
+        if run >= 0:
+            crc = _crc32(data[run:pos] if rows is None else memoryview(rows)[: pos - run], crc)
+        self._state = state
+        self._mix = mix
+        self._crc = crc
+        self._columns = columns
+        self._continued = continued
+        return pos
 
-    def _begin(self, length: int) -> None:
-        state = self._state
-        if state == _DEFINITIONS:
-            if self._columns > 0:
-                self._columns -= 1
-                self._mode = _SKIP
-            elif length < 9:
-                self._mode = _COLLECT  # their EOF, or (no EOF) a short first row
-            else:
-                self._state = _ROWS  # no EOF after the definitions: rows already
-                self._mode = _PEEK
-        elif state == _FIRST or length < 9:
-            self._mode = _COLLECT  # OK / ERR / EOF / column count, or a short packet to look at
-        else:
-            self._mode = _PEEK
-        self._left = length
-        self._in_packet = True
-        if length == 0:
-            self._end()
+    def _ok(self, data: bytes, at: int, stop: int, mix: int) -> tuple[int, bool]:
+        """An OK's affected rows, insert id and warning count mixed in (not its status flags,
+        info or session state); and whether more results follow."""
+        affected, at = _lenenc(data, at, stop)
+        insert_id, at = _lenenc(data, at, stop)
+        warnings = data[at + 2] | data[at + 3] << 8 if at + 4 <= stop else 0
+        mix = (mix * _MUL + affected % _PRIME * 8 + _K_OK) % _PRIME
+        mix = (mix * _MUL + insert_id % _PRIME * 8 + _K_OK) % _PRIME
+        mix = (mix * _MUL + warnings * 8 + _K_OK) % _PRIME
+        return mix, at + 2 <= stop and bool((data[at] | data[at + 1] << 8) & SERVER_MORE_RESULTS_EXISTS)
 
-    def _end(self) -> None:
-        self._in_packet = False
-        if self._mode != _COLLECT:
-            return
-        packet = self._packet
-        state = self._state
-        if not packet:
-            self.value = zlib.crc32(b"\x00empty", self.value)
-        elif packet[0] == 0xFF:
-            self.value = zlib.crc32(packet, self.value)
-        elif packet[0] == 0xFE and state != _FIRST:
-            if state == _DEFINITIONS:  # the EOF after the definitions
-                self.value = zlib.crc32(b"\xfe" + packet[1:3], self.value)
-                self._state = _ROWS
-            elif len(packet) < 9 and len(packet) <= 5:  # a classic EOF: its warning count
-                self.value = zlib.crc32(b"\xfe" + packet[1:3], self.value)
-                if len(packet) >= 5 and (packet[3] | packet[4] << 8) & SERVER_MORE_RESULTS_EXISTS:
-                    self._state = _FIRST
-            else:  # the OK with header 0xFE that ends the rows (CLIENT_DEPRECATE_EOF)
-                self._ok(packet)
-        elif state == _FIRST:
-            if packet[0] == 0x00:
-                self._ok(packet)
-            elif packet[0] == 0xFE:  # an EOF answer (COM_SET_OPTION…)
-                self.value = zlib.crc32(b"\xfe" + packet[1:3], self.value)
-            else:
-                count, used = read_lenenc_int(packet, 0)
-                self.value = zlib.crc32(b"\x01" + packet[:used], self.value)
-                # metadata caching's byte: 0 when the definitions are left out
-                self._columns = 0 if count is None or (used < len(packet) and packet[used] == 0) else count
-                self._state = _DEFINITIONS
-        else:  # a row (short, or the first after definitions without their EOF)
-            self.value = zlib.crc32(packet, self.value)
-            self._state = _ROWS
-        packet.clear()
-
-    def _ok(self, packet: bytearray) -> None:
-        """An OK: affected rows, insert id and warnings count; its status and info do not."""
-        _, at = read_lenenc_int(packet, 1)
-        _, at = read_lenenc_int(packet, at)
-        self.value = zlib.crc32(b"\x00" + packet[1:at] + packet[at + 2 : at + 4], self.value)
-        if len(packet) >= at + 2 and (packet[at] | packet[at + 1] << 8) & SERVER_MORE_RESULTS_EXISTS:
-            self._state = _FIRST
+    def _split(self, data: bytes, pos: int, end: int) -> None:
+        """The packet at `pos` goes on in the next feed: a row streams, a definition is skipped
+        as it comes, anything else waits whole (it is short)."""
+        if end - pos >= 5:
+            length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+            first = data[pos + 4]
+            got = end - pos - 4
+            if self._state == _DEFINITIONS:
+                if self._columns > 0:
+                    self._columns -= 1
+                    self._skipping = True
+                    self._left = length - got
+                    return
+                if not (first == 0xFE and length <= 5):
+                    self._state = _ROWS  # no EOF after the definitions: a row
+            if self._state == _ROWS and (
+                self._continued or first < 0xFE or (first == 0xFE and length == _MAX_PACKET)
+            ):
+                header = bytes((length & 0xFF, length >> 8 & 0xFF, length >> 16, 0))
+                self._crc = _crc32(memoryview(data)[pos + 4 : end], _crc32(header, self._crc))
+                self._continued = length == _MAX_PACKET
+                self._skipping = False
+                self._left = length - got
+                return
+        self._pending = data[pos:end]
 
 
 # ---- the record of one transaction ------------------------------------------------------------

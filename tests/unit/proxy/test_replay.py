@@ -172,6 +172,35 @@ def test_digest_of_several_results() -> None:
     assert _digest(first + second_a, 3) == _digest(first + second_a)
 
 
+
+@pytest.mark.parametrize("deprecate_eof", [False, True], ids=["classic", "deprecate-eof"])
+def test_digest_of_an_empty_result_keeps_its_warnings(deprecate_eof: bool) -> None:
+    empty = _digest(_result([], deprecate_eof=deprecate_eof))
+    assert empty == _digest(_result([], caching=True, metadata=False, deprecate_eof=deprecate_eof), 2)
+    assert empty != _digest(_result([], warnings=1, deprecate_eof=deprecate_eof))
+    assert empty != _digest(_result([[b"1"]], deprecate_eof=deprecate_eof))
+
+
+def test_digest_leaves_out_the_eof_after_the_definitions() -> None:
+    # a server that sends no EOF after definitions it left out gives the same checksum
+    with_eof = _result(ROWS, caching=True, metadata=False)
+    count = encode_packet(write_lenenc_int(2) + b"\x00", 1)
+    assert with_eof.startswith(count)
+    eof_len = len(encode_packet(build_eof(0, IN_TRANS), 2))
+    assert _digest(with_eof) == _digest(count + with_eof[len(count) + eof_len :])
+
+
+def test_digest_reads_a_row_longer_than_a_packet_as_one_row() -> None:
+    # a row of 16 MiB - 1 bytes goes on in the next packet, whatever that one starts with
+    head = write_lenenc_int(0xFFFFFF + 2) + b"a" * (0xFFFFFF - 9)
+    rest_fe, rest_other = b"\xfe\x00\x00\x00\x00", b"\xfe\x00\x00\x02\x00"  # as EOFs, they differ in status only
+    definitions = _packets(write_lenenc_int(1), build_column_def(ColumnDef(name="c", table="t")), build_eof(0, IN_TRANS))
+    results = [definitions + b"\xff\xff\xff\x04" + head + encode_packet(rest, 5) + encode_packet(build_eof(0, IN_TRANS), 6)
+               for rest in (rest_fe, rest_other)]
+    assert _digest(results[0]) != _digest(results[1])
+    assert _digest(results[0], 1 << 20) == _digest(results[0]) == _digest(results[0], 65536 + 7)
+    assert _digest(results[0]) != _digest(_packets(write_lenenc_int(1), build_eof(0, IN_TRANS)))
+
 # ---- the log ------------------------------------------------------------------------------------
 def _run(log: TransactionLog, sql: str, answer: bytes, flags: int = IN_TRANS, error: bool = False) -> None:
     payload = b"\x03" + sql.encode()
