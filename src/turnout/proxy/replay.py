@@ -25,7 +25,7 @@ from typing import Final
 
 from turnout.protocol.constants import SERVER_MORE_RESULTS_EXISTS, SERVER_STATUS_IN_TRANS
 from turnout.proxy.settings import SessionSettings
-from turnout.proxy.statement import Keep
+from turnout.proxy.statement import Keep, first_word
 
 # Functions whose value differs from one call, connection or server to another (MariaDB
 # MaxScale's readwritesplit leaves these to its checksums; turnout refuses them up front, so a
@@ -106,12 +106,26 @@ def opens_transaction(first_word: str, autocommit: bool) -> bool:
     return first_word == "BEGIN" or first_word == "START" or not autocommit
 
 
+def may_open_transaction(sql: str, autocommit: bool) -> bool:
+    """opens_transaction(first_word(sql), autocommit), without the cost of reading the first
+    word (a regular expression, per autocommit statement) when the text starts with a letter:
+    the word starts there, so its first five letters say."""
+    if not autocommit:
+        return True
+    if sql[:1].isalpha():
+        head = sql[:5].upper()
+        if head != "BEGIN" and head != "START":
+            return False
+    return opens_transaction(first_word(sql), True)
+
+
 # ---- the checksum of one answer ---------------------------------------------------------------
 # Final: mypyc folds these in (a plain module constant is a dict lookup at every use).
 _FIRST: Final = 0  # the first packet of a result: OK, ERR, EOF or a column count
 _DEFINITIONS: Final = 1  # column definitions (left out of the checksum), then their EOF if any
 _ROWS: Final = 2  # rows up to the EOF (or the OK with header 0xFE) or ERR
-_MAX_PACKET: Final = 0xFFFFFF  # a row this long goes on in the next packet
+_MAX_PACKET: Final = 0xFFFFFF
+_FIRST_ROW_SEQ: Final = 3  # a first row's sequence id after a column count and an EOF  # a row this long goes on in the next packet
 _crc32: Final = zlib.crc32
 # The checksum mixes the facts of the answer (h * _MUL + fact, modulo the prime 2**31 - 1): each
 # fact is a number times 8 plus its kind, a run of rows counts as its CRC-32.
@@ -146,8 +160,10 @@ class ResultDigest:
     """The checksum of one statement's answer, fed the bytes as they are relayed (any split).
 
     Whole packets are read in place, in one pass (`_walk`): a run of rows goes into one CRC-32
-    call (their headers' sequence ids zeroed in a copy: a row counts as its length, a zero byte
-    and its payload), the other packets give numbers (column count, warnings, affected rows,
+    call, each row as its header and payload with the sequence id it would have in a result
+    whose definitions were left out (3 for the first row, +1 each: the servers' ids differ with
+    metadata caching and CLIENT_DEPRECATE_EOF), rewritten in a copy only where it is not that
+    (so none in the commonest case, a cached binary result), the other packets give numbers (column count, warnings, affected rows,
     insert id) mixed without a call. A packet split across two feeds: a row streams into the
     CRC as it comes (`_left`), a column definition is skipped as it comes, anything else (short)
     waits whole in `_pending`.
@@ -157,7 +173,7 @@ class ResultDigest:
     and the EOF after them is left out, so a result with them and one without (metadata caching)
     give the same checksum."""
 
-    __slots__ = ("_columns", "_continued", "_crc", "_left", "_mix", "_pending", "_skipping", "_state")
+    __slots__ = ("_columns", "_continued", "_crc", "_left", "_mix", "_pending", "_seq", "_skipping", "_state")
 
     def __init__(self) -> None:
         self._mix = 0  # the facts so far
@@ -168,6 +184,7 @@ class ResultDigest:
         self._skipping = False
         self._continued = False  # the next packet goes on with a row of _MAX_PACKET bytes
         self._pending = b""  # the start of a split short packet
+        self._seq = _FIRST_ROW_SEQ  # the sequence id the next row counts with
 
     @property
     def value(self) -> int:
@@ -182,6 +199,7 @@ class ResultDigest:
         self._skipping = False
         self._continued = False
         self._pending = b""
+        self._seq = _FIRST_ROW_SEQ
 
     def feed(self, data: bytes) -> None:
         pos = 0
@@ -211,6 +229,7 @@ class ResultDigest:
         crc = self._crc
         columns = self._columns
         continued = self._continued
+        seq = self._seq
         run = -1  # where the run of rows in progress starts in `data`
         rows: bytearray | None = None  # its copy from `run` on, once a sequence id needs zeroing
         while end - pos >= 4:
@@ -226,15 +245,16 @@ class ResultDigest:
                     if run < 0:
                         run = pos
                         rows = None
-                    if data[pos + 3]:
+                    if data[pos + 3] != seq:
                         if rows is None:
                             rows = bytearray(data[run:end])
-                        rows[pos + 3 - run] = 0
+                        rows[pos + 3 - run] = seq
+                    seq = (seq + 1) & 0xFF
                     continued = length == _MAX_PACKET
                     pos = stop
                     continue
                 if run >= 0:
-                    crc = _crc32(data[run:pos] if rows is None else memoryview(rows)[: pos - run], crc)
+                    crc = _crc32(memoryview(data)[run:pos] if rows is None else memoryview(rows)[: pos - run], crc)
                     run = -1
                 mix = (mix * _MUL + crc * 8 + _K_ROWS) % _PRIME
                 crc = 0
@@ -256,6 +276,7 @@ class ResultDigest:
                     pos = stop
                     continue
                 state = _ROWS
+                seq = _FIRST_ROW_SEQ
                 if first == 0xFE and length <= 5:  # the EOF after the definitions: left out
                     pos = stop
                 # else: no EOF (CLIENT_DEPRECATE_EOF, or none sent): this packet is read as one of the rows'
@@ -276,12 +297,13 @@ class ResultDigest:
                 state = _DEFINITIONS
             pos = stop
         if run >= 0:
-            crc = _crc32(data[run:pos] if rows is None else memoryview(rows)[: pos - run], crc)
+            crc = _crc32(memoryview(data)[run:pos] if rows is None else memoryview(rows)[: pos - run], crc)
         self._state = state
         self._mix = mix
         self._crc = crc
         self._columns = columns
         self._continued = continued
+        self._seq = seq
         return pos
 
     def _ok(self, data: bytes, at: int, stop: int, mix: int) -> tuple[int, bool]:
@@ -310,10 +332,12 @@ class ResultDigest:
                     return
                 if not (first == 0xFE and length <= 5):
                     self._state = _ROWS  # no EOF after the definitions: a row
+                    self._seq = _FIRST_ROW_SEQ
             if self._state == _ROWS and (
                 self._continued or first < 0xFE or (first == 0xFE and length == _MAX_PACKET)
             ):
-                header = bytes((length & 0xFF, length >> 8 & 0xFF, length >> 16, 0))
+                header = bytes((length & 0xFF, length >> 8 & 0xFF, length >> 16, self._seq))
+                self._seq = (self._seq + 1) & 0xFF
                 self._crc = _crc32(memoryview(data)[pos + 4 : end], _crc32(header, self._crc))
                 self._continued = length == _MAX_PACKET
                 self._skipping = False

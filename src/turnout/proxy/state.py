@@ -60,12 +60,12 @@ from turnout.proxy.replay import (
     UNREPRODUCIBLE,
     ResultDigest,
     TransactionLog,
-    opens_transaction,
+    may_open_transaction,
     unrestorable,
 )
 from turnout.proxy.rules import NO_MATCH, CompiledRule, RuleOutcome, evaluate
 from turnout.proxy.settings import SessionSettings
-from turnout.proxy.statement import Keep, StatementInfo, analyze, first_word
+from turnout.proxy.statement import Keep, StatementInfo, analyze
 from turnout.proxy.stats import ProxyStats
 
 
@@ -327,7 +327,7 @@ class SessionState:
             kept = self.kept
             if kept is not None and Keep.TRANSACTION in kept.reasons:
                 log.open(self.settings, "its beginning was not recorded (transaction replay was turned on during it)")
-            elif opens_transaction(first_word(sql), self.autocommit()):
+            elif may_open_transaction(sql, self.autocommit()):
                 log.open(self.settings, unrestorable(kept.reasons) if kept is not None else None)
             else:
                 self.recording = None

@@ -21,12 +21,13 @@ from turnout.proxy.replay import (
     UNREPRODUCIBLE,
     ResultDigest,
     TransactionLog,
+    may_open_transaction,
     opens_transaction,
     unreproducible,
     unrestorable,
 )
 from turnout.proxy.settings import SessionSettings
-from turnout.proxy.statement import Keep
+from turnout.proxy.statement import Keep, first_word
 
 IN_TRANS = c.SERVER_STATUS_IN_TRANS | c.SERVER_STATUS_AUTOCOMMIT
 
@@ -73,6 +74,17 @@ def test_opens_transaction() -> None:
     assert opens_transaction("BEGIN", True) and opens_transaction("START", True)
     assert not opens_transaction("SELECT", True) and not opens_transaction("INSERT", True)
     assert opens_transaction("SELECT", False)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["BEGIN", "begin work", "START TRANSACTION", "start transaction read only", "SELECT 1", "select 1",
+     "  BEGIN", "/* x */ BEGIN", "/* x */ SELECT 1", "BEGINNING", "STARTS", "STAR", "B", "S", "", "(SELECT 1)",
+     "-- c\nSTART TRANSACTION", "UPDATE t SET a = 1", "SET autocommit = 0", "Begin;"],
+)
+def test_may_open_transaction_is_opens_transaction_of_the_first_word(sql: str) -> None:
+    for autocommit in (True, False):
+        assert may_open_transaction(sql, autocommit) is opens_transaction(first_word(sql), autocommit)
 
 
 # ---- checksums ----------------------------------------------------------------------------------
