@@ -7,11 +7,12 @@ lost before its COMMIT was sent, the session runs the same statements on the new
 compares each answer's checksum with the recorded one (replayer.py): equal everywhere, the
 client carries on; else the transaction ends with error 1213 and says why.
 
-What the checksum covers: the rows (text or binary protocol, every byte), the column count, an
-OK packet's affected rows, insert id and warning count, an EOF's warning count, an ERR whole.
-What it leaves out, because it differs between two servers or two connections for the same
-result: packet sequence ids, status flags (and an OK packet's info and session-state text),
-column definitions (metadata caching leaves them out on a connection that has them cached).
+What the checksum covers: the rows (text or binary protocol, every byte, in a CRC-32), the
+column count, an OK packet's affected rows, insert id and warning count, the warning count of
+the EOF that ends the rows, an ERR whole (in a CRC-32). What it leaves out, because it differs
+between two servers or two connections for the same result: packet sequence ids, status flags
+(and an OK packet's info and session-state text), column definitions and the EOF after them
+(metadata caching leaves the definitions out on a connection that has them cached).
 
 `unreproducible`: statements whose answer or effect a replay cannot reproduce even on the same
 data (the time, random numbers, ids of the connection or the server…), decided on the text.
@@ -21,9 +22,11 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Callable
 from typing import Final
 
 from turnout.protocol.constants import SERVER_MORE_RESULTS_EXISTS, SERVER_STATUS_IN_TRANS
+from turnout.protocol.packets import Buffer
 from turnout.proxy.settings import SessionSettings
 from turnout.proxy.statement import Keep, first_word
 
@@ -94,9 +97,9 @@ _RESTORABLE = frozenset({Keep.TRANSACTION, Keep.RULE_NO_MULTIPLEX})
 def unrestorable(held: frozenset[Keep]) -> str | None:
     """Why a transaction cannot be replayed because of what its session kept on its connection
     before it began (user variables, temporary tables, locks… live only there), or None."""
-    lost = sorted(str(reason) for reason in held - _RESTORABLE)
-    if not lost:
+    if held <= _RESTORABLE:  # the common case, without building a set
         return None
+    lost = sorted(str(reason) for reason in held - _RESTORABLE)
     return "it may depend on session state kept on the lost connection (" + ", ".join(lost) + ")"
 
 
@@ -126,17 +129,28 @@ _DEFINITIONS: Final = 1  # column definitions (left out of the checksum), then t
 _ROWS: Final = 2  # rows up to the EOF (or the OK with header 0xFE) or ERR
 _MAX_PACKET: Final = 0xFFFFFF
 _FIRST_ROW_SEQ: Final = 3  # a first row's sequence id after a column count and an EOF  # a row this long goes on in the next packet
-_crc32: Final = zlib.crc32
-# The checksum mixes the facts of the answer (h * _MUL + fact, modulo the prime 2**31 - 1): each
-# fact is a number times 8 plus its kind, a run of rows counts as its CRC-32.
-_PRIME: Final = 2147483647
+# The checksum mixes the facts of the answer, each its kind then its number (h * _MUL + number,
+# modulo a prime below 2**30: mypyc multiplies such ints without its slow path); a run of rows
+# counts as its CRC-32.
+_PRIME: Final = 1073741789  # 2**30 - 35
 _MUL: Final = 48271
+_SHORT_RUN: Final = 2048  # a run of rows up to this long is hashed from a copy (one allocation, not two)
 _K_ROWS: Final = 1
 _K_EOF: Final = 2
 _K_OK: Final = 3
 _K_ERR: Final = 4
 _K_COUNT: Final = 5
 _K_EMPTY: Final = 6
+
+
+def _mixed(mix: int, kind: int, number: int) -> int:
+    mix = (mix * _MUL + kind) % _PRIME
+    return (mix * _MUL + number % _PRIME) % _PRIME
+
+
+def _span(buf: bytes | bytearray, start: int, stop: int) -> Buffer:
+    """buf[start:stop] to hash: a copy when short, else a view (no copy, but two objects)."""
+    return buf[start:stop] if stop - start <= _SHORT_RUN else memoryview(buf)[start:stop]
 
 
 def _lenenc(data: bytes, at: int, stop: int) -> tuple[int, int]:
@@ -173,11 +187,13 @@ class ResultDigest:
     and the EOF after them is left out, so a result with them and one without (metadata caching)
     give the same checksum."""
 
-    __slots__ = ("_columns", "_continued", "_crc", "_left", "_mix", "_pending", "_seq", "_skipping", "_state")
+    __slots__ = ("_columns", "_continued", "_crc", "_crc32", "_left", "_mix", "_pending", "_seq", "_skipping", "_state")
 
     def __init__(self) -> None:
         self._mix = 0  # the facts so far
         self._crc = 0  # the CRC-32 of the run of rows in progress
+        # zlib.crc32 read once: mypyc looks a module's attribute up at every use
+        self._crc32: Callable[[Buffer, int], int] = zlib.crc32
         self._state = _FIRST
         self._columns = 0  # column definitions still to come
         self._left = 0  # bytes of a split packet still to come (a row, or a definition when _skipping)
@@ -188,7 +204,7 @@ class ResultDigest:
 
     @property
     def value(self) -> int:
-        return (self._mix * _MUL + self._crc) % _PRIME
+        return (self._mix * _MUL + self._crc % _PRIME) % _PRIME
 
     def reset(self) -> None:
         self._mix = 0
@@ -208,7 +224,7 @@ class ResultDigest:
         if left:  # the rest of a split row (or definition)
             take = left if left < end else end
             if not self._skipping:
-                self._crc = _crc32(memoryview(data)[:take], self._crc)
+                self._crc = self._crc32(memoryview(data)[:take], self._crc)
             self._left = left - take
             if take == end:
                 return
@@ -230,6 +246,7 @@ class ResultDigest:
         columns = self._columns
         continued = self._continued
         seq = self._seq
+        crc32 = self._crc32
         run = -1  # where the run of rows in progress starts in `data`
         rows: bytearray | None = None  # its copy from `run` on, once a sequence id needs zeroing
         while end - pos >= 4:
@@ -254,16 +271,16 @@ class ResultDigest:
                     pos = stop
                     continue
                 if run >= 0:
-                    crc = _crc32(memoryview(data)[run:pos] if rows is None else memoryview(rows)[: pos - run], crc)
+                    crc = crc32(_span(data, run, pos) if rows is None else _span(rows, 0, pos - run), crc)
                     run = -1
-                mix = (mix * _MUL + crc * 8 + _K_ROWS) % _PRIME
+                mix = _mixed(mix, _K_ROWS, crc)
                 crc = 0
                 if first == 0xFF:
-                    mix = (mix * _MUL + _crc32(data[pos + 4 : stop]) * 8 + _K_ERR) % _PRIME
+                    mix = _mixed(mix, _K_ERR, crc32(data[pos + 4 : stop], 0))
                     state = _FIRST
                 elif length <= 5:  # a classic EOF: its warning count
                     if length >= 3:
-                        mix = (mix * _MUL + (data[pos + 5] | data[pos + 6] << 8) * 8 + _K_EOF) % _PRIME
+                        mix = _mixed(mix, _K_EOF, (data[pos + 5] | data[pos + 6] << 8))
                     if length >= 5 and (data[pos + 7] | data[pos + 8] << 8) & SERVER_MORE_RESULTS_EXISTS:
                         state = _FIRST
                 else:  # the OK with header 0xFE that ends the rows (CLIENT_DEPRECATE_EOF)
@@ -282,22 +299,22 @@ class ResultDigest:
                 # else: no EOF (CLIENT_DEPRECATE_EOF, or none sent): this packet is read as one of the rows'
                 continue
             elif not length:
-                mix = (mix * _MUL + _K_EMPTY) % _PRIME
+                mix = _mixed(mix, _K_EMPTY, 0)
             elif first == 0x00:
                 mix, more = self._ok(data, pos + 5, stop, mix)
             elif first == 0xFF or first == 0xFB:  # ERR (or a LOCAL INFILE request): whole
-                mix = (mix * _MUL + _crc32(data[pos + 4 : stop]) * 8 + _K_ERR) % _PRIME
+                mix = _mixed(mix, _K_ERR, crc32(data[pos + 4 : stop], 0))
             elif first == 0xFE:  # an EOF answer (COM_SET_OPTION…)
                 warnings = data[pos + 5] | data[pos + 6] << 8 if length >= 3 else 0
-                mix = (mix * _MUL + warnings * 8 + _K_EOF) % _PRIME
+                mix = _mixed(mix, _K_EOF, warnings)
             else:  # a column count, then (metadata caching) whether the definitions follow
                 count, at = _lenenc(data, pos + 4, stop)
-                mix = (mix * _MUL + count * 8 + _K_COUNT) % _PRIME
+                mix = _mixed(mix, _K_COUNT, count)
                 columns = 0 if at < stop and data[at] == 0 else count
                 state = _DEFINITIONS
             pos = stop
         if run >= 0:
-            crc = _crc32(memoryview(data)[run:pos] if rows is None else memoryview(rows)[: pos - run], crc)
+            crc = crc32(_span(data, run, pos) if rows is None else _span(rows, 0, pos - run), crc)
         self._state = state
         self._mix = mix
         self._crc = crc
@@ -312,9 +329,9 @@ class ResultDigest:
         affected, at = _lenenc(data, at, stop)
         insert_id, at = _lenenc(data, at, stop)
         warnings = data[at + 2] | data[at + 3] << 8 if at + 4 <= stop else 0
-        mix = (mix * _MUL + affected % _PRIME * 8 + _K_OK) % _PRIME
-        mix = (mix * _MUL + insert_id % _PRIME * 8 + _K_OK) % _PRIME
-        mix = (mix * _MUL + warnings * 8 + _K_OK) % _PRIME
+        mix = _mixed(mix, _K_OK, affected)
+        mix = _mixed(mix, _K_OK, insert_id)
+        mix = _mixed(mix, _K_OK, warnings)
         return mix, at + 2 <= stop and bool((data[at] | data[at + 1] << 8) & SERVER_MORE_RESULTS_EXISTS)
 
     def _split(self, data: bytes, pos: int, end: int) -> None:
@@ -336,9 +353,10 @@ class ResultDigest:
             if self._state == _ROWS and (
                 self._continued or first < 0xFE or (first == 0xFE and length == _MAX_PACKET)
             ):
+                crc32 = self._crc32
                 header = bytes((length & 0xFF, length >> 8 & 0xFF, length >> 16, self._seq))
                 self._seq = (self._seq + 1) & 0xFF
-                self._crc = _crc32(memoryview(data)[pos + 4 : end], _crc32(header, self._crc))
+                self._crc = crc32(memoryview(data)[pos + 4 : end], crc32(header, self._crc))
                 self._continued = length == _MAX_PACKET
                 self._skipping = False
                 self._left = length - got
@@ -401,7 +419,8 @@ class TransactionLog:
 
     def open(self, settings: SessionSettings, refused: str | None) -> None:
         self.active = True
-        self.entries = []
+        if self.entries:  # a new list (a replay may be reading the old one), only when needed
+            self.entries = []
         self.size = 0
         self.refused = refused
         self.settings = settings
@@ -410,7 +429,8 @@ class TransactionLog:
     def close(self) -> None:
         """The transaction ended (or was lost): nothing of it is kept."""
         self.active = False
-        self.entries = []
+        if self.entries:
+            self.entries = []
         self.size = 0
         self.refused = None
         self.recording = False
