@@ -116,9 +116,11 @@ def may_open_transaction(sql: str, autocommit: bool) -> bool:
     if not autocommit:
         return True
     if sql[:1].isalpha():
-        head = sql[:5].upper()
-        if head != "BEGIN" and head != "START":
+        head = sql[:5]
+        if not head.isascii() or (head.upper() != "BEGIN" and head.upper() != "START"):
             return False
+        after = sql[5:6]  # the word is the ASCII letters from there (statement._FIRST_WORD)
+        return not (after.isascii() and after.isalpha())
     return opens_transaction(first_word(sql), True)
 
 

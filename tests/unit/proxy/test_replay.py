@@ -80,7 +80,8 @@ def test_opens_transaction() -> None:
     "sql",
     ["BEGIN", "begin work", "START TRANSACTION", "start transaction read only", "SELECT 1", "select 1",
      "  BEGIN", "/* x */ BEGIN", "/* x */ SELECT 1", "BEGINNING", "STARTS", "STAR", "B", "S", "", "(SELECT 1)",
-     "-- c\nSTART TRANSACTION", "UPDATE t SET a = 1", "SET autocommit = 0", "Begin;"],
+     "-- c\nSTART TRANSACTION", "UPDATE t SET a = 1", "SET autocommit = 0", "Begin;", "BEGIN\u00df", "beg\u0131n",
+     "START1", "STARTED", "\u00e9BEGIN", "Start\ttransaction"],
 )
 def test_may_open_transaction_is_opens_transaction_of_the_first_word(sql: str) -> None:
     for autocommit in (True, False):
