@@ -3,6 +3,9 @@ installed, MariaDB's also runs live), positions, and the routing decision."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,6 +21,7 @@ from turnout.protocol.generic import build_eof, build_err, build_ok, parse_ok
 from turnout.protocol.packets import encode_packet, write_lenenc_bytes
 from turnout.protocol.response import ResponseFramer
 from turnout.protocol.resultset import ColumnDef, build_column_def
+from turnout.proxy.backend import BackendConnection
 from turnout.proxy.causal import (
     MARIADB,
     MYSQL,
@@ -38,6 +42,7 @@ from turnout.proxy.causal import (
     without_session_state,
     written_gtid,
 )
+from turnout.proxy.channel import Channel
 from turnout.proxy.decisions import (
     CAUSAL_GLOBAL,
     CAUSAL_OFF,
@@ -47,6 +52,7 @@ from turnout.proxy.decisions import (
     causal_mode,
     causal_route,
 )
+from turnout.proxy.settings import SessionSettings
 
 # OK packets as MariaDB 10.11 sent them with CLIENT_SESSION_TRACK and last_gtid tracked.
 MARIADB_INSERT_OK = b"\x00\x01\x01\x02@\x00\x00\x00\x13\x00\x11\tlast_gtid\x060-1-13"
@@ -299,3 +305,75 @@ def test_the_monitors_positions_reach_the_data_path_and_outlive_a_routing_change
     # a routing change forgets the waits' positions (a server may have been rebuilt), not the monitor's
     proxy.apply_routing(HostgroupTable.build(()))
     assert proxy.applied == {a: {"0": 20}, b: {"0": 12, "1": 4}}
+
+
+# ---- the wait sent with the read: what the backend connection does with the bytes ----------------------
+def _one_value_result(value: bytes) -> bytes:
+    """MASTER_GTID_WAIT's answer, as MariaDB frames it without deprecate-EOF: one column, one row."""
+    packets = [b"\x01", build_column_def(ColumnDef("w")), build_eof(0, SERVER_STATUS_AUTOCOMMIT),
+               write_lenenc_bytes(value), build_eof(0, SERVER_STATUS_AUTOCOMMIT)]
+    return b"".join(encode_packet(payload, seq) for seq, payload in enumerate(packets, start=1))
+
+
+READ = bytes([COM_QUERY]) + b"SELECT v FROM t WHERE id = 1"
+READ_ANSWER = b"".join(encode_packet(payload, seq) for seq, payload in enumerate(
+    [b"\x01", build_column_def(ColumnDef("v")), build_eof(0, SERVER_STATUS_AUTOCOMMIT), write_lenenc_bytes(b"1"),
+     build_eof(0, SERVER_STATUS_AUTOCOMMIT)], start=1))
+
+
+async def _pipelined(wait_value: bytes, cuts: list[int]) -> tuple[bytes, bytes | None, bytes, bool]:
+    """A BackendConnection on one end of a socket pair sends a wait with READ behind it; the other
+    end, in the server's place, answers both in pieces cut at `cuts`. (What the server end got
+    before answering; the wait's value; READ's answer as the channel then has it; whether
+    skip_response left anything after it.)"""
+    loop = asyncio.get_running_loop()
+    proxy_end, server_end = socket.socketpair()
+    server_end.setblocking(False)
+    channel = Channel()
+    await loop.create_connection(lambda: channel, sock=proxy_end)
+    connection = BackendConnection(("127.0.0.1", 3306), "app", 0, channel, 7, SessionSettings())
+    try:
+        sql = wait_sql(MARIADB, "0-1-5", 1000)
+        asked = asyncio.ensure_future(connection.query_value(sql, READ))
+        expected = encode_packet(bytes([COM_QUERY]) + sql.encode(), 0) + encode_packet(READ, 0)
+        received = b""
+        while len(received) < len(expected):  # both commands, before any answer
+            received += await loop.sock_recv(server_end, 65536)
+        answers = _one_value_result(wait_value) + READ_ANSWER
+        start = 0
+        for cut in [*sorted(set(cuts)), len(answers)]:
+            if cut > start:
+                await loop.sock_sendall(server_end, answers[start:cut])
+                await asyncio.sleep(0)
+                start = cut
+        server_end.shutdown(socket.SHUT_WR)  # nothing more: a connection that lost bytes ends, not hangs
+        _, value = await asked
+        if wait_reached(value):
+            rest = b""
+            while len(rest) < len(READ_ANSWER):
+                chunk = await channel.read()
+                if not chunk:
+                    break
+                rest += chunk
+            return received, value, rest, False
+        await connection.skip_response(COM_QUERY)
+        return received, value, b"", channel.has_unread()
+    finally:
+        channel.close()
+        server_end.close()
+
+
+@given(
+    st.sampled_from([b"0", b"-1"]),
+    st.lists(st.integers(min_value=1, max_value=len(_one_value_result(b"-1")) + len(READ_ANSWER) - 1), max_size=6),
+)
+def test_a_read_sent_behind_its_wait_is_left_whole_on_the_connection(wait_value: bytes, cuts: list[int]) -> None:
+    """The wait and the read leave together; the wait's answer is consumed to its last byte,
+    however the two answers arrive cut; the read's is then on the channel whole (the wait
+    reached), or read and dropped with nothing after it (the wait timed out)."""
+    sql = wait_sql(MARIADB, "0-1-5", 1000)
+    received, value, rest, surplus = asyncio.run(_pipelined(wait_value, cuts))
+    assert received == encode_packet(bytes([COM_QUERY]) + sql.encode(), 0) + encode_packet(READ, 0)
+    assert value == wait_value
+    assert rest == (READ_ANSWER if wait_value == b"0" else b"")
+    assert not surplus
