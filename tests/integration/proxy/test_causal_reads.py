@@ -175,9 +175,7 @@ def test_a_replica_known_to_have_the_writes_serves_without_a_wait(
 
 def test_prepared_reads_are_causal(lagging: Sandbox, start_proxy: Callable[..., RunningProxy]) -> None:
     running = _proxy(lagging, start_proxy, True, causal_user=1, **{"mysql-causal_reads_timeout": "10000"})
-    conn = mysql.connector.connect(
-        host="127.0.0.1", port=running.port, user=APP.user, password=APP.password, autocommit=True
-    )
+    conn = _connector(running)
     try:
         cur = conn.cursor(prepared=True)
         for key in range(900, 903):
@@ -383,9 +381,7 @@ def test_a_timed_out_wait_drops_the_replicas_answer_and_keeps_its_connection(
         lagging.execute(node, "STOP SLAVE SQL_THREAD")
     running = _proxy(lagging, start_proxy, False, causal_user=1, **{"mysql-causal_reads_timeout": "200"})
     writer_port = lagging.nodes[0].port
-    conn = mysql.connector.connect(
-        host="127.0.0.1", port=running.port, user=APP.user, password=APP.password, autocommit=True
-    )
+    conn = _connector(running)
     try:
         cur = conn.cursor(prepared=prepared)
         for key in range(1500, 1503):
