@@ -370,6 +370,12 @@ def _replica_pools(running: RunningProxy, writer_port: int) -> tuple[int, int]:
     return running.call(look)
 
 
+def _opened_per_replica(running: RunningProxy, writer_port: int) -> list[int]:
+    """Connections opened to each replica the proxy has a pool for."""
+    return running.call(lambda: [p.stats.conn_ok for p in running.proxy.pools.servers.values()
+                                 if p.address[1] != writer_port])
+
+
 @pytest.mark.parametrize("prepared", [False, True], ids=["text", "prepared"])
 def test_a_timed_out_wait_drops_the_replicas_answer_and_keeps_its_connection(
     lagging: Sandbox, start_proxy: Callable[..., RunningProxy], prepared: bool
@@ -403,8 +409,10 @@ def test_a_timed_out_wait_drops_the_replicas_answer_and_keeps_its_connection(
     counters = _counters(running)
     assert counters["waited"] + counters["caught_up"] == 3
     assert counters["waited"] >= 1
-    # the reads after the timeouts ran on the connections those left in the pools: none opened
-    assert _replica_pools(running, writer_port)[0] == opened
+    # the reads after the timeouts ran on the connections those left in the pools: no second
+    # connection to any replica (a replica the timed-out reads did not happen to pick may have
+    # got its first one since: which replica serves a read is a weighted random choice)
+    assert _opened_per_replica(running, writer_port) and max(_opened_per_replica(running, writer_port)) == 1
 
 
 @pytest.mark.parametrize("prepared", [False, True], ids=["text", "prepared"])
