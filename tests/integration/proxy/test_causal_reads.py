@@ -178,10 +178,7 @@ def test_prepared_reads_are_causal(lagging: Sandbox, start_proxy: Callable[..., 
     conn = _connector(running)
     try:
         cur = conn.cursor(prepared=True)
-        for key in range(900, 903):
-            cur.execute("INSERT INTO causal.t VALUES (%s, %s)", (key, key))
-            cur.execute("SELECT v FROM causal.t WHERE id = %s", (key,))
-            assert cur.fetchall() == [(key,)]
+        _write_then_read(cur, range(900, 903))
         cur.close()
     finally:
         conn.close()
@@ -362,18 +359,18 @@ def test_a_waited_read_goes_to_the_replica_with_its_wait_in_one_round_trip(
     assert counters["timed_out"] == counters["to_writer"] == 0
 
 
-def _replica_pools(running: RunningProxy, writer_port: int) -> tuple[int, int]:
-    """(connections opened to the replicas, of them idle in their pools)."""
-    def look() -> tuple[int, int]:
-        pools = [p for p in running.proxy.pools.servers.values() if p.address[1] != writer_port]
-        return sum(p.stats.conn_ok for p in pools), sum(p.stats.conn_free for p in pools)
-    return running.call(look)
-
-
-def _opened_per_replica(running: RunningProxy, writer_port: int) -> list[int]:
-    """Connections opened to each replica the proxy has a pool for."""
-    return running.call(lambda: [p.stats.conn_ok for p in running.proxy.pools.servers.values()
+def _replica_pools(running: RunningProxy, writer_port: int) -> list[tuple[int, int]]:
+    """Per replica the proxy has a pool for: (connections opened to it, of them idle in the pool)."""
+    return running.call(lambda: [(p.stats.conn_ok, p.stats.conn_free) for p in running.proxy.pools.servers.values()
                                  if p.address[1] != writer_port])
+
+
+def _write_then_read(cur: Any, keys: range) -> None:
+    """Each key inserted, then read back at once on the same cursor: the read must see it."""
+    for key in keys:
+        cur.execute("INSERT INTO causal.t VALUES (%s, %s)", (key, key))
+        cur.execute("SELECT v FROM causal.t WHERE id = %s", (key,))
+        assert cur.fetchall() == [(key,)]
 
 
 @pytest.mark.parametrize("prepared", [False, True], ids=["text", "prepared"])
@@ -390,12 +387,10 @@ def test_a_timed_out_wait_drops_the_replicas_answer_and_keeps_its_connection(
     conn = _connector(running)
     try:
         cur = conn.cursor(prepared=prepared)
-        for key in range(1500, 1503):
-            cur.execute("INSERT INTO causal.t VALUES (%s, %s)", (key, key))
-            cur.execute("SELECT v FROM causal.t WHERE id = %s", (key,))
-            assert cur.fetchall() == [(key,)]  # the writer's answer, and only it
+        _write_then_read(cur, range(1500, 1503))  # each read gets the writer's answer, and only it
         assert _counters(running)["timed_out"] == 3
-        opened, idle = _replica_pools(running, writer_port)
+        pools = _replica_pools(running, writer_port)
+        opened, idle = sum(o for o, _ in pools), sum(i for _, i in pools)
         assert idle == opened >= 1  # every replica connection went back to its pool
         for node in (1, 2):
             lagging.execute(node, "START SLAVE SQL_THREAD")
@@ -412,7 +407,8 @@ def test_a_timed_out_wait_drops_the_replicas_answer_and_keeps_its_connection(
     # the reads after the timeouts ran on the connections those left in the pools: no second
     # connection to any replica (a replica the timed-out reads did not happen to pick may have
     # got its first one since: which replica serves a read is a weighted random choice)
-    assert _opened_per_replica(running, writer_port) and max(_opened_per_replica(running, writer_port)) == 1
+    pools = _replica_pools(running, writer_port)
+    assert pools and max(o for o, _ in pools) == 1
 
 
 @pytest.mark.parametrize("prepared", [False, True], ids=["text", "prepared"])
