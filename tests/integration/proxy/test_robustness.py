@@ -561,7 +561,9 @@ def test_client_vanishes_in_the_middle_of_a_large_result(
     settled(robust, sessions=1)
 
 
-def test_client_vanishes_in_the_middle_of_a_transaction(robust: RunningProxy, healthy: Healthy) -> None:
+def test_client_vanishes_in_the_middle_of_a_transaction(
+    sandbox: Sandbox, robust: RunningProxy, healthy: Healthy
+) -> None:
     raw = RawClient(robust.port).logged_in()
     raw.query("SET SESSION innodb_lock_wait_timeout = 50")
     raw.query("BEGIN")
@@ -575,6 +577,7 @@ def test_client_vanishes_in_the_middle_of_a_transaction(robust: RunningProxy, he
         assert cur.fetchall() == ((2, 20),)
         cur.execute("INSERT INTO rb.t VALUES (100, 1)")
         cur.execute("DELETE FROM rb.t WHERE id = 100")
+    sandbox.wait_replicas_caught_up()  # check() reads from the replicas, which apply the DELETE asynchronously
     healthy.check()
 
 
