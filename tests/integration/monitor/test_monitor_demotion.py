@@ -80,6 +80,7 @@ async def test_graceful_demotion_twice(fresh_sandbox: Sandbox) -> None:
         await replicate_from(box, 0, master=1)
         snap = await service.wait_for(lambda s: status(s, READER, n0) == "ONLINE", WAIT)
         assert snap.writer(WRITER) == n1 and serving(snap, READER) == {n0, n1, n2}
+        await asyncio.to_thread(box.wait_replicas_caught_up)  # ONLINE means lag 0 s, not the INSERT applied
         rows = await asyncio.to_thread(box.execute, 0, "SELECT COUNT(*) AS n FROM mon.t")
         assert rows[0]["n"] == 1
 

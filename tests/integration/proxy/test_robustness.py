@@ -872,6 +872,7 @@ def test_write_blocked_hostgroup_refuses_writes_and_reads_continue(
     with after.cursor() as cur:
         cur.execute("INSERT INTO rb.t VALUES (50, 50)")
         cur.execute("DELETE FROM rb.t WHERE id = 50")
+    sandbox.wait_replicas_caught_up()  # the healthy client's check() reads from the replicas
     before.close()
     after.close()
     settled(robust, sessions=1)

@@ -87,6 +87,7 @@ def test_autocommit_off_reads_then_writes(sandbox: Sandbox, split_proxy: Running
     first write ends that read-only transaction there and runs on the master."""
     sandbox.execute(0, "CREATE DATABASE IF NOT EXISTS ac", "CREATE TABLE IF NOT EXISTS ac.t (id INT PRIMARY KEY)",
                     "DELETE FROM ac.t")
+    sandbox.wait_replicas_caught_up()  # the first read runs on a replica, which must have the table
     conn = split_proxy.connect(autocommit=False)
     with conn, conn.cursor() as cur:
         cur.execute("SELECT COUNT(*) FROM ac.t")

@@ -58,6 +58,7 @@ def _schema(box: Sandbox) -> None:
                 "INSERT INTO replay_db.gate VALUES (1)",
                 "CREATE FUNCTION replay_db.held() RETURNS INT NOT DETERMINISTIC READS SQL DATA "
                 "BEGIN IF (SELECT COUNT(*) FROM replay_db.gate) > 0 THEN DO SLEEP(60); END IF; RETURN 0; END")
+    box.wait_replicas_caught_up()  # reads outside a transaction go to the replicas
 
 
 def _rows(box: Sandbox) -> list[tuple[Any, ...]]:

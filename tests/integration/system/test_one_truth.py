@@ -32,6 +32,7 @@ def test_fenced_master_back_with_read_only_off_gets_no_statement(turnout_up: Run
     with _app(turnout_up.proxy_port) as conn, conn.cursor() as cur:
         cur.execute("CREATE DATABASE IF NOT EXISTS f")
         cur.execute("CREATE TABLE IF NOT EXISTS f.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+    box.wait_replicas_caught_up()  # replication is asynchronous: the promoted replica must have f.t
     old = turnout_up.master()
     box.kill(0)
     wait_for(lambda: turnout_up.master() != old, 60, "the manager to promote a replica")
