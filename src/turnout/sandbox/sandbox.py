@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -477,10 +477,11 @@ class Sandbox:
             self.execute(replica.index, *self.replication_sql(master))
         self.wait_replicas_caught_up()
 
-    def wait_replicas_caught_up(self, timeout: float = 30) -> None:
-        """Wait until every running replica has applied its master's binlog position."""
+    def wait_replicas_caught_up(self, timeout: float = 30, only: Collection[int] | None = None) -> None:
+        """Wait until every running replica (or those among the node indexes `only`) has applied
+        its master's binlog position."""
         deadline = time.monotonic() + timeout
-        for node in self.nodes:
+        for node in self.nodes if only is None else [self.nodes[index] for index in only]:
             while True:
                 status = self.replica_status(node.index)
                 if status is None:

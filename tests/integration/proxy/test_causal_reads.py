@@ -30,9 +30,7 @@ def lagging(fresh_sandbox: Sandbox) -> Iterator[Sandbox]:
     """The sandbox with a table, its replicas applying 1 s behind their master."""
     box = fresh_sandbox
     box.execute(0, "CREATE DATABASE IF NOT EXISTS causal", "CREATE TABLE causal.t (id INT PRIMARY KEY, v INT)")
-    position = box.execute(0, "SELECT @@GLOBAL.gtid_binlog_pos AS p")[0]["p"]
-    for node in (1, 2):  # the table is there before the replicas lag
-        assert box.execute(node, f"SELECT MASTER_GTID_WAIT('{position}', 30) AS w")[0]["w"] == 0
+    box.wait_replicas_caught_up()  # the table is there before the replicas lag
     for node in (1, 2):
         box.execute(node, "STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 1", "START SLAVE")
     yield box
